@@ -1,0 +1,169 @@
+"""The offline entry point, in the manner of LiberTEM's ``Context``.
+
+Every ``run_udf`` builds a :class:`~detflow.graph.Graph` (source → partition → one
+node per UDF) and runs it; there is no second engine behind the convenience API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from detflow.errors import ConfigurationError
+from detflow.executors.base import Executor, make_executor
+from detflow.graph.model import Graph
+from detflow.graph.results import ResultBuffer, UDFResults
+from detflow.nodes.base import UDF
+from detflow.registry import SOURCES
+from detflow.sources.base import Source
+
+__all__ = ["Context"]
+
+
+class Context:
+    """Loads datasets and runs UDFs over them on an executor.
+
+    Parameters
+    ----------
+    executor
+        An executor object, or ``None`` for threads on all available cores.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import detflow as df
+    >>> from detflow.nodes import SumUDF
+    >>> with df.Context.make_with("inline") as ctx:
+    ...     ds = ctx.load("memory", data=np.ones((4, 4, 8, 8), dtype=np.uint16))
+    ...     float(ctx.run_udf(dataset=ds, udf=SumUDF())["intensity"].data[0, 0])
+    16.0
+    """
+
+    def __init__(self, executor: Executor | None = None, *, plot_class: Any = None) -> None:
+        self.executor = executor if executor is not None else make_executor("threads")
+        self.plot_class = plot_class
+
+    @classmethod
+    def make_with(cls, spec: str = "threads", *, cpus: int | None = None, **kwargs: Any) -> Context:
+        """A context on the executor ``spec`` (``"inline"``, ``"threads"``, ...)."""
+        return cls(make_executor(spec, cpus=cpus, **kwargs))
+
+    # --- data -----------------------------------------------------------------------
+    def load(
+        self,
+        filetype: str,
+        *args: Any,
+        num_partitions: int | None = None,
+        frames_per_partition: int | None = None,
+        **kwargs: Any,
+    ) -> Source:
+        """Open a dataset: ``ctx.load("npy", path=...)``, ``"raw"``, ``"memory"``, ...
+
+        ``nav_shape``, ``sig_shape`` and ``sync_offset`` work for every type;
+        ``num_partitions`` / ``frames_per_partition`` set how it is cut for runs.
+        """
+        cls = SOURCES.get(filetype.lower())
+        try:
+            source = cls(*args, **kwargs)
+        except TypeError as err:
+            raise ConfigurationError(f"{filetype} source: {err}") from err
+        source.partition_sizing = (frames_per_partition, num_partitions)
+        return source
+
+    # --- running --------------------------------------------------------------------
+    def _graph(self, dataset: Source, udfs: Sequence[UDF], roi: Any) -> Graph:
+        if not isinstance(dataset, Source):
+            raise ConfigurationError(
+                f"dataset must be a dataset from ctx.load(); got {type(dataset).__name__}"
+            )
+        g = Graph("run_udf")
+        g.source(dataset)
+        fpp, nparts = getattr(dataset, "partition_sizing", (None, None))
+        g.partition(frames_per_partition=fpp, num_partitions=nparts, roi=roi)
+        for udf in udfs:
+            if not isinstance(udf, UDF):
+                raise ConfigurationError(f"udf must be a UDF instance; got {udf!r}")
+            g.udf(udf)
+        return g
+
+    @staticmethod
+    def _check_unsupported(plots: Any, corrections: Any, sync: bool) -> None:
+        if plots:
+            raise ConfigurationError("run_udf: parameter 'plots': live plots are not available yet")
+        if corrections is not None:
+            raise ConfigurationError("run_udf: parameter 'corrections' is not available yet")
+        if not sync:
+            raise ConfigurationError("run_udf: sync=False is not supported; use run_udf_iter")
+
+    def run_udf_iter(
+        self,
+        dataset: Source,
+        udf: UDF | Sequence[UDF],
+        roi: Any = None,
+        *,
+        progress: bool = False,
+        plots: Any = None,
+        corrections: Any = None,
+        backends: Any = None,
+        sync: bool = True,
+    ) -> Iterator[UDFResults]:
+        """Yield :class:`~detflow.graph.results.UDFResults` after each partition merges."""
+        self._check_unsupported(plots, corrections, sync)
+        udfs = [udf] if isinstance(udf, UDF) else list(udf)
+        graph = self._graph(dataset, udfs, roi)
+        yield from graph.run_iter(executor=self.executor, progress=progress)
+
+    def run_udf(
+        self,
+        dataset: Source,
+        udf: UDF | Sequence[UDF],
+        roi: Any = None,
+        *,
+        progress: bool = False,
+        plots: Any = None,
+        corrections: Any = None,
+        backends: Any = None,
+        sync: bool = True,
+    ) -> dict[str, ResultBuffer] | tuple[dict[str, ResultBuffer], ...]:
+        """Run one UDF (returns its results) or a list of UDFs (a tuple, one per UDF)
+        in one pass over the data."""
+        last = None
+        for last in self.run_udf_iter(  # noqa: B007
+            dataset, udf, roi, progress=progress, plots=plots, corrections=corrections,
+            backends=backends, sync=sync,
+        ):
+            pass
+        assert last is not None
+        buffers = last.buffers
+        return buffers[0] if isinstance(udf, UDF) else buffers
+
+    def map(
+        self,
+        dataset: Source,
+        f: Callable[[np.ndarray], Any],
+        roi: Any = None,
+        *,
+        progress: bool = False,
+        backends: Any = None,
+    ) -> ResultBuffer:
+        """Apply ``f`` to every frame; the nav-shaped result (``AutoUDF``)."""
+        from detflow.nodes.auto import AutoUDF
+
+        res = self.run_udf(dataset, AutoUDF(f=f), roi, progress=progress, backends=backends)
+        assert isinstance(res, dict)
+        return res["result"]
+
+    # --- lifetime -----------------------------------------------------------------
+    def close(self) -> None:
+        self.executor.close()
+
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Context executor={self.executor!r}>"

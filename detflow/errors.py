@@ -1,0 +1,153 @@
+"""The exceptions detflow raises.
+
+Every detflow error derives from :class:`DetflowError`; most also derive from the
+builtin that a caller would naturally catch, so ``except ValueError`` keeps working::
+
+    DetflowError
+    ├── ConfigurationError (ValueError)        a bad argument, option or name
+    │   ├── UnknownNameError                   a registry name nobody knows (lists the known ones)
+    │   ├── ParameterError                     a parameter fails its declared type or range
+    │   └── GraphValidationError               a graph that cannot run (names node and parameter)
+    ├── SourceError                            reading input data failed
+    │   ├── SourceNotFoundError (FileNotFoundError)
+    │   └── SourceFormatError (ValueError)     file contents or size do not match what was declared
+    ├── UDFError (RuntimeError)                a UDF broke the UDF contract
+    └── MissingDependencyError (ImportError)   an optional extra is not installed
+
+An exception raised by user code inside a partition task is *not* wrapped: it reaches
+the caller with its own type, and notes (PEP 678) that name the node and the partition,
+plus the worker's traceback where the task ran in another process. ``node_id`` is set
+on it as an attribute as well.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ConfigurationError",
+    "DetflowError",
+    "GraphValidationError",
+    "MissingDependencyError",
+    "ParameterError",
+    "SourceError",
+    "SourceFormatError",
+    "SourceNotFoundError",
+    "UDFError",
+    "UnknownNameError",
+    "annotate_node_error",
+]
+
+
+class DetflowError(Exception):
+    """Root of every error detflow raises itself."""
+
+
+class ConfigurationError(DetflowError, ValueError):
+    """An argument, option or name given by the user is not acceptable."""
+
+
+class UnknownNameError(ConfigurationError):
+    """A short name (source, UDF, executor, ...) that no registry knows."""
+
+    def __init__(self, kind: str, name: str, known: list[str]) -> None:
+        self.kind = kind
+        self.name = name
+        self.known = sorted(known)
+        super().__init__(
+            f"unknown {kind} {name!r}; known {kind}s: {', '.join(self.known) or '(none)'}"
+        )
+
+
+class GraphValidationError(ConfigurationError):
+    """A graph that cannot run, found before anything ran.
+
+    ``node`` and ``parameter`` say where; the message reads
+    ``node 'bf' (masks): parameter 'r' must be > 0; got -3``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node: str | None = None,
+        node_type: str | None = None,
+        parameter: str | None = None,
+    ) -> None:
+        self.node = node
+        self.node_type = node_type
+        self.parameter = parameter
+        self.reason = message
+        where = []
+        if node is not None:
+            where.append(f"node {node!r}" + (f" ({node_type})" if node_type else ""))
+        if parameter is not None:
+            where.append(f"parameter {parameter!r}")
+        prefix = ", ".join(where)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+class ParameterError(ConfigurationError):
+    """A parameter value that fails its declared type or range check.
+
+    Raised by :class:`detflow.nodes.params.Param` and by ``UDF.validate``; the graph
+    turns it into a :class:`GraphValidationError` that also names the node.
+    """
+
+    def __init__(self, parameter: str, message: str) -> None:
+        self.parameter = parameter
+        self.reason = message
+        super().__init__(f"parameter {parameter!r} {message}")
+
+
+class SourceError(DetflowError):
+    """Reading input data failed."""
+
+
+class SourceNotFoundError(SourceError, FileNotFoundError):
+    """The file or resource a source names does not exist."""
+
+    def __init__(self, path: Any, hint: str = "") -> None:
+        self.path = path
+        msg = f"no such file: {str(path)!r}"
+        super().__init__(msg + (f"; {hint}" if hint else ""))
+
+    def __str__(self) -> str:  # FileNotFoundError would print errno-style otherwise
+        return str(self.args[0])
+
+
+class SourceFormatError(SourceError, ValueError):
+    """File contents, size or layout do not match what the source expects."""
+
+
+class UDFError(DetflowError, RuntimeError):
+    """A UDF broke the UDF contract (e.g. a ``result_only`` buffer it never produced)."""
+
+
+class MissingDependencyError(DetflowError, ImportError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+    def __init__(self, package: str, extra: str, what: str) -> None:
+        super().__init__(
+            f"{what} needs the package {package!r}; install it with "
+            f"pip install 'detflow[{extra}]'"
+        )
+
+
+def annotate_node_error(
+    err: BaseException, *, node_id: str, node_type: str, where: str, traceback_text: str = ""
+) -> BaseException:
+    """Add the node (and where it ran) to an exception raised by user code.
+
+    The exception keeps its type, so ``except ZeroDivisionError`` still works;
+    notes travel with it through pickle to the driver.
+    """
+    if getattr(err, "node_id", None) is None:
+        try:
+            err.node_id = node_id  # type: ignore[attr-defined]
+        except AttributeError:  # exceptions with __slots__
+            pass
+        err.add_note(f"raised in node {node_id!r} ({node_type}) {where}")
+        if traceback_text:
+            err.add_note("worker traceback:\n" + traceback_text.rstrip())
+    return err

@@ -1,0 +1,342 @@
+"""Lowering: from a validated graph to partition tasks on an executor, and back.
+
+``compile_graph`` resolves every node of a :class:`~detflow.graph.model.Graph` into a
+:class:`Plan` (the opened source, the partition plan, the ROI, the UDF instances),
+checking everything it can before any data is read.
+
+``run_plan`` is the driver loop, and the only place that knows both sides:
+
+1. cut the source into partitions; drop those with no frame in the ROI;
+2. ``executor.map_unordered(run_partition, tasks)`` runs them, anywhere, in any
+   order; each returns one :class:`~detflow.nodes.runner.PartialResult`;
+3. each partial result enters a :class:`~detflow.graph.stream.ResultStream`, whose
+   first step merges it into the running result of every UDF node (``UDF.merge``,
+   in completion order, each partition exactly once) and whose subscribers (progress,
+   sinks) then see the update;
+4. after each merge a lazily evaluated :class:`~detflow.graph.results.UDFResults` is
+   yielded; ``get_results`` runs only when someone reads it.
+
+Executors see a picklable function and picklable tasks, nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from detflow.errors import (
+    ConfigurationError,
+    GraphValidationError,
+    ParameterError,
+    UDFError,
+    annotate_node_error,
+)
+from detflow.graph.model import Graph, PartitionNode, SourceNode, UDFNode, as_flat_roi
+from detflow.graph.results import ResultBuffer, UDFResults
+from detflow.graph.stream import ResultStream, RunInfo, Update
+from detflow.nodes.base import UDF, BufferDecl, UDFData, UDFMeta
+from detflow.nodes.runner import (
+    PartialResult,
+    PartitionTask,
+    UDFSpec,
+    check_result_only,
+    input_dtype_for,
+    run_partition,
+)
+from detflow.registry import SOURCES, UDFS, import_object
+from detflow.sources.base import DatasetMeta, PartitionPlan, Source
+
+if TYPE_CHECKING:
+    from detflow.executors.base import Executor
+    from detflow.sinks.base import Sink
+
+__all__ = ["Plan", "compile_graph", "run_plan"]
+
+
+@dataclass
+class Plan:
+    """A graph resolved and checked, ready to run."""
+
+    name: str
+    source_id: str
+    source: Source
+    partition_id: str
+    frames_per_partition: int | None
+    num_partitions: int | None
+    roi: np.ndarray | None
+    udfs: list[tuple[str, UDF]]
+
+    @property
+    def meta(self) -> DatasetMeta:
+        return self.source.meta
+
+    def partition_plan(self, min_partitions: int = 1) -> PartitionPlan:
+        return PartitionPlan(
+            frames_per_partition=self.frames_per_partition,
+            num_partitions=self.num_partitions,
+            min_partitions=min_partitions,
+        )
+
+
+def _one(graph: Graph, kind: type, label: str) -> Any:
+    found = [n for n in graph if isinstance(n, kind)]
+    if len(found) != 1:
+        ids = ", ".join(repr(n.id) for n in found) or "none"
+        raise GraphValidationError(f"a graph needs exactly one {label} node; found {ids}")
+    return found[0]
+
+
+def resolve_udf_class(node: UDFNode) -> type[UDF]:
+    try:
+        cls = UDFS.get(node.type) if ":" not in node.type else import_object(node.type)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise GraphValidationError(
+            f"cannot import UDF type {node.type!r}: {err}", node=node.id
+        ) from err
+    if not (isinstance(cls, type) and issubclass(cls, UDF)):
+        raise GraphValidationError(f"{node.type!r} is not a UDF class", node=node.id)
+    return cls
+
+
+def _open_source(node: SourceNode) -> Source:
+    if node.obj is not None:
+        return node.obj
+    try:
+        cls = SOURCES.get(node.type)
+    except ConfigurationError as err:
+        raise GraphValidationError(str(err), node=node.id, parameter="type") from err
+    try:
+        return cls(**node.params)
+    except TypeError as err:  # an unknown keyword
+        raise GraphValidationError(str(err), node=node.id, node_type=node.type) from err
+    except ConfigurationError as err:
+        raise GraphValidationError(str(err), node=node.id, node_type=node.type) from err
+
+
+def compile_graph(graph: Graph) -> Plan:
+    """Resolve and check every node of ``graph``."""
+    src_node: SourceNode = _one(graph, SourceNode, "source")
+    part_node: PartitionNode = _one(graph, PartitionNode, "partition")
+    if part_node.input != src_node.id:
+        raise GraphValidationError(
+            f"input {part_node.input!r} is not a source node (the source is {src_node.id!r})",
+            node=part_node.id, parameter="input",
+        )
+    udf_nodes = graph.udf_nodes()
+    if not udf_nodes:
+        raise GraphValidationError("the graph has no UDF node: nothing would be computed")
+    for node in udf_nodes:
+        if node.input != part_node.id:
+            raise GraphValidationError(
+                f"input {node.input!r} is not a partition node (the partition node is "
+                f"{part_node.id!r})", node=node.id, node_type=node.type, parameter="input",
+            )
+    source = _open_source(src_node)
+    meta = source.meta
+    try:
+        PartitionPlan(part_node.frames_per_partition, part_node.num_partitions)
+    except ConfigurationError as err:
+        raise GraphValidationError(str(err), node=part_node.id) from err
+    try:
+        roi = as_flat_roi(part_node.roi, meta.nav_shape)
+    except ValueError as err:
+        raise GraphValidationError(str(err), node=part_node.id, parameter="roi") from err
+
+    udfs: list[tuple[str, UDF]] = []
+    for node in udf_nodes:
+        cls = resolve_udf_class(node)
+        if node.obj is not None:
+            udf = node.obj
+        else:
+            if cls.params_spec:
+                known = {p.name for p in cls.params_spec}
+                for name in node.params:
+                    if name not in known:
+                        raise GraphValidationError(
+                            f"unknown parameter; {node.type} takes: {', '.join(sorted(known))}",
+                            node=node.id, node_type=node.type, parameter=name,
+                        )
+            try:
+                udf = cls(**node.params)
+            except (TypeError, ValueError) as err:
+                raise GraphValidationError(str(err), node=node.id, node_type=node.type) from err
+        try:
+            udf.validate(meta)
+            udf.meta = main_meta(udf, meta, roi)
+            udf.get_method()
+            udf.get_result_buffers()
+        except ParameterError as err:
+            raise GraphValidationError(
+                err.reason, node=node.id, node_type=node.type, parameter=err.parameter
+            ) from err
+        except (UDFError, ConfigurationError) as err:
+            raise GraphValidationError(str(err), node=node.id, node_type=node.type) from err
+        udfs.append((node.id, udf))
+    return Plan(
+        name=graph.name,
+        source_id=src_node.id,
+        source=source,
+        partition_id=part_node.id,
+        frames_per_partition=part_node.frames_per_partition,
+        num_partitions=part_node.num_partitions,
+        roi=roi,
+        udfs=udfs,
+    )
+
+
+def main_meta(udf: UDF, meta: DatasetMeta, roi: np.ndarray | None) -> UDFMeta:
+    """``self.meta`` on the driver: the dataset, no partition."""
+    return UDFMeta(
+        dataset_shape=meta.shape,
+        dataset_dtype=meta.dtype,
+        input_dtype=input_dtype_for(udf, meta.dtype),
+        roi=None if roi is None else roi.reshape(meta.nav_shape),
+    )
+
+
+class _Merger:
+    """The running result of one UDF node on the driver."""
+
+    def __init__(self, node_id: str, udf: UDF, meta: DatasetMeta, roi: np.ndarray | None) -> None:
+        self.node_id = node_id
+        self.udf = udf
+        self.meta = meta
+        self.roi = roi
+        self.decls = udf.get_result_buffers()
+        n_rows = meta.n_frames if roi is None else int(np.count_nonzero(roi))
+        self.dest = {
+            k: d.allocate(meta, n_rows) for k, d in self.decls.items() if d.use != "result_only"
+        }
+        # row of each frame's result in the (ROI-filtered) nav buffers
+        self.rows_before = None if roi is None else np.concatenate(([0], np.cumsum(roi)))
+
+    def merge(self, partial: PartialResult, buffers: dict[str, np.ndarray]) -> None:
+        start = partial.frames.start
+        lo = start if self.rows_before is None else int(self.rows_before[start])
+        hi = lo + partial.n_processed
+        dest = UDFData(
+            {k: (b[lo:hi] if self.decls[k].kind == "nav" else b) for k, b in self.dest.items()}
+        )
+        try:
+            self.udf.merge(dest, UDFData(buffers))
+        except Exception as err:
+            raise annotate_node_error(
+                err, node_id=self.node_id, node_type=type(self.udf).__name__,
+                where=f"in merge of partition {partial.index}",
+            ) from None
+
+    def results(self, valid: np.ndarray) -> dict[str, ResultBuffer]:
+        self.udf.results = UDFData(self.dest)
+        try:
+            computed = self.udf.get_results() or {}
+        except Exception as err:
+            raise annotate_node_error(
+                err, node_id=self.node_id, node_type=type(self.udf).__name__,
+                where="in get_results",
+            ) from None
+        check_result_only(self.udf, computed, self.node_id)
+        out = {}
+        names = [k for k, d in self.decls.items() if d.use != "private"]
+        names += [k for k in computed if k not in self.decls]
+        for name in names:
+            decl = self.decls.get(name)
+            value = np.asarray(computed[name] if name in computed else self.dest[name])
+            if decl is None:
+                decl = BufferDecl(kind="single", extra_shape=value.shape, dtype=value.dtype)
+            elif decl.kind == "nav":
+                value = self._flat_nav(name, value)
+            out[name] = ResultBuffer(
+                value, decl, nav_shape=self.meta.nav_shape, sig_shape=self.meta.sig_shape,
+                roi=self.roi, valid=valid,
+            )
+        return out
+
+    def _flat_nav(self, name: str, value: np.ndarray) -> np.ndarray:
+        nav = self.meta.nav_shape
+        rows = self.meta.n_frames if self.roi is None else int(np.count_nonzero(self.roi))
+        if value.ndim >= 1 and value.shape[0] == rows:
+            return value
+        if value.shape[: len(nav)] == nav:  # returned nav-shaped: flatten, filter
+            flat = value.reshape((self.meta.n_frames, *value.shape[len(nav):]))
+            return flat if self.roi is None else flat[self.roi]
+        raise UDFError(
+            f"node {self.node_id!r} ({type(self.udf).__name__}): get_results() returned nav "
+            f"buffer {name!r} with shape {value.shape}; expected ({rows}, ...) "
+            f"(flat over the ROI) or {nav} + extra"
+        )
+
+
+def run_plan(
+    plan: Plan,
+    executor: Executor,
+    *,
+    progress: bool = False,
+    sinks: list[Sink] | None = None,
+) -> Iterator[UDFResults]:
+    """Run ``plan`` on ``executor``; yield results after each merged partition."""
+    meta = plan.meta
+    roi = plan.roi
+    partitions = list(plan.source.partitions(plan.partition_plan(executor.n_workers)))
+    specs = tuple(UDFSpec.of(node_id, udf) for node_id, udf in plan.udfs)
+    tasks = [
+        PartitionTask(p, specs, roi, executor.remote)
+        for p in partitions
+        if roi is None or roi[p.frames].any()
+    ]
+    mergers = [_Merger(node_id, udf, meta, roi) for node_id, udf in plan.udfs]
+    frames_total = meta.n_frames if roi is None else int(np.count_nonzero(roi))
+    valid = np.zeros(meta.n_frames, dtype=bool)
+    node_ids = tuple(node_id for node_id, _ in plan.udfs)
+    info = RunInfo(
+        graph_name=plan.name, node_ids=node_ids, meta=meta, roi=roi,
+        frames_total=frames_total, partitions_total=len(tasks),
+    )
+    done = {"frames": 0, "partitions": 0}
+
+    def merge(partial: PartialResult) -> Update:
+        for merger, buffers in zip(mergers, partial.buffers, strict=True):
+            if partial.n_processed:
+                merger.merge(partial, buffers)
+        frames = partial.frames
+        valid[frames] = True if roi is None else roi[frames]
+        done["frames"] += partial.n_processed
+        done["partitions"] += 1
+        return Update(partial=partial, frames_done=done["frames"],
+                      partitions_done=done["partitions"], info=info, results=snapshot())
+
+    def snapshot() -> UDFResults:
+        return UDFResults(
+            [lambda m=m: m.results(valid) for m in mergers],
+            _damage(valid, meta),
+            frames_done=done["frames"], frames_total=frames_total,
+            partitions_done=done["partitions"], partitions_total=len(tasks),
+            node_ids=node_ids,
+        )
+
+    consumers: list[Sink] = list(sinks or [])
+    if progress:
+        from detflow.sinks.progress import ProgressSink
+
+        consumers.append(ProgressSink())
+    stream = ResultStream(merge)
+    for sink in consumers:
+        stream.subscribe(sink)
+    stream.start(info)
+    ok = False
+    try:
+        if not tasks:
+            yield snapshot()
+        for partial in executor.map_unordered(run_partition, tasks):
+            yield stream.emit(partial).results
+        ok = True
+    finally:
+        stream.finish(snapshot() if ok else None)
+
+
+def _damage(valid: np.ndarray, meta: DatasetMeta) -> ResultBuffer:
+    decl = BufferDecl(kind="nav", dtype=np.dtype(bool))
+    return ResultBuffer(valid.copy(), decl, nav_shape=meta.nav_shape, sig_shape=meta.sig_shape,
+                        roi=None)

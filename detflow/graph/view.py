@@ -1,0 +1,60 @@
+"""Text view of a graph: an indented tree with parameters."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from detflow.graph.model import PartitionNode, SourceNode, UDFNode
+
+if TYPE_CHECKING:
+    from detflow.graph.model import Graph
+
+__all__ = ["graph_text"]
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"<array {value.shape} {value.dtype}>"
+    if callable(value):
+        return f"<{getattr(value, '__name__', type(value).__name__)}>"
+    if isinstance(value, list | tuple) and len(value) > 4:
+        return f"[{len(value)} items]"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _params(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={_fmt(v)}" for k, v in params.items())
+
+
+def graph_text(graph: Graph) -> str:
+    lines = [f"graph {graph.name!r}"]
+    nodes = list(graph)
+    for src in (n for n in nodes if isinstance(n, SourceNode)):
+        desc = f"{src.id} [{src.type}] {_params(dict(src.params))}".rstrip()
+        if src.obj is not None:
+            m = src.obj.meta
+            desc += f" nav={m.nav_shape} sig={m.sig_shape} {m.dtype}"
+        lines.append(desc)
+        parts = [n for n in nodes if isinstance(n, PartitionNode) and n.input == src.id]
+        for pi, part in enumerate(parts):
+            last_p = pi == len(parts) - 1
+            opts = {k: v for k, v in (("frames_per_partition", part.frames_per_partition),
+                                      ("num_partitions", part.num_partitions)) if v is not None}
+            if part.roi is not None:
+                roi = np.asarray(part.roi)
+                opts["roi"] = f"{int(np.count_nonzero(roi))}/{roi.size} positions"
+            lines.append(f"{'└── ' if last_p else '├── '}{part.id} [partition] "
+                         f"{_params(opts) if opts else '(default sizing)'}")
+            udfs = [n for n in nodes if isinstance(n, UDFNode) and n.input == part.id]
+            pad = "    " if last_p else "│   "
+            for ui, u in enumerate(udfs):
+                branch = "└── " if ui == len(udfs) - 1 else "├── "
+                lines.append(f"{pad}{branch}{u.id} [{u.type}] {_params(dict(u.params))}".rstrip())
+    orphans = [n for n in nodes if isinstance(n, PartitionNode | UDFNode)
+               and n.input not in graph.nodes]
+    for n in orphans:
+        lines.append(f"(unconnected) {n.id} <- {n.input!r} (no such node)")
+    return "\n".join(lines)

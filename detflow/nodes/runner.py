@@ -1,0 +1,283 @@
+"""The worker side: run every UDF of a graph over one partition, reading it once.
+
+State per task: fresh UDF instances rebuilt from their keyword arguments (so nothing
+a previous partition left behind leaks in), their partition-sized buffers, and one
+converted copy of the current tile per input dtype that some UDF asked for.
+
+Policy:
+
+* The partition is read in *tiles*, stacks of whole frames of about
+  ``TILE_BYTES`` native bytes, small enough to stay in cache while every UDF sees
+  them. The tile is converted at most once per distinct input dtype.
+* With a ROI, frames outside it are dropped from each tile before any UDF sees it;
+  ``nav`` buffers hold only ROI frames, in order.
+* A UDF whose method is ``process_partition`` gets the whole partition at once (read
+  once and shared by the tile UDFs); ``process_frame`` UDFs get the tile's frames one
+  by one, which is the only per-frame Python here, and theirs by choice.
+* An exception from UDF code keeps its type and gains notes naming the node and the
+  partition (:func:`detflow.errors.annotate_node_error`).
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from detflow.errors import UDFError, annotate_node_error
+from detflow.nodes.base import UDF, BufferDecl, FrameSlice, UDFData, UDFMeta
+from detflow.sources.base import DatasetMeta, Partition, Shape
+
+__all__ = ["PartialResult", "PartitionTask", "UDFSpec", "run_partition", "input_dtype_for"]
+
+#: native bytes per tile: a few MiB keeps the tile in L2/L3 while all UDFs read it
+TILE_BYTES = 2 * 2**20
+
+
+@dataclass(frozen=True)
+class UDFSpec:
+    """A UDF node as it travels to workers: its id, class and keyword arguments."""
+
+    node_id: str
+    cls: type[UDF]
+    kwargs: dict[str, Any]
+
+    @classmethod
+    def of(cls, node_id: str, udf: UDF) -> UDFSpec:
+        return cls(node_id, type(udf), udf.kwargs)
+
+    def instantiate(self) -> UDF:
+        return self.cls(**self.kwargs)
+
+
+@dataclass(frozen=True)
+class PartitionTask:
+    """One unit of work: a partition and the UDFs that run over it."""
+
+    partition: Partition
+    udfs: tuple[UDFSpec, ...]
+    roi: np.ndarray | None = field(default=None, repr=False)  # flat over the dataset
+    remote: bool = False  # attach the worker traceback to errors (other process)
+
+
+@dataclass
+class PartialResult:
+    """What a partition sends back: its index, frames and each UDF's buffers."""
+
+    index: int
+    frames: slice
+    n_processed: int
+    buffers: tuple[dict[str, np.ndarray], ...]
+
+
+def input_dtype_for(udf: UDF, native: np.dtype) -> np.dtype:
+    preferred = udf.get_preferred_input_dtype()
+    if preferred is UDF.USE_NATIVE_DTYPE:
+        return np.dtype(native)
+    return np.result_type(native, preferred)
+
+
+def visible_decls(udf: UDF) -> dict[str, BufferDecl]:
+    """Buffers allocated on workers (everything but ``result_only``)."""
+    return {k: d for k, d in udf.get_result_buffers().items() if d.use != "result_only"}
+
+
+def _nav_view(buf: np.ndarray, decl: BufferDecl, lo: int, hi: int) -> np.ndarray:
+    return buf[lo:hi]
+
+
+def _frame_view(buf: np.ndarray, decl: BufferDecl, i: int) -> np.ndarray:
+    return buf[i : i + 1] if not decl.extra_shape else buf[i]
+
+
+class _Running:
+    """One UDF during one task: instance, node id, buffers, and how to call it."""
+
+    def __init__(self, spec: UDFSpec, meta: UDFMeta, n_rows: int, dmeta: DatasetMeta) -> None:
+        self.spec = spec
+        self.udf = spec.instantiate()
+        self.udf.meta = meta.replace(input_dtype=input_dtype_for(self.udf, dmeta.dtype))
+        self.method = self.udf.get_method()
+        self.decls = visible_decls(self.udf)
+        self.buffers = {k: d.allocate(dmeta, n_rows) for k, d in self.decls.items()}
+        self.udf.results = UDFData(self.buffers)
+        self.udf.task_data = UDFData(self.udf.get_task_data())
+
+    def views(self, lo: int, hi: int) -> UDFData:
+        return UDFData(
+            {
+                k: (_nav_view(b, self.decls[k], lo, hi) if self.decls[k].kind == "nav" else b)
+                for k, b in self.buffers.items()
+            }
+        )
+
+    def frame_views(self, i: int) -> UDFData:
+        return UDFData(
+            {
+                k: (_frame_view(b, self.decls[k], i) if self.decls[k].kind == "nav" else b)
+                for k, b in self.buffers.items()
+            }
+        )
+
+
+def _tile_depth(udfs: Sequence[UDF], frame_bytes: int, n: int) -> int:
+    depth = max(1, TILE_BYTES // max(1, frame_bytes))
+    for udf in udfs:
+        pref = udf.get_tiling_preferences().get("depth", UDF.TILE_DEPTH_DEFAULT)
+        if isinstance(pref, int | np.integer) and pref > 0:
+            depth = min(depth, int(pref))
+        elif pref == UDF.TILE_DEPTH_MAX:
+            depth = n
+    return max(1, min(depth, n))
+
+
+def _guarded(task: PartitionTask, spec: UDFSpec, fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except Exception as err:
+        p = task.partition
+        where = (
+            f"in {getattr(fn, '__name__', 'a call')} on partition {p.index} "
+            f"(frames {p.frames.start}:{p.frames.stop})"
+        )
+        tb = traceback.format_exc() if task.remote else ""
+        raise annotate_node_error(
+            err, node_id=spec.node_id, node_type=spec.cls.__name__, where=where, traceback_text=tb
+        ) from None
+
+
+def run_partition(task: PartitionTask) -> PartialResult:
+    """Run all UDFs of ``task`` over its partition; return their partition buffers."""
+    part = task.partition
+    dmeta = part.meta
+    n = part.n_frames
+    roi_part = None if task.roi is None else task.roi[part.frames]
+    rows = n if roi_part is None else int(np.count_nonzero(roi_part))
+    if rows == 0:
+        return PartialResult(part.index, part.frames, 0, tuple({} for _ in task.udfs))
+
+    nav_ndim = len(dmeta.nav_shape)
+    roi_nav = None if task.roi is None else task.roi.reshape(dmeta.nav_shape)
+    base_meta = UDFMeta(
+        dataset_shape=dmeta.shape,
+        dataset_dtype=dmeta.dtype,
+        input_dtype=dmeta.dtype,
+        roi=roi_nav,
+        partition_shape=Shape((rows,), dmeta.sig_shape),
+        partition_index=part.index,
+        slice=FrameSlice(part.frames.start, n),
+        sig_slice=tuple(slice(0, s) for s in dmeta.sig_shape),
+    )
+    running: list[_Running] = []
+    for spec in task.udfs:
+        r = _guarded(task, spec, _Running, spec, base_meta, rows, dmeta)
+        _guarded(task, spec, r.udf.preprocess)
+        running.append(r)
+
+    flat_idx_all = np.arange(part.frames.start, part.frames.stop)
+
+    def coords(idx: np.ndarray) -> np.ndarray:
+        return np.stack(np.unravel_index(idx, dmeta.nav_shape), axis=-1).reshape(-1, nav_ndim)
+
+    whole: np.ndarray | None = None
+    if any(r.method == "partition" for r in running):
+        whole = part.read()
+        if roi_part is not None:
+            whole = whole[roi_part]
+
+    depth = _tile_depth([r.udf for r in running], dmeta.frame_bytes, n)
+    row = 0
+    tile_udfs = [r for r in running if r.method != "partition"]
+    if tile_udfs:
+        for t0 in range(0, n, depth):
+            t1 = min(t0 + depth, n)
+            if whole is not None:  # whole is already ROI-filtered: index by rows
+                sel = None if roi_part is None else roi_part[t0:t1]
+                k = t1 - t0 if sel is None else int(np.count_nonzero(sel))
+                if k == 0:
+                    continue
+                tile = whole[row : row + k]
+                idx = flat_idx_all[t0:t1] if sel is None else flat_idx_all[t0:t1][sel]
+            else:
+                tile = part.read_frames(t0, t1)
+                idx = flat_idx_all[t0:t1]
+                if roi_part is not None:
+                    sel = roi_part[t0:t1]
+                    if not sel.any():
+                        continue
+                    if not sel.all():
+                        tile = tile[sel]
+                        idx = idx[sel]
+                k = tile.shape[0]
+            converted: dict[np.dtype, np.ndarray] = {}
+            for r in tile_udfs:
+                want = r.udf.meta.input_dtype
+                data = converted.get(want)
+                if data is None:
+                    data = tile if tile.dtype == want else tile.astype(want)
+                    converted[want] = data
+                _process_tile(task, r, data, idx, row, coords, base_meta)
+            row += k
+
+    for r in running:
+        if r.method == "partition":
+            assert whole is not None
+            data = whole if whole.dtype == r.udf.meta.input_dtype else whole.astype(
+                r.udf.meta.input_dtype
+            )
+            r.udf.meta = r.udf.meta.replace(coordinates=coords(
+                flat_idx_all if roi_part is None else flat_idx_all[roi_part]))
+            r.udf.results = UDFData(r.buffers)
+            _guarded(task, r.spec, r.udf.process_partition, data)
+
+    out = []
+    for r in running:
+        r.udf.results = UDFData(r.buffers)
+        r.udf.meta = r.udf.meta.replace(slice=FrameSlice(part.frames.start, n), coordinates=None)
+        _guarded(task, r.spec, r.udf.postprocess)
+        _guarded(task, r.spec, r.udf.cleanup)
+        out.append(r.buffers)
+    return PartialResult(part.index, part.frames, rows, tuple(out))
+
+
+def _process_tile(
+    task: PartitionTask,
+    r: _Running,
+    data: np.ndarray,
+    idx: np.ndarray,
+    row: int,
+    coords: Callable[[np.ndarray], np.ndarray],
+    base_meta: UDFMeta,
+) -> None:
+    k = data.shape[0]
+    meta = r.udf.meta
+    if r.method == "tile":
+        r.udf.meta = meta.replace(
+            slice=FrameSlice(int(idx[0]), int(idx[-1]) - int(idx[0]) + 1), coordinates=coords(idx)
+        )
+        r.udf.results = r.views(row, row + k)
+        _guarded(task, r.spec, r.udf.process_tile, data)
+        return
+    all_coords = coords(idx)
+    for i in range(k):
+        r.udf.meta = meta.replace(
+            slice=FrameSlice(int(idx[i]), 1), coordinates=all_coords[i : i + 1]
+        )
+        r.udf.results = r.frame_views(row + i)
+        _guarded(task, r.spec, r.udf.process_frame, data[i])
+    r.udf.meta = meta
+
+
+def check_result_only(udf: UDF, results: dict[str, Any], node_id: str) -> None:
+    missing = [
+        k for k, d in udf.get_result_buffers().items()
+        if d.use == "result_only" and k not in results
+    ]
+    if missing:
+        raise UDFError(
+            f"node {node_id!r} ({type(udf).__name__}): get_results() did not return the "
+            f"result_only buffer(s) {missing}"
+        )

@@ -1,0 +1,119 @@
+"""Short lowercase names for the built-in parts, and entry points for everyone else's.
+
+A registry maps a name (``"npy"``, ``"sum"``, ``"threads"``) to a dotted path
+``"package.module:Attribute"``; the module is imported only when the name is first
+used, so optional dependencies cost nothing until asked for. Third-party packages add
+their own through the entry-point groups ``detflow.sources``, ``detflow.udfs``,
+``detflow.sinks`` and ``detflow.executors``; an explicitly registered or built-in name
+wins over an entry point of the same name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Any
+
+from detflow.errors import UnknownNameError
+
+__all__ = ["EXECUTORS", "SINKS", "SOURCES", "UDFS", "Registry", "import_object"]
+
+
+def import_object(path: str) -> Any:
+    """Import ``"package.module:Attr"`` (or ``"package.module.Attr"``) and return ``Attr``."""
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise ValueError(f"not an import path: {path!r}; expected 'package.module:Name'")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+class Registry:
+    """Names of one kind of part, resolved lazily.
+
+    Examples
+    --------
+    >>> from detflow.registry import SOURCES
+    >>> "npy" in SOURCES.names()
+    True
+    """
+
+    def __init__(self, kind: str, group: str, builtins: dict[str, str]) -> None:
+        self.kind = kind
+        self.group = group
+        self._paths: dict[str, str | Any] = dict(builtins)
+        self._loaded: dict[str, Any] = {}
+        self._entry_points_read = False
+
+    def _read_entry_points(self) -> None:
+        if self._entry_points_read:
+            return
+        self._entry_points_read = True
+        for ep in entry_points(group=self.group):
+            self._paths.setdefault(ep.name, ep.value)
+
+    def register(self, name: str, obj_or_path: str | Any) -> None:
+        """Register ``obj_or_path`` (an object or a dotted path) under ``name``."""
+        self._paths[name] = obj_or_path
+        self._loaded.pop(name, None)
+
+    def names(self) -> list[str]:
+        self._read_entry_points()
+        return sorted(self._paths)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names()
+
+    def get(self, name: str) -> Any:
+        """The object registered as ``name``; an unknown name lists the known ones."""
+        if name in self._loaded:
+            return self._loaded[name]
+        if name not in self._paths:
+            self._read_entry_points()
+        if name not in self._paths:
+            raise UnknownNameError(self.kind, name, self.names())
+        target = self._paths[name]
+        obj = import_object(target) if isinstance(target, str) else target
+        self._loaded[name] = obj
+        return obj
+
+
+SOURCES = Registry(
+    "source",
+    "detflow.sources",
+    {
+        "memory": "detflow.sources.memory:MemorySource",
+        "npy": "detflow.sources.npy:NpySource",
+        "raw": "detflow.sources.raw:RawSource",
+    },
+)
+
+UDFS = Registry(
+    "UDF",
+    "detflow.udfs",
+    {
+        "sum": "detflow.nodes.sum:SumUDF",
+        "sumsig": "detflow.nodes.sumsig:SumSigUDF",
+        "stddev": "detflow.nodes.stddev:StdDevUDF",
+        "logsum": "detflow.nodes.logsum:LogsumUDF",
+        "pick": "detflow.nodes.pick:PickUDF",
+        "masks": "detflow.nodes.masks_udf:ApplyMasksUDF",
+        "com": "detflow.nodes.com:CoMUDF",
+        "auto": "detflow.nodes.auto:AutoUDF",
+    },
+)
+
+SINKS = Registry("sink", "detflow.sinks", {"progress": "detflow.sinks.progress:ProgressSink"})
+
+EXECUTORS = Registry(
+    "executor",
+    "detflow.executors",
+    {
+        "inline": "detflow.executors.inline:InlineExecutor",
+        "threads": "detflow.executors.threads:ThreadedExecutor",
+    },
+)

@@ -1,0 +1,66 @@
+"""``memory``: a dataset held in a numpy array (or anything ``np.asarray`` accepts)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from detflow.errors import ConfigurationError
+from detflow.sources.base import FrameReader, Source
+from detflow.sources.readers import ArrayReader
+
+__all__ = ["MemorySource"]
+
+
+class MemorySource(Source):
+    """A dataset from an array in memory.
+
+    Parameters
+    ----------
+    data
+        Array of shape ``nav_shape + sig_shape``.
+    sig_dims
+        How many trailing axes are the signal (default 2).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> MemorySource(data=np.zeros((4, 5, 16, 16), dtype=np.uint16)).shape
+    Shape(nav=(4, 5), sig=(16, 16))
+    """
+
+    name: ClassVar[str] = "memory"
+
+    def __init__(
+        self,
+        data: Any = None,
+        *,
+        sig_dims: int = 2,
+        nav_shape: Sequence[int] | None = None,
+        sig_shape: Sequence[int] | None = None,
+        sync_offset: int = 0,
+    ) -> None:
+        if data is None:
+            raise ConfigurationError("memory source: parameter 'data' is required")
+        arr = np.asarray(data)
+        if arr.dtype.hasobject or arr.dtype.kind not in "biufc":
+            raise ConfigurationError(f"memory source: data must be numeric; got dtype {arr.dtype}")
+        if not 1 <= sig_dims < arr.ndim:
+            raise ConfigurationError(
+                f"memory source: parameter 'sig_dims' must be between 1 and {arr.ndim - 1} "
+                f"for data of shape {arr.shape}; got {sig_dims}"
+            )
+        self._data = np.ascontiguousarray(arr)
+        self._sig_dims = sig_dims
+        super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset)
+
+    def _open(self) -> tuple[tuple[int, ...], tuple[int, ...], FrameReader]:
+        shape = self._data.shape
+        nav, sig = shape[: -self._sig_dims], shape[-self._sig_dims :]
+        return nav, sig, ArrayReader(self._data.reshape(-1))
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._data
