@@ -147,10 +147,10 @@ def compile_graph(graph: Graph) -> Plan:
 
     udfs: list[tuple[str, UDF]] = []
     for node in udf_nodes:
-        cls = resolve_udf_class(node)
         if node.obj is not None:
             udf = node.obj
         else:
+            cls = resolve_udf_class(node)
             if cls.params_spec:
                 known = {p.name for p in cls.params_spec}
                 for name in node.params:

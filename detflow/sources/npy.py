@@ -60,7 +60,12 @@ class NpySource(Source):
         try:
             with open(self.path, "rb") as f:
                 version = np.lib.format.read_magic(f)
-                shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+                read_header = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape, fortran, dtype = read_header(f)
                 offset = f.tell()
         except ValueError as err:
             raise SourceFormatError(f"{self.path}: not a valid .npy file ({err})") from err

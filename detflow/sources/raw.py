@@ -32,8 +32,9 @@ class RawSource(Source):
     sync_offset
         As for every source.
 
-    The file (after ``offset``) must hold a whole number of frames, and at least as many
-    as ``nav_shape`` and ``sync_offset`` need; anything else is an error naming the file.
+    The file (after ``offset``) must hold a whole number of frames, at least as many as
+    ``nav_shape`` has positions; anything else is an error naming the file. Frames that
+    ``sync_offset`` shifts past either end read as zeros.
     """
 
     name: ClassVar[str] = "raw"
@@ -63,12 +64,11 @@ class RawSource(Source):
         self._native = (tuple(nav_shape), tuple(sig_shape))  # type: ignore[arg-type]
         super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset)
         have = self._reader.n_pixels // self.meta.frame_size
-        need = self.meta.n_frames + max(self.sync_offset, 0)
-        if have < need:
+        if have < self.meta.n_frames:
             raise SourceFormatError(
                 f"{self.path}: holds {have} frames of {self.meta.sig_shape} {self._dtype}, "
-                f"but nav_shape {self.meta.nav_shape} with sync_offset {self.sync_offset} "
-                f"needs {need}; check the shapes, dtype and offset"
+                f"but nav_shape {self.meta.nav_shape} needs {self.meta.n_frames}; "
+                "check the shapes, dtype and offset"
             )
 
     def describe(self) -> str:
