@@ -15,6 +15,8 @@ __all__ = ["graph_text"]
 
 
 def _fmt(value: Any) -> str:
+    if isinstance(value, _Shown):
+        return str(value)
     if isinstance(value, np.ndarray):
         return f"<array {value.shape} {value.dtype}>"
     if callable(value):
@@ -27,6 +29,10 @@ def _fmt(value: Any) -> str:
 
 def _params(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={_fmt(v)}" for k, v in params.items())
+
+
+class _Shown(str):
+    """Text shown as is, without quotes."""
 
 
 def graph_text(graph: Graph) -> str:
@@ -45,7 +51,7 @@ def graph_text(graph: Graph) -> str:
                                       ("num_partitions", part.num_partitions)) if v is not None}
             if part.roi is not None:
                 roi = np.asarray(part.roi)
-                opts["roi"] = f"{int(np.count_nonzero(roi))}/{roi.size} positions"
+                opts["roi"] = _Shown(f"{int(np.count_nonzero(roi))}/{roi.size} positions")
             lines.append(f"{'└── ' if last_p else '├── '}{part.id} [partition] "
                          f"{_params(opts) if opts else '(default sizing)'}")
             udfs = [n for n in nodes if isinstance(n, UDFNode) and n.input == part.id]

@@ -1,0 +1,68 @@
+"""Executors: results come back complete, errors come back with their type."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from detflow.errors import ConfigurationError, UnknownNameError
+from detflow.executors.base import make_executor
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def _fail_on_three(x: int) -> int:
+    if x == 3:
+        raise KeyError(f"item {x}")
+    return x
+
+
+def test_map_unordered_returns_every_result(executor) -> None:
+    assert sorted(executor.map_unordered(_square, range(20))) == [i * i for i in range(20)]
+
+
+def test_errors_keep_their_type(executor) -> None:
+    with pytest.raises(KeyError, match="item 3"):
+        list(executor.map_unordered(_fail_on_three, range(6)))
+
+
+def test_threads_bound_items_in_flight() -> None:
+    ex = make_executor("threads", cpus=2)
+    started = []
+    lock = threading.Lock()
+
+    def slow(i: int) -> int:
+        with lock:
+            started.append(i)
+        return i
+
+    def items():
+        for i in range(50):
+            yield i
+
+    results = ex.map_unordered(slow, items())
+    first = next(results)
+    assert len(started) <= 5, started  # 2 * cpus in flight, plus the one that was refilled
+    assert sorted([first, *results]) == list(range(50))
+    ex.close()
+
+
+def test_unknown_executor_lists_known_names() -> None:
+    with pytest.raises(UnknownNameError, match=r"unknown executor 'gpu-cluster'; known executors: .*inline.*threads"):
+        make_executor("gpu-cluster")
+
+
+def test_bad_cpus() -> None:
+    with pytest.raises(ConfigurationError, match="cpus must be an integer >= 1; got 0"):
+        make_executor("threads", cpus=0)
+
+
+def test_inline_debug_catches_unpicklable_items() -> None:
+    import pickle
+
+    ex = make_executor("inline", debug=True)
+    with pytest.raises((pickle.PicklingError, TypeError)):
+        list(ex.map_unordered(_square, [threading.Lock()]))
