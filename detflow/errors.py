@@ -22,6 +22,7 @@ on it as an attribute as well.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 __all__ = [
@@ -143,10 +144,8 @@ def annotate_node_error(
     notes travel with it through pickle to the driver.
     """
     if getattr(err, "node_id", None) is None:
-        try:
+        with contextlib.suppress(AttributeError):  # exceptions with __slots__
             err.node_id = node_id  # type: ignore[attr-defined]
-        except AttributeError:  # exceptions with __slots__
-            pass
         err.add_note(f"raised in node {node_id!r} ({node_type}) {where}")
         if traceback_text:
             err.add_note("worker traceback:\n" + traceback_text.rstrip())

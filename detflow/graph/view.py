@@ -47,7 +47,7 @@ def graph_text(graph: Graph) -> str:
         parts = [n for n in nodes if isinstance(n, PartitionNode) and n.input == src.id]
         for pi, part in enumerate(parts):
             last_p = pi == len(parts) - 1
-            opts = {k: v for k, v in (("frames_per_partition", part.frames_per_partition),
+            opts: dict[str, Any] = {k: v for k, v in (("frames_per_partition", part.frames_per_partition),
                                       ("num_partitions", part.num_partitions)) if v is not None}
             if part.roi is not None:
                 roi = np.asarray(part.roi)

@@ -32,6 +32,7 @@ This module holds the contract only; running it is :mod:`detflow.nodes.runner`.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
@@ -87,9 +88,7 @@ class UDFParams(Mapping[str, Any]):
         try:
             return self.__dict__["_kwargs"][name]
         except KeyError:
-            raise AttributeError(
-                f"UDF has no parameter {name!r}; it was given: {sorted(self._kwargs)}"
-            ) from None
+            raise AttributeError(f"UDF has no parameter {name!r}; it was given: {sorted(self._kwargs)}") from None
 
     def __getitem__(self, name: str) -> Any:
         return self._kwargs[name]
@@ -114,9 +113,7 @@ class UDFData(Mapping[str, Any]):
         try:
             return self.__dict__["_data"][name]
         except KeyError:
-            raise AttributeError(
-                f"no buffer {name!r}; there are: {sorted(self.__dict__['_data'])}"
-            ) from None
+            raise AttributeError(f"no buffer {name!r}; there are: {sorted(self.__dict__['_data'])}") from None
 
     def __setattr__(self, name: str, value: Any) -> None:
         self._data[name] = value
@@ -163,7 +160,7 @@ class UDFMeta:
     partition_index: int | None = None
     slice: FrameSlice | None = None
     coordinates: np.ndarray | None = None
-    sig_slice: tuple[slice, ...] | None = None
+    sig_slice: tuple[builtins.slice, ...] | None = None
     corrections: Any = None
     device_class: str = "cpu"
     array_backend: str = "numpy"
@@ -218,7 +215,7 @@ class UDF:
     def __init__(self, **kwargs: Any) -> None:
         self._kwargs = kwargs
         self.params = UDFParams(kwargs)
-        self.meta: UDFMeta | None = None  # type: ignore[assignment]
+        self.meta: UDFMeta = None  # type: ignore[assignment]  # set before any method runs
         self.results: UDFData = UDFData()
         self.task_data: UDFData = UDFData()
 
@@ -280,10 +277,7 @@ class UDF:
         for method in ("tile", "frame", "partition"):
             if getattr(type(self), f"process_{method}") is not getattr(UDF, f"process_{method}"):
                 return method
-        raise UDFError(
-            f"{type(self).__name__} implements none of process_frame, process_tile, "
-            "process_partition"
-        )
+        raise UDFError(f"{type(self).__name__} implements none of process_frame, process_tile, process_partition")
 
     def get_task_data(self) -> dict[str, Any]:
         """Per-partition data computed on the worker (``self.task_data``)."""
@@ -329,10 +323,7 @@ class UDF:
     # --- merging and results --------------------------------------------------------
     @property
     def requires_custom_merge(self) -> bool:
-        return any(
-            d.kind != "nav" and d.use != "result_only"
-            for d in self.get_result_buffers().values()
-        )
+        return any(d.kind != "nav" and d.use != "result_only" for d in self.get_result_buffers().values())
 
     def merge(self, dest: UDFData, src: UDFData) -> None:
         """Merge one partition's results ``src`` into ``dest``.

@@ -140,8 +140,11 @@ class FrameReader(Protocol):
     Must be small and picklable: it travels with each partition to the worker.
     """
 
-    dtype: np.dtype
-    n_pixels: int
+    @property
+    def dtype(self) -> np.dtype: ...
+
+    @property
+    def n_pixels(self) -> int: ...
 
     def read_pixels(self, start: int, stop: int) -> np.ndarray:
         """Pixels ``start:stop`` (``0 <= start <= stop <= n_pixels``), 1-D."""

@@ -40,8 +40,7 @@ def test_threads_bound_items_in_flight() -> None:
         return i
 
     def items():
-        for i in range(50):
-            yield i
+        yield from range(50)
 
     results = ex.map_unordered(slow, items())
     first = next(results)
