@@ -2,7 +2,9 @@
 
 Fast when the work releases the GIL, which numpy's array operations and detflow's
 numba kernels (``nogil=True``) do. At most ``2 * n_workers`` items are in flight, so a
-long run does not hold every partition's results in memory at once.
+long run does not hold every partition's results in memory at once. While a map runs
+on more than one thread, BLAS is held to one thread per call (threadpoolctl), so
+``n_workers`` concurrent matrix products do not each start a thread per core.
 """
 
 from __future__ import annotations
@@ -39,6 +41,18 @@ class ThreadedExecutor:
         return cls(cpus)
 
     def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        limits = None
+        if self.n_workers > 1:
+            from threadpoolctl import threadpool_limits
+
+            limits = threadpool_limits(limits=1, user_api="blas")
+        try:
+            yield from self._map(fn, items)
+        finally:
+            if limits is not None:
+                limits.restore_original_limits()
+
+    def _map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
         it = iter(items)
         pending: set[Future[Any]] = {
             self._pool.submit(fn, item) for item in itertools.islice(it, 2 * self.n_workers)

@@ -134,8 +134,11 @@ class UDFData(Mapping[str, Any]):
 
 @dataclass(frozen=True)
 class FrameSlice:
-    """Where the current unit of work lies: frames ``origin : origin + count`` in flat nav order
-    (positions in the full dataset, ROI or not)."""
+    """Where the current unit of work lies: frames ``origin : origin + count`` in flat nav order.
+
+    Positions are in the full dataset. With a ROI the range may span frames outside it
+    that the tile does not hold; ``meta.coordinates`` lists exactly the frames it holds.
+    """
 
     origin: int
     count: int

@@ -1,0 +1,57 @@
+"""Apply a plain function to every frame (LiberTEM's ``AutoUDF``, behind ``ctx.map``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from detflow.errors import ParameterError
+from detflow.nodes.base import UDF, BufferDecl
+from detflow.nodes.params import Param
+
+__all__ = ["AutoUDF"]
+
+
+def _callable(value: Any) -> str | None:
+    return None if callable(value) else f"must be callable; got {value!r}"
+
+
+class AutoUDF(UDF):
+    """``result[i] = f(frame_i)``: a ``nav`` buffer shaped and typed like ``f``'s output.
+
+    The extra shape and dtype come from ``np.asarray(f(np.ones(sig_shape, input_dtype)))``;
+    frames arrive as float32 (or wider), as in LiberTEM.
+
+    Parameters
+    ----------
+    f
+        Function of one frame, returning a scalar or an array of fixed shape.
+    monitor
+        LiberTEM's monitor buffer; not supported, must be False.
+
+    Examples
+    --------
+    >>> res = ctx.run_udf(dataset=ds, udf=AutoUDF(f=np.max))  # doctest: +SKIP
+    >>> res["result"].data.shape == ds.shape.nav  # doctest: +SKIP
+    True
+    """
+
+    params_spec = (
+        Param("f", object, doc="function applied to each frame", check=_callable),
+        Param("monitor", bool, default=False, doc="not supported; must be false"),
+    )
+
+    def __init__(self, f: Callable[[np.ndarray], Any], monitor: bool = False) -> None:
+        if monitor:
+            raise ParameterError("monitor", "is not supported by detflow's AutoUDF; got True")
+        super().__init__(f=f, monitor=monitor)
+
+    def get_result_buffers(self) -> dict[str, BufferDecl]:
+        probe = np.ones(self.meta.sig_shape, dtype=self.meta.input_dtype)
+        sample = np.asarray(self.params.f(probe))
+        return {"result": self.buffer(kind="nav", extra_shape=sample.shape, dtype=sample.dtype)}
+
+    def process_frame(self, frame: np.ndarray) -> None:
+        self.results.result[:] = np.asarray(self.params.f(frame))

@@ -1,0 +1,242 @@
+"""Mask factories with LiberTEM's signatures, and the mask stacks ``ApplyMasksUDF`` uses.
+
+Coordinates follow LiberTEM: factories take ``(x, y)`` order (``centerX, centerY``,
+``imageSizeX, imageSizeY``) and return arrays shaped ``(imageSizeY, imageSizeX)``;
+a pixel ``(y, x)`` lies at distance ``d = hypot(y - centerY, x - centerX)``. A pixel is
+inside a circle when ``d <= radius`` and inside a ring when ``radius_inner < d <= radius``.
+
+Examples
+--------
+>>> circular(2, 2, 5, 5, 1).astype(int)
+array([[0, 0, 0, 0, 0],
+       [0, 0, 1, 0, 0],
+       [0, 1, 1, 1, 0],
+       [0, 0, 1, 0, 0],
+       [0, 0, 0, 0, 0]])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from detflow.errors import ParameterError
+
+__all__ = [
+    "MaskStack",
+    "circular",
+    "gradient_x",
+    "gradient_y",
+    "is_sparse",
+    "make_mask_stack",
+    "radial_bins",
+    "rectangular",
+    "ring",
+]
+
+
+def _distance2(cx: float, cy: float, w: int, h: int) -> np.ndarray:
+    y, x = np.ogrid[0:h, 0:w]
+    return (y - cy) ** 2 + (x - cx) ** 2
+
+
+def circular(
+    centerX: float,
+    centerY: float,
+    imageSizeX: int,
+    imageSizeY: int,
+    radius: float,
+    antialiased: bool = False,
+) -> np.ndarray:
+    """Disk of ``radius`` around ``(centerY, centerX)``: bool, or float if ``antialiased``."""
+    if antialiased:
+        return radial_bins(centerX, centerY, imageSizeX, imageSizeY, radius=radius, n_bins=1, use_sparse=False)[0]
+    return _distance2(centerX, centerY, imageSizeX, imageSizeY) <= radius * radius
+
+
+def ring(
+    centerX: float,
+    centerY: float,
+    imageSizeX: int,
+    imageSizeY: int,
+    radius: float,
+    radius_inner: float,
+    antialiased: bool = False,
+) -> np.ndarray:
+    """Annulus ``radius_inner < d <= radius``: bool, or float if ``antialiased``."""
+    if antialiased:
+        return radial_bins(
+            centerX,
+            centerY,
+            imageSizeX,
+            imageSizeY,
+            radius=radius,
+            radius_inner=radius_inner,
+            n_bins=1,
+            use_sparse=False,
+        )[0]
+    d2 = _distance2(centerX, centerY, imageSizeX, imageSizeY)
+    return (d2 <= radius * radius) & ~(d2 <= radius_inner * radius_inner)
+
+
+def rectangular(X: float, Y: float, Width: float, Height: float, imageSizeX: int, imageSizeY: int) -> np.ndarray:
+    """Bool rectangle with corners ``(Y, X)`` and ``(Y + Height, X + Width)``.
+
+    As in LiberTEM both corners are included (``|Height| + 1`` rows); negative sizes
+    extend up/left, a zero size gives an empty mask; the rectangle is clipped to the image.
+    """
+    mask = np.zeros((imageSizeY, imageSizeX), dtype=bool)
+    if Width == 0 or Height == 0:
+        return mask
+    y0, y1 = int(min(Y, Y + Height)), int(max(Y, Y + Height))
+    x0, x1 = int(min(X, X + Width)), int(max(X, X + Width))
+    rows = slice(max(0, y0), max(0, min(y1 + 1, imageSizeY)))
+    cols = slice(max(0, x0), max(0, min(x1 + 1, imageSizeX)))
+    mask[rows, cols] = True
+    return mask
+
+
+def gradient_x(imageSizeX: int, imageSizeY: int, dtype: Any = np.float32) -> np.ndarray:
+    """Each pixel's x coordinate, shaped ``(imageSizeY, imageSizeX)``."""
+    return np.broadcast_to(np.arange(imageSizeX, dtype=dtype), (imageSizeY, imageSizeX)).copy()
+
+
+def gradient_y(imageSizeX: int, imageSizeY: int, dtype: Any = np.float32) -> np.ndarray:
+    """Each pixel's y coordinate, shaped ``(imageSizeY, imageSizeX)``."""
+    col = np.arange(imageSizeY, dtype=dtype)[:, None]
+    return np.broadcast_to(col, (imageSizeY, imageSizeX)).copy()
+
+
+def _bounding_radius(cx: float, cy: float, w: int, h: int) -> int:
+    return int(math.ceil(math.hypot(max(cy, h - cy), max(cx, w - cx)))) + 1
+
+
+def radial_bins(
+    centerX: float,
+    centerY: float,
+    imageSizeX: int,
+    imageSizeY: int,
+    radius: float | None = None,
+    radius_inner: float = 0,
+    n_bins: int | None = None,
+    normalize: bool = False,
+    use_sparse: bool | None = None,
+    dtype: Any = None,
+) -> Any:
+    """``n_bins`` antialiased rings of equal width between ``radius_inner`` and ``radius``.
+
+    Each pixel's weight in a bin is its overlap with the bin, taking a pixel as one
+    unit wide: ``clip(width/2 + 0.5 - |d - r_bin|, 0, 1)``, so that adjacent bins add
+    up to 1. Returns ``(n_bins, imageSizeY, imageSizeX)``: dense, or a ``sparse.COO``
+    when ``use_sparse`` (by default when a bin covers < 10 % of the image).
+    ``normalize`` scales each bin to sum 1.
+    """
+    if radius is None:
+        radius = _bounding_radius(centerX, centerY, imageSizeX, imageSizeY)
+    if n_bins is None:
+        n_bins = int(round(radius - radius_inner))
+    if n_bins < 1:
+        raise ParameterError("n_bins", f"must be >= 1; got {n_bins}")
+    width = (radius - radius_inner) / n_bins
+    if use_sparse is None:
+        bin_area = math.pi * (radius**2 - (radius - width) ** 2)
+        use_sparse = bin_area / (imageSizeX * imageSizeY) < 0.1
+    d = np.sqrt(_distance2(centerX, centerY, imageSizeX, imageSizeY))
+    centres = radius_inner + width * (np.arange(n_bins) + 0.5)
+    stack = np.clip(width / 2 + 0.5 - np.abs(d[None] - centres[:, None, None]), 0, 1)
+    # the centre pixel has d = 0 but covers radii up to ~0.5: give it to the first bin
+    yy, xx = int(round(centerY)), int(round(centerX))
+    if radius_inner < 0.5 and 0 <= yy < imageSizeY and 0 <= xx < imageSizeX:
+        stack[0, yy, xx] = 1 - radius_inner
+    if normalize:
+        sums = stack.sum(axis=(1, 2), keepdims=True)
+        np.divide(stack, sums, out=stack, where=~np.isclose(sums, 0))
+    stack = stack.astype(dtype if dtype is not None else np.float64, copy=False)
+    if use_sparse:
+        import sparse
+
+        return sparse.COO.from_numpy(stack)
+    return stack
+
+
+# --- mask stacks for ApplyMasksUDF ----------------------------------------------------
+
+
+def is_sparse(mask: Any) -> bool:
+    """True for scipy.sparse matrices/arrays and pydata ``sparse`` arrays."""
+    mod = type(mask).__module__
+    return mod.startswith("scipy.sparse") or mod.split(".")[0] == "sparse"
+
+
+@dataclass(frozen=True)
+class MaskStack:
+    """Masks flattened for a product with ``(n_frames, n_pixels)`` tiles.
+
+    ``dense`` is ``(n_pixels, n_masks)`` C-contiguous; ``csr`` is a
+    ``scipy.sparse.csr_array`` of shape ``(n_masks, n_pixels)``. Exactly one is set.
+    """
+
+    count: int
+    dtype: np.dtype
+    dense: np.ndarray | None = None
+    csr: Any = None
+
+
+def _as_list(factories: Callable[[], Any] | Iterable[Callable[[], Any]]) -> list[Any]:
+    if callable(factories):
+        made = factories()
+        if is_sparse(made) or isinstance(made, np.ndarray):
+            return [made] if made.ndim == 2 else [made[i] for i in range(made.shape[0])]
+        return list(made)  # a factory returning a list of masks
+    return [f() for f in factories]
+
+
+def make_mask_stack(
+    factories: Any, sig_shape: tuple[int, ...], *, use_sparse: Any = None, dtype: Any = None
+) -> MaskStack:
+    """Call the factories and stack the masks; errors name ``mask_factories``.
+
+    ``use_sparse`` as in LiberTEM: ``None`` uses a sparse product when every mask is
+    sparse, ``False`` densifies, anything else makes every mask sparse.
+    """
+    masks = _as_list(factories)
+    if not masks:
+        raise ParameterError("mask_factories", "made no masks")
+    sig = tuple(int(s) for s in sig_shape)
+    for i, m in enumerate(masks):
+        if tuple(m.shape) != sig:
+            raise ParameterError(
+                "mask_factories",
+                f"mask {i} must have the dataset's sig_shape {sig}; got shape {tuple(m.shape)}",
+            )
+    dt = np.dtype(dtype) if dtype is not None else np.result_type(*[m.dtype for m in masks])
+    sparse_wanted = all(is_sparse(m) for m in masks) if use_sparse is None else bool(use_sparse)
+    if sparse_wanted:
+        import scipy.sparse as sp
+
+        rows = [sp.csr_array(_to_scipy(m).reshape(1, -1)) for m in masks]
+        csr = sp.csr_array(sp.vstack(rows).astype(dt))
+        csr.sum_duplicates()
+        return MaskStack(count=len(masks), dtype=dt, csr=csr)
+    dense = np.empty((int(np.prod(sig)), len(masks)), dtype=dt)
+    for i, m in enumerate(masks):
+        dense[:, i] = _to_dense(m).reshape(-1)
+    return MaskStack(count=len(masks), dtype=dt, dense=dense)
+
+
+def _to_dense(mask: Any) -> np.ndarray:
+    if not is_sparse(mask):
+        return np.asarray(mask)
+    return mask.todense() if type(mask).__module__.startswith("sparse") else mask.toarray()
+
+
+def _to_scipy(mask: Any) -> Any:
+    import scipy.sparse as sp
+
+    if type(mask).__module__.startswith("sparse"):
+        return sp.coo_array(mask.to_scipy_sparse())
+    return sp.coo_array(mask)

@@ -1,0 +1,185 @@
+"""Integrate frames over masks (LiberTEM's ``ApplyMasksUDF``).
+
+The product of a tile ``(n_frames, n_pixels)`` with the mask stack, per tile:
+
+* dense masks: the tile is converted to the result dtype and multiplied with BLAS.
+  Measured on a ``(32, 65536)`` uint16 tile on one core (AVX-512 EPYC), conversion +
+  ``sgemm`` gives 17 GB/s of input for 1 mask, 4.9 GB/s for 3 and 4.4 GB/s for 16; the
+  best numba loops gave 3.2, 1.1 and 0.4 GB/s. BLAS is held to one thread per call
+  where ``threadpoolctl`` is installed, since executors already run partitions in
+  parallel.
+* sparse masks: a numba kernel over the CSR rows of the masks reads only the pixels
+  the masks cover, without converting the tile (scipy for complex masks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from detflow.errors import ParameterError
+from detflow.nodes.base import UDF, BufferDecl
+from detflow.nodes.masks import MaskStack, make_mask_stack
+from detflow.nodes.params import Param, one_of
+from detflow.nodes.sum import tile_2d
+
+__all__ = ["ApplyMasksUDF", "apply_mask_stack"]
+
+_SPARSE_CHOICES = (None, False, True, "scipy.sparse", "scipy.sparse.csc", "sparse.pydata")
+_controller: Any = None
+
+
+def _blas_one_thread() -> contextlib.AbstractContextManager[Any]:
+    global _controller
+    if _controller is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            _controller = False
+        else:
+            _controller = ThreadpoolController()
+    if _controller is False:
+        return contextlib.nullcontext()
+    return _controller.limit(limits=1, user_api="blas")
+
+
+def apply_mask_stack(tile: np.ndarray, stack: MaskStack, out: np.ndarray) -> None:
+    """``out += tile_2d(tile) @ masks``; ``out`` is ``(n_frames, n_masks)``."""
+    t2 = tile_2d(tile)
+    if stack.dense is not None:
+        dense = stack.dense
+        data = t2 if t2.dtype == dense.dtype else t2.astype(dense.dtype)
+        with _blas_one_thread():
+            out += data @ dense
+        return
+    csr = stack.csr
+    if csr.dtype.kind in "biuf" and t2.dtype.kind in "biuf":
+        from detflow.nodes import kernels
+
+        acc = np.zeros(out.shape, dtype=np.float64)
+        kernels.csr_rows_dot(t2, csr.indptr, csr.indices, csr.data, acc)
+        out += acc
+    else:
+        out += (csr @ t2.T).T
+
+
+def _factories(value: Any) -> str | None:
+    if callable(value) or (isinstance(value, Iterable) and all(callable(f) for f in value)):
+        return None
+    return f"must be a callable or a list of callables; got {value!r}"
+
+
+class ApplyMasksUDF(UDF):
+    """Integrate each frame over each mask: ``intensity``, ``nav`` with ``(n_masks,)``.
+
+    Parameters
+    ----------
+    mask_factories
+        A callable returning one sig-shaped mask or a stack ``(n, *sig_shape)``, or a
+        list of callables each returning one mask; dense numpy, ``scipy.sparse`` or
+        pydata ``sparse`` arrays.
+    use_sparse
+        ``None``: sparse product if every mask is sparse; ``False``: dense; ``True`` or
+        a LiberTEM backend name: sparse.
+    mask_count, mask_dtype
+        Number and dtype of the masks, if known without calling the factories.
+    preferred_dtype
+        Base dtype of the computation instead of float32.
+    backends, use_torch
+        Accepted for LiberTEM compatibility; only numpy runs.
+    shifts
+        Per-frame mask shifts: not supported, must be ``None``.
+
+    Examples
+    --------
+    >>> from detflow.nodes.masks import circular
+    >>> udf = ApplyMasksUDF(mask_factories=[lambda: circular(8, 8, 16, 16, 4)])
+    >>> res = ctx.run_udf(dataset=ds, udf=udf)  # doctest: +SKIP
+    >>> res["intensity"].data.shape == (*ds.shape.nav, 1)  # doctest: +SKIP
+    True
+    """
+
+    params_spec = (
+        Param("mask_factories", object, doc="callable(s) making the masks", check=_factories),
+        Param("use_torch", bool, default=True, doc="ignored (LiberTEM compatibility)"),
+        Param("use_sparse", object, default=None, check=one_of(*_SPARSE_CHOICES)),
+        Param("mask_count", int, default=None, doc="number of masks, if known"),
+        Param("mask_dtype", "dtype", default=None, doc="dtype of the masks, if known"),
+        Param("preferred_dtype", "dtype", default=None, doc="base dtype instead of float32"),
+        Param("backends", object, default=None, doc="ignored; only numpy runs"),
+        Param("shifts", object, default=None, doc="not supported; must be None"),
+    )
+    extra_dims = {"intensity": ("mask",)}
+
+    def __init__(
+        self,
+        mask_factories: Callable[[], Any] | Iterable[Callable[[], Any]],
+        use_torch: bool = True,
+        use_sparse: Any = None,
+        mask_count: int | None = None,
+        mask_dtype: Any = None,
+        preferred_dtype: Any = None,
+        backends: Any = None,
+        shifts: Any = None,
+    ) -> None:
+        if shifts is not None:
+            raise ParameterError("shifts", "(per-frame mask shifts) is not supported by detflow")
+        if not callable(mask_factories):
+            mask_factories = list(mask_factories)
+        super().__init__(
+            mask_factories=mask_factories,
+            use_torch=use_torch,
+            use_sparse=use_sparse,
+            mask_count=mask_count,
+            mask_dtype=mask_dtype,
+            preferred_dtype=preferred_dtype,
+            backends=backends,
+            shifts=shifts,
+        )
+        self._stack: MaskStack | None = None
+
+    def _masks(self, sig_shape: tuple[int, ...] | None = None) -> MaskStack:
+        if self._stack is None:
+            p = self.params
+            self._stack = make_mask_stack(
+                p.mask_factories,
+                tuple(sig_shape if sig_shape is not None else self.meta.sig_shape),
+                use_sparse=p.use_sparse,
+                dtype=p.mask_dtype,
+            )
+        return self._stack
+
+    def validate(self, meta: Any) -> None:
+        super().validate(meta)
+        stack = make_mask_stack(self.params.mask_factories, tuple(meta.sig_shape), use_sparse=self.params.use_sparse)
+        count = self.params.mask_count
+        if count is not None and count != stack.count:
+            raise ParameterError("mask_count", f"must match the masks made ({stack.count}); got {count}")
+
+    def get_preferred_input_dtype(self) -> Any:
+        return self.USE_NATIVE_DTYPE
+
+    def _result_dtype(self) -> np.dtype:
+        p = self.params
+        mask_dtype = p.mask_dtype if p.mask_dtype is not None else self._masks().dtype
+        base = np.float32 if p.preferred_dtype is None else p.preferred_dtype
+        return np.result_type(self.meta.input_dtype, base, mask_dtype)
+
+    def get_result_buffers(self) -> dict[str, BufferDecl]:
+        count = self.params.mask_count
+        if count is None:
+            count = self._masks().count
+        return {"intensity": self.buffer(kind="nav", extra_shape=(count,), dtype=self._result_dtype())}
+
+    def get_task_data(self) -> dict[str, Any]:
+        stack = self._masks()
+        dtype = self._result_dtype()
+        if stack.dense is not None and stack.dense.dtype != dtype:
+            stack = MaskStack(stack.count, stack.dtype, dense=np.ascontiguousarray(stack.dense, dtype))
+        return {"stack": stack}
+
+    def process_tile(self, tile: np.ndarray) -> None:
+        apply_mask_stack(tile, self.task_data.stack, self.results.intensity)
