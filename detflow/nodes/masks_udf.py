@@ -14,7 +14,6 @@ The product of a tile ``(n_frames, n_pixels)`` with the mask stack, per tile:
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -29,31 +28,14 @@ from detflow.nodes.sum import tile_2d
 __all__ = ["ApplyMasksUDF", "apply_mask_stack"]
 
 _SPARSE_CHOICES = (None, False, True, "scipy.sparse", "scipy.sparse.csc", "sparse.pydata")
-_controller: Any = None
-
-
-def _blas_one_thread() -> contextlib.AbstractContextManager[Any]:
-    global _controller
-    if _controller is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-        except ImportError:
-            _controller = False
-        else:
-            _controller = ThreadpoolController()
-    if _controller is False:
-        return contextlib.nullcontext()
-    return _controller.limit(limits=1, user_api="blas")
-
-
 def apply_mask_stack(tile: np.ndarray, stack: MaskStack, out: np.ndarray) -> None:
     """``out += tile_2d(tile) @ masks``; ``out`` is ``(n_frames, n_masks)``."""
     t2 = tile_2d(tile)
     if stack.dense is not None:
         dense = stack.dense
         data = t2 if t2.dtype == dense.dtype else t2.astype(dense.dtype)
-        with _blas_one_thread():
-            out += data @ dense
+        # BLAS threads: the threaded executor holds them to one while several tiles run at once
+        out += data @ dense
         return
     csr = stack.csr
     if csr.dtype.kind in "biuf" and t2.dtype.kind in "biuf":

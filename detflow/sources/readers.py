@@ -2,8 +2,10 @@
 
 Both present their data as a flat pixel stream (see :mod:`detflow.sources.base`).
 ``MmapReader`` pickles as (path, offset, dtype, size) and maps the file on the worker
-that reads it; mapping costs microseconds, so it is done per read, which keeps readers
-free of open handles and safe to send anywhere. ``ArrayReader`` holds a flat view of an
+that reads it. Each process keeps its few most recent mappings (keyed by the file's
+identity, size and modification time, so a rewritten file is mapped afresh): mapping
+anew for every tile would pay the page-table set-up again on every run, which costs
+about a third of the throughput on data in the page cache. ``ArrayReader`` holds a flat view of an
 array; ``restrict`` narrows it to one partition's pixels, so pickling a partition of an
 in-memory dataset carries that partition's data and nothing more.
 """
@@ -11,6 +13,8 @@ in-memory dataset carries that partition's data and nothing more.
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +22,10 @@ import numpy as np
 from detflow.errors import SourceFormatError, SourceNotFoundError
 
 __all__ = ["ArrayReader", "MmapReader"]
+
+_MAPS: OrderedDict[tuple[object, ...], np.memmap] = OrderedDict()
+_MAPS_LOCK = threading.Lock()
+_MAX_MAPS = 16
 
 
 @dataclass(frozen=True)
@@ -32,21 +40,30 @@ class MmapReader:
     def read_pixels(self, start: int, stop: int) -> np.ndarray:
         if stop <= start:
             return np.empty(0, dtype=self.dtype)
+        return self._mapping()[start:stop]
+
+    def _mapping(self) -> np.memmap:
         try:
-            mm = np.memmap(
-                self.path,
-                dtype=self.dtype,
-                mode="r",
-                offset=self.offset + start * self.dtype.itemsize,
-                shape=(stop - start,),
-            )
+            st = os.stat(self.path)
         except FileNotFoundError as err:
             raise SourceNotFoundError(self.path, "it was there when the dataset was loaded") from err
-        except ValueError as err:  # file shrank since load: mmap past its end
+        key = (self.path, st.st_ino, st.st_size, st.st_mtime_ns, self.offset, self.dtype.str, self.n_pixels)
+        with _MAPS_LOCK:
+            mm = _MAPS.get(key)
+            if mm is not None:
+                _MAPS.move_to_end(key)
+                return mm
+        needed = self.offset + self.n_pixels * self.dtype.itemsize
+        if st.st_size < needed:
             raise SourceFormatError(
-                f"{self.path}: cannot read pixels {start}:{stop}; the file is shorter than when "
-                f"it was loaded ({os.path.getsize(self.path)} bytes now)"
-            ) from err
+                f"{self.path}: the file is shorter than when it was loaded "
+                f"({st.st_size} bytes now, {needed} needed)"
+            )
+        mm = np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset, shape=(self.n_pixels,))
+        with _MAPS_LOCK:
+            _MAPS[key] = mm
+            while len(_MAPS) > _MAX_MAPS:
+                _MAPS.popitem(last=False)
         return mm
 
     def restrict(self, start: int, stop: int) -> MmapReader:
