@@ -107,6 +107,40 @@ def shifted_moments(
             s2[p] += d * d
 
 
+# Reassociation lets LLVM split each frame's dot product into vector lanes; the sums
+# are then taken in a different order than a sequential loop, as BLAS does too.
+_jit_reduce = numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+
+
+@_jit_reduce
+def dense_rows_dot32(tile: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+    """``out[f, m] += sum_p tile[f, p] * rows[m, p]``, in float32 like an sgemm.
+
+    For a few masks this beats converting the tile and calling BLAS (3 masks: 15 vs
+    5 GB/s on a (32, 65536) uint16 tile): the tile is read in its native dtype, and
+    nothing is allocated, so concurrent threads do not contend for the allocator.
+    """
+    n, npix = tile.shape
+    for f in range(n):
+        for m in range(rows.shape[0]):
+            s = np.float32(0.0)
+            for p in range(npix):
+                s += np.float32(tile[f, p]) * rows[m, p]
+            out[f, m] += s
+
+
+@_jit_reduce
+def dense_rows_dot64(tile: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+    """As :func:`dense_rows_dot32`, in float64."""
+    n, npix = tile.shape
+    for f in range(n):
+        for m in range(rows.shape[0]):
+            s = 0.0
+            for p in range(npix):
+                s += np.float64(tile[f, p]) * rows[m, p]
+            out[f, m] += s
+
+
 @_jit
 def csr_rows_dot(
     tile: np.ndarray, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, out: np.ndarray

@@ -17,6 +17,7 @@ array([[0, 0, 0, 0, 0],
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -184,6 +185,12 @@ class MaskStack:
     dtype: np.dtype
     dense: np.ndarray | None = None
     csr: Any = None
+
+    @functools.cached_property
+    def rows(self) -> np.ndarray:
+        """The dense masks as C-contiguous rows ``(n_masks, n_pixels)``."""
+        assert self.dense is not None
+        return np.ascontiguousarray(self.dense.T)
 
 
 def _as_list(factories: Callable[[], Any] | Iterable[Callable[[], Any]]) -> list[Any]:
