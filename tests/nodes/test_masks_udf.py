@@ -75,3 +75,24 @@ def test_parameter_errors() -> None:
         ApplyMasksUDF(mask_factories=[lambda: np.ones((8, 8))], mask_count=2).validate(meta)
     with pytest.raises(ParameterError, match="'mask_factories'"):
         ApplyMasksUDF(mask_factories=[3]).validate(meta)
+
+
+@pytest.mark.parametrize("n_masks", [1, 4, 5, 12])
+def test_dense_kernel_and_blas_paths_agree_with_numpy(ctx, n_masks: int) -> None:
+    """Up to four dense masks take the numba kernel, more take BLAS; both match numpy."""
+    rng = np.random.default_rng(n_masks)
+    data = rng.integers(0, 4000, size=(4, 5, 24, 20)).astype(np.uint16)
+    stack = rng.random((n_masks, 24, 20)).astype(np.float32)
+    ds = ctx.load("memory", data=data, num_partitions=3)
+    res = ctx.run_udf(dataset=ds, udf=ApplyMasksUDF(mask_factories=lambda: stack))["intensity"]
+    expected = data.reshape(20, -1).astype(np.float64) @ stack.reshape(n_masks, -1).T.astype(np.float64)
+    np.testing.assert_allclose(res.data.reshape(20, n_masks), expected, rtol=1e-5)
+
+
+def test_float64_masks_sum_in_float64(ctx) -> None:
+    data = np.full((2, 2, 16, 16), 3, dtype=np.uint32)
+    mask = np.full((16, 16), 1 / 3, dtype=np.float64)
+    ds = ctx.load("memory", data=data)
+    res = ctx.run_udf(dataset=ds, udf=ApplyMasksUDF(mask_factories=[lambda: mask]))["intensity"]
+    assert res.dtype == np.float64
+    np.testing.assert_allclose(res.data[..., 0], 256.0, rtol=1e-12)
