@@ -33,8 +33,8 @@ class AutoUDF(UDF):
 
     Examples
     --------
-    >>> res = ctx.run_udf(dataset=ds, udf=AutoUDF(f=np.max))  # doctest: +SKIP
-    >>> res["result"].data.shape == ds.shape.nav  # doctest: +SKIP
+    >>> res = ctx.run_udf(dataset=ds, udf=AutoUDF(f=np.max))
+    >>> res["result"].data.shape == ds.shape.nav
     True
     """
 

@@ -50,8 +50,8 @@ class CoMUDF(UDF):
     Examples
     --------
     >>> udf = CoMUDF.with_params(cy=8, cx=8, r=5)
-    >>> res = ctx.run_udf(dataset=ds, udf=udf)  # doctest: +SKIP
-    >>> res["field"].data.shape == (*ds.shape.nav, 2)  # doctest: +SKIP
+    >>> res = ctx.run_udf(dataset=ds, udf=udf)
+    >>> res["field"].data.shape == (*ds.shape.nav, 2)
     True
     """
 

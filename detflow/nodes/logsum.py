@@ -24,7 +24,7 @@ class LogsumUDF(UDF):
 
     Examples
     --------
-    >>> res = ctx.run_udf(dataset=ds, udf=LogsumUDF())  # doctest: +SKIP
+    >>> res = ctx.run_udf(dataset=ds, udf=LogsumUDF())
     >>> res["logsum"].data.dtype
     dtype('float32')
     """

@@ -90,8 +90,8 @@ class ApplyMasksUDF(UDF):
     --------
     >>> from detflow.nodes.masks import circular
     >>> udf = ApplyMasksUDF(mask_factories=[lambda: circular(8, 8, 16, 16, 4)])
-    >>> res = ctx.run_udf(dataset=ds, udf=udf)  # doctest: +SKIP
-    >>> res["intensity"].data.shape == (*ds.shape.nav, 1)  # doctest: +SKIP
+    >>> res = ctx.run_udf(dataset=ds, udf=udf)
+    >>> res["intensity"].data.shape == (*ds.shape.nav, 1)
     True
     """
 

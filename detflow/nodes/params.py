@@ -106,6 +106,7 @@ class Param:
         """``value`` converted to the declared type; :class:`ParameterError` if it is not."""
         if value is None and self.default is None:
             return None
+        given = value
         t = self.type
         if t is bool:
             if not isinstance(value, bool | np.bool_):
@@ -126,7 +127,8 @@ class Param:
             except TypeError as err:
                 raise ParameterError(self.name, f"must be a numpy dtype; got {value!r}") from err
         if self.check is not None:
-            problem = self.check(value)
+            # numbers are checked as given, so the message quotes what the user wrote
+            problem = self.check(given if t in _NUMERIC else value)
             if problem:
                 raise ParameterError(self.name, problem)
         return value

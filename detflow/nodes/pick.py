@@ -22,9 +22,9 @@ class PickUDF(UDF):
 
     Examples
     --------
-    >>> roi = np.zeros(ds.shape.nav, dtype=bool); roi[2, 3] = True  # doctest: +SKIP
-    >>> res = ctx.run_udf(dataset=ds, udf=PickUDF(), roi=roi)  # doctest: +SKIP
-    >>> res["intensity"].data.shape == (1, *ds.shape.sig)  # doctest: +SKIP
+    >>> roi = np.zeros(ds.shape.nav, dtype=bool); roi[2, 3] = True
+    >>> res = ctx.run_udf(dataset=ds, udf=PickUDF(), roi=roi)
+    >>> res["intensity"].data.shape == (1, *ds.shape.sig)
     True
     """
 

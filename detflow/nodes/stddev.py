@@ -40,8 +40,8 @@ class StdDevUDF(UDF):
 
     Examples
     --------
-    >>> res = ctx.run_udf(dataset=ds, udf=StdDevUDF())  # doctest: +SKIP
-    >>> np.allclose(res["std"].data, data.std(axis=(0, 1)))  # doctest: +SKIP
+    >>> res = ctx.run_udf(dataset=ds, udf=StdDevUDF())
+    >>> np.allclose(res["std"].data, data.std(axis=(0, 1)))
     True
     """
 

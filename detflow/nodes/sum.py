@@ -41,8 +41,8 @@ class SumUDF(UDF):
 
     Examples
     --------
-    >>> res = ctx.run_udf(dataset=ds, udf=SumUDF())  # doctest: +SKIP
-    >>> res["intensity"].data.shape == ds.shape.sig  # doctest: +SKIP
+    >>> res = ctx.run_udf(dataset=ds, udf=SumUDF())
+    >>> res["intensity"].data.shape == ds.shape.sig
     True
     """
 

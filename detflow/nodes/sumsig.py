@@ -20,8 +20,8 @@ class SumSigUDF(UDF):
 
     Examples
     --------
-    >>> res = ctx.run_udf(dataset=ds, udf=SumSigUDF())  # doctest: +SKIP
-    >>> res["intensity"].data.shape == ds.shape.nav  # doctest: +SKIP
+    >>> res = ctx.run_udf(dataset=ds, udf=SumSigUDF())
+    >>> res["intensity"].data.shape == ds.shape.nav
     True
     """
 
