@@ -7,7 +7,7 @@ node per UDF) and runs it; there is no second engine behind the convenience API.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -115,6 +115,16 @@ class Context:
         graph = self._graph(dataset, udfs, roi)
         yield from graph.run_iter(executor=self.executor, progress=progress)
 
+    @overload
+    def run_udf(self, dataset: Source, udf: UDF, roi: Any = None, *, progress: bool = False,
+                plots: Any = None, corrections: Any = None, backends: Any = None,
+                sync: bool = True) -> dict[str, ResultBuffer]: ...
+
+    @overload
+    def run_udf(self, dataset: Source, udf: Sequence[UDF], roi: Any = None, *,
+                progress: bool = False, plots: Any = None, corrections: Any = None,
+                backends: Any = None, sync: bool = True) -> tuple[dict[str, ResultBuffer], ...]: ...
+
     def run_udf(
         self,
         dataset: Source,
@@ -152,7 +162,6 @@ class Context:
         from detflow.nodes.auto import AutoUDF
 
         res = self.run_udf(dataset, AutoUDF(f=f), roi, progress=progress, backends=backends)
-        assert isinstance(res, dict)
         return res["result"]
 
     # --- lifetime -----------------------------------------------------------------
