@@ -6,6 +6,7 @@ node per UDF) and runs it; there is no second engine behind the convenience API.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, overload
 
@@ -73,7 +74,7 @@ class Context:
         return source
 
     # --- running --------------------------------------------------------------------
-    def _graph(self, dataset: Source, udfs: Sequence[UDF], roi: Any) -> Graph:
+    def _graph(self, dataset: Source, udfs: Sequence[UDF], roi: Any, corrections: Any = None) -> Graph:
         if not isinstance(dataset, Source):
             raise ConfigurationError(
                 f"dataset must be a dataset from ctx.load(); got {type(dataset).__name__}"
@@ -81,7 +82,7 @@ class Context:
         g = Graph("run_udf")
         g.source(dataset)
         fpp, nparts = getattr(dataset, "partition_sizing", (None, None))
-        g.partition(frames_per_partition=fpp, num_partitions=nparts, roi=roi)
+        g.partition(frames_per_partition=fpp, num_partitions=nparts, roi=roi, corrections=corrections)
         for udf in udfs:
             if not isinstance(udf, UDF):
                 raise ConfigurationError(f"udf must be a UDF instance; got {udf!r}")
@@ -89,11 +90,9 @@ class Context:
         return g
 
     @staticmethod
-    def _check_unsupported(plots: Any, corrections: Any, sync: bool) -> None:
+    def _check_unsupported(plots: Any, sync: bool) -> None:
         if plots:
             raise ConfigurationError("run_udf: parameter 'plots': live plots are not available yet")
-        if corrections is not None:
-            raise ConfigurationError("run_udf: parameter 'corrections' is not available yet")
         if not sync:
             raise ConfigurationError("run_udf: sync=False is not supported; use run_udf_iter")
 
@@ -109,10 +108,13 @@ class Context:
         backends: Any = None,
         sync: bool = True,
     ) -> Iterator[UDFResults]:
-        """Yield :class:`~detflow.graph.results.UDFResults` after each partition merges."""
-        self._check_unsupported(plots, corrections, sync)
+        """Yield :class:`~detflow.graph.results.UDFResults` after each partition merges.
+
+        ``corrections`` (a :class:`~detflow.sources.corrections.CorrectionSet`) are
+        applied to every frame before any UDF sees it."""
+        self._check_unsupported(plots, sync)
         udfs = [udf] if isinstance(udf, UDF) else list(udf)
-        graph = self._graph(dataset, udfs, roi)
+        graph = self._graph(dataset, udfs, roi, corrections)
         yield from graph.run_iter(executor=self.executor, progress=progress)
 
     @overload
@@ -163,6 +165,24 @@ class Context:
 
         res = self.run_udf(dataset, AutoUDF(f=f), roi, progress=progress, backends=backends)
         return res["result"]
+
+    def export_dataset(
+        self,
+        dataset: Source,
+        *,
+        path: str | os.PathLike[str],
+        progress: bool = False,
+        overwrite: bool = False,
+    ) -> str:
+        """Write ``dataset`` (as loaded: nav/sig shape, sync_offset) to ``.npy`` or zarr.
+
+        The format follows the suffix (``.npy``; ``.zarr`` or a directory: zarr v3);
+        an existing ``path`` is an error unless ``overwrite=True``. Partitions are read
+        and written on this context's executor. Returns the path written.
+        """
+        from detflow.export import export_dataset
+
+        return export_dataset(dataset, path, executor=self.executor, progress=progress, overwrite=overwrite)
 
     # --- lifetime -----------------------------------------------------------------
     def close(self) -> None:

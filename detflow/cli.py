@@ -1,19 +1,167 @@
-"""The ``detflow`` command line."""
+"""The ``detflow`` command line: run, validate and show graph files; a demo.
+
+Errors are printed as one paragraph on stderr with a non-zero exit code (2 for a graph
+or option that is wrong, 1 for a run that failed); ``--debug`` shows the traceback.
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
+import shutil
+import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
+from typing import Any
 
 import click
 
 import detflow
+from detflow.errors import ConfigurationError, DetflowError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _fail(err: BaseException, code: int) -> None:
+    text = str(err) or type(err).__name__
+    notes = [n for n in getattr(err, "__notes__", []) if not n.startswith("worker traceback")]
+    if notes:
+        text += " (" + "; ".join(notes) + ")"
+    click.echo(f"error: {text}", err=True)
+    sys.exit(code)
+
+
+def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """One paragraph instead of a traceback, unless ``--debug``."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
+        logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.INFO)
+        if debug:
+            return fn(*args, **kwargs)
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigurationError, FileNotFoundError) as err:
+            _fail(err, 2)
+        except (DetflowError, OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
+            _fail(err, 1)
+
+    return click.option("--debug", is_flag=True, help="Show tracebacks instead of a short error.")(wrapper)
+
+
+def _graph_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--config", "config_file", type=click.Path(dir_okay=False),
+                      help="YAML file of per-node overrides ({nodes: {com: {r: 30}}}).")(fn)
+    fn = click.option("--set", "assignments", multiple=True, metavar="NODE.PARAM=VALUE",
+                      help="Override a parameter, e.g. --set com.r=35 --set bf.skip=true. "
+                           "Wins over the graph file and --config.")(fn)
+    fn = click.option("--input", "input_path", type=click.Path(),
+                      help="Replace the source's path with this file.")(fn)
+    return click.argument("graph_file", type=click.Path(dir_okay=False))(fn)
+
+
+def _load(graph_file: str, input_path: str | None, assignments: tuple[str, ...],
+          config_file: str | None) -> detflow.Graph:
+    from detflow.graph.config import apply_overrides, parse_set
+    from detflow.graph.run import resolve_call
+
+    g = detflow.Graph.from_yaml(graph_file)
+    sets = parse_set(g, assignments)
+    g = resolve_call(g, input_path, config_file=config_file)
+    return apply_overrides(g, sets) if sets else g
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(detflow.__version__, prog_name="detflow")
 def main() -> None:
-    """detflow: dataflow graphs for pixelated-detector data."""
+    """detflow: dataflow graphs for pixelated-detector data.
+
+    \b
+    detflow run GRAPH.yaml [--input FILE] [--set NODE.PARAM=VALUE ...]   run a graph file
+    detflow validate GRAPH.yaml                                          check it without running
+    detflow show GRAPH.yaml [--image graph.png]                          print (or draw) it
+    detflow demo                                                         a self-checking example
+    """
+
+
+@main.command()
+@_graph_options
+@click.option("--executor", help="Executor to run on (inline, threads, ...); default: the graph's, else threads.")
+@click.option("--output-dir", type=click.Path(file_okay=False),
+              help="Folder for outputs ({output_dir} in sink paths); default: the input's folder.")
+@click.option("--overwrite", is_flag=True, help="Replace outputs that exist (swapped in when the run completes).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@_errors
+def run(graph_file: str, input_path: str | None, assignments: tuple[str, ...], config_file: str | None,
+        executor: str | None, output_dir: str | None, overwrite: bool, progress: bool) -> None:
+    """Run GRAPH_FILE: read the data once, feed every node, write every sink.
+
+    Parameters win in this order: the node's default < the graph file < --config <
+    --set. Sink paths may use {output_dir}, {input_stem} and {graph}; a node with
+    save_results writes {output_dir}/{input_stem}_{node}.zarr.
+    """
+    from detflow.graph.run import default_context, run_graph
+
+    g = _load(graph_file, input_path, assignments, config_file)
+    ctx = default_context(g, output_dir=output_dir, overwrite=overwrite)
+    results = run_graph(g, executor=executor, progress=progress, context=ctx)
+    for node_id, ds in results.items():
+        names = ", ".join(f"{k} {tuple(v.shape)}" for k, v in ds.data_vars.items())
+        click.echo(f"{node_id}: {names}")
+
+
+@main.command()
+@_graph_options
+@_errors
+def validate(graph_file: str, input_path: str | None, assignments: tuple[str, ...],
+             config_file: str | None) -> None:
+    """Check GRAPH_FILE (and the data it names) without running it."""
+    g = _load(graph_file, input_path, assignments, config_file)
+    plan = g.validate()
+    m = plan.meta
+    n_parts = plan.source.get_num_partitions(plan.partition_plan())
+    click.echo(f"ok: graph {g.name!r}: {len(plan.udfs)} node(s) over nav {m.nav_shape} sig {m.sig_shape} "
+               f"{m.dtype}, {n_parts} partition(s)")
+
+
+def to_dot(g: detflow.Graph) -> str:
+    """The graph in graphviz's DOT language."""
+    from detflow.graph.model import PartitionNode, SinkNode, SourceNode, UDFNode
+
+    lines = [f'digraph "{g.name}" {{', "  rankdir=LR;", "  node [fontname=Helvetica];"]
+    for n in g:
+        shape = {SourceNode: "cylinder", PartitionNode: "box3d", UDFNode: "box", SinkNode: "folder"}[type(n)]
+        label = f"{n.id}\\n[{getattr(n, 'type', 'partition')}]"
+        style = ', style=dashed' if getattr(n, "skip", False) else ""
+        lines.append(f'  "{n.id}" [shape={shape}, label="{label}"{style}];')
+        inputs = (n.input,) if isinstance(n, UDFNode | PartitionNode) else getattr(n, "inputs", ())
+        lines += [f'  "{i}" -> "{n.id}";' for i in inputs]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+@main.command()
+@click.argument("graph_file", type=click.Path(dir_okay=False))
+@click.option("--dot", "dot_path", type=click.Path(dir_okay=False), help="Also write the graph as a DOT file.")
+@click.option("--image", type=click.Path(dir_okay=False),
+              help="Also draw it (PNG or SVG by suffix); needs graphviz's dot program.")
+@_errors
+def show(graph_file: str, dot_path: str | None, image: str | None) -> None:
+    """Print GRAPH_FILE as a tree of nodes with their parameters."""
+    g = detflow.Graph.from_yaml(graph_file)
+    click.echo(g.to_text())
+    dot = to_dot(g)
+    if dot_path:
+        with open(dot_path, "w") as f:
+            f.write(dot)
+    if image:
+        exe = shutil.which("dot")
+        if exe is None:
+            raise ConfigurationError("--image needs graphviz's 'dot' program (e.g. apt install graphviz); "
+                                     "use --dot to write the DOT file instead")
+        fmt = os.path.splitext(image)[1].lstrip(".") or "png"
+        subprocess.run([exe, f"-T{fmt}", "-o", image], input=dot, text=True, check=True, timeout=60)
+        click.echo(f"drew {image}")
 
 
 @main.command()

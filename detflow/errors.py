@@ -74,18 +74,36 @@ class GraphValidationError(ConfigurationError):
         node: str | None = None,
         node_type: str | None = None,
         parameter: str | None = None,
+        file: str | None = None,
+        line: int | None = None,
     ) -> None:
         self.node = node
         self.node_type = node_type
         self.parameter = parameter
         self.reason = message
+        self.file = file
+        self.line = line
         where = []
         if node is not None:
             where.append(f"node {node!r}" + (f" ({node_type})" if node_type else ""))
         if parameter is not None:
             where.append(f"parameter {parameter!r}")
         prefix = ", ".join(where)
-        super().__init__(f"{prefix}: {message}" if prefix else message)
+        text = f"{prefix}: {message}" if prefix else message
+        if file is not None:
+            text = f"{file}{f':{line}' if line else ''}: {text}"
+        super().__init__(text)
+
+    def located(self, file: str | None, line: int | None) -> GraphValidationError:
+        """The same error, naming the graph file and line it comes from."""
+        if self.file is not None or file is None:
+            return self
+        err = GraphValidationError(
+            self.reason, node=self.node, node_type=self.node_type, parameter=self.parameter,
+            file=file, line=line,
+        )
+        err.__cause__ = self.__cause__
+        return err
 
 
 class ParameterError(ConfigurationError):

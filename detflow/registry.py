@@ -89,6 +89,11 @@ SOURCES = Registry(
         "memory": "detflow.sources.memory:MemorySource",
         "npy": "detflow.sources.npy:NpySource",
         "raw": "detflow.sources.raw:RawSource",
+        "mib": "detflow.sources.mib:MibSource",
+        "hdf5": "detflow.sources.hdf5_:HDF5Source",
+        "zarr": "detflow.sources.zarr_:ZarrSource",
+        "dask": "detflow.sources.dask_:DaskSource",
+        "auto": "detflow.sources.auto:load_auto",
     },
 )
 
@@ -104,10 +109,19 @@ UDFS = Registry(
         "masks": "detflow.nodes.masks_udf:ApplyMasksUDF",
         "com": "detflow.nodes.com:CoMUDF",
         "auto": "detflow.nodes.auto:AutoUDF",
+        "record": "detflow.nodes.record:RecordUDF",
     },
 )
 
-SINKS = Registry("sink", "detflow.sinks", {"progress": "detflow.sinks.progress:ProgressSink"})
+SINKS = Registry(
+    "sink",
+    "detflow.sinks",
+    {
+        "progress": "detflow.sinks.progress:ProgressSink",
+        "zarr": "detflow.sinks.zarr_:ZarrSink",
+        "npy": "detflow.sinks.npy:NpyRecorderSink",
+    },
+)
 
 EXECUTORS = Registry(
     "executor",

@@ -32,6 +32,7 @@ from detflow.errors import (
     GraphValidationError,
     ParameterError,
     UDFError,
+    UnknownNameError,
     annotate_node_error,
 )
 from detflow.graph.model import Graph, PartitionNode, SourceNode, UDFNode, as_flat_roi
@@ -46,8 +47,9 @@ from detflow.nodes.runner import (
     input_dtype_for,
     run_partition,
 )
-from detflow.registry import SOURCES, UDFS, import_object
+from detflow.registry import SINKS, SOURCES, UDFS, import_object
 from detflow.sources.base import DatasetMeta, PartitionPlan, Source
+from detflow.sources.corrections import CorrectionSet
 
 if TYPE_CHECKING:
     from detflow.executors.base import Executor
@@ -68,6 +70,7 @@ class Plan:
     num_partitions: int | None
     roi: np.ndarray | None
     udfs: list[tuple[str, UDF]]
+    corrections: CorrectionSet | None = None
 
     @property
     def meta(self) -> DatasetMeta:
@@ -92,6 +95,8 @@ def _one(graph: Graph, kind: type, label: str) -> Any:
 def resolve_udf_class(node: UDFNode) -> type[UDF]:
     try:
         cls = UDFS.get(node.type) if ":" not in node.type else import_object(node.type)
+    except UnknownNameError as err:
+        raise GraphValidationError(str(err), node=node.id, parameter="type") from err
     except (ImportError, AttributeError, ValueError) as err:
         raise GraphValidationError(
             f"cannot import UDF type {node.type!r}: {err}", node=node.id
@@ -118,6 +123,14 @@ def _open_source(node: SourceNode) -> Source:
 
 def compile_graph(graph: Graph) -> Plan:
     """Resolve and check every node of ``graph``."""
+    from detflow.graph.io import check_structure
+
+    check_structure(graph)
+    for sink in graph.sink_nodes(include_skipped=True):
+        try:
+            SINKS.get(sink.type)
+        except ConfigurationError as err:
+            raise GraphValidationError(str(err), node=sink.id, parameter="type") from err
     src_node: SourceNode = _one(graph, SourceNode, "source")
     part_node: PartitionNode = _one(graph, PartitionNode, "partition")
     if part_node.input != src_node.id:
@@ -127,7 +140,10 @@ def compile_graph(graph: Graph) -> Plan:
         )
     udf_nodes = graph.udf_nodes()
     if not udf_nodes:
-        raise GraphValidationError("the graph has no UDF node: nothing would be computed")
+        skipped = [n.id for n in graph.udf_nodes(include_skipped=True)]
+        raise GraphValidationError(
+            "the graph has no UDF node" + (f" that is not skipped (skipped: {', '.join(skipped)})"
+                                           if skipped else "") + ": nothing would be computed")
     for node in udf_nodes:
         if node.input != part_node.id:
             raise GraphValidationError(
@@ -144,6 +160,13 @@ def compile_graph(graph: Graph) -> Plan:
         roi = as_flat_roi(part_node.roi, meta.nav_shape)
     except ValueError as err:
         raise GraphValidationError(str(err), node=part_node.id, parameter="roi") from err
+    try:
+        corrections = CorrectionSet.coerce(part_node.corrections)
+        if corrections is not None:
+            corrections.check(meta.sig_shape)
+            corrections = corrections if corrections.have_corrections() else None
+    except ConfigurationError as err:
+        raise GraphValidationError(str(err), node=part_node.id, parameter="corrections") from err
 
     udfs: list[tuple[str, UDF]] = []
     for node in udf_nodes:
@@ -165,7 +188,7 @@ def compile_graph(graph: Graph) -> Plan:
                 raise GraphValidationError(str(err), node=node.id, node_type=node.type) from err
         try:
             udf.validate(meta)
-            udf.meta = main_meta(udf, meta, roi)
+            udf.meta = main_meta(udf, meta, roi, corrections)
             udf.get_method()
             udf.get_result_buffers()
         except ParameterError as err:
@@ -184,16 +207,20 @@ def compile_graph(graph: Graph) -> Plan:
         num_partitions=part_node.num_partitions,
         roi=roi,
         udfs=udfs,
+        corrections=corrections,
     )
 
 
-def main_meta(udf: UDF, meta: DatasetMeta, roi: np.ndarray | None) -> UDFMeta:
+def main_meta(
+    udf: UDF, meta: DatasetMeta, roi: np.ndarray | None, corrections: CorrectionSet | None = None
+) -> UDFMeta:
     """``self.meta`` on the driver: the dataset, no partition."""
     return UDFMeta(
         dataset_shape=meta.shape,
         dataset_dtype=meta.dtype,
-        input_dtype=input_dtype_for(udf, meta.dtype),
+        input_dtype=input_dtype_for(udf, meta.dtype, corrections),
         roi=None if roi is None else roi.reshape(meta.nav_shape),
+        corrections=corrections,
     )
 
 
@@ -282,7 +309,7 @@ def run_plan(
     partitions = list(plan.source.partitions(plan.partition_plan(executor.n_workers)))
     specs = tuple(UDFSpec.of(node_id, udf) for node_id, udf in plan.udfs)
     tasks = [
-        PartitionTask(p, specs, roi, executor.remote)
+        PartitionTask(p, specs, roi, executor.remote, corrections=plan.corrections)
         for p in partitions
         if roi is None or roi[p.frames].any()
     ]
@@ -321,6 +348,12 @@ def run_plan(
         from detflow.sinks.progress import ProgressSink
 
         consumers.append(ProgressSink())
+    for node_id, udf in plan.udfs:
+        try:
+            udf.prepare_run()
+        except Exception as err:
+            raise annotate_node_error(err, node_id=node_id, node_type=type(udf).__name__,
+                                      where="in prepare_run") from None
     stream = ResultStream(merge)
     for sink in consumers:
         stream.subscribe(sink)

@@ -24,6 +24,7 @@ Examples
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from detflow.sinks.base import Sink
     from detflow.sources.base import Source
 
-__all__ = ["Graph", "PartitionNode", "SourceNode", "UDFNode"]
+__all__ = ["Graph", "PartitionNode", "SinkNode", "SourceNode", "UDFNode"]
 
 _ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
@@ -63,18 +64,36 @@ class PartitionNode:
     frames_per_partition: int | None = None
     num_partitions: int | None = None
     roi: Any = field(default=None, compare=False)
+    #: a CorrectionSet, or a mapping of dark/gain/excluded_pixels (arrays or .npy paths)
+    corrections: Any = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class UDFNode:
+    """A UDF node. ``params`` are the UDF's own keyword arguments; ``skip`` and
+    ``save_results`` are node options every UDF node has, kept apart from them."""
+
     id: str
     input: str
     type: str
     params: Mapping[str, Any] = field(default_factory=dict)
     obj: UDF | None = field(default=None, compare=False)
+    skip: bool = False
+    save_results: bool = False
 
 
-Node = SourceNode | PartitionNode | UDFNode
+@dataclass(frozen=True)
+class SinkNode:
+    """A sink fed by UDF nodes (or, for recorders, by the partition node)."""
+
+    id: str
+    type: str
+    inputs: tuple[str, ...]
+    params: Mapping[str, Any] = field(default_factory=dict)
+    skip: bool = False
+
+
+Node = SourceNode | PartitionNode | UDFNode | SinkNode
 
 
 def udf_type_name(udf: UDF) -> str:
@@ -100,9 +119,15 @@ class Graph:
         Shown in views, logs and result attributes.
     """
 
-    def __init__(self, name: str = "graph") -> None:
+    def __init__(self, name: str = "graph", *, description: str = "") -> None:
         self.name = name
+        self.description = description
         self._nodes: dict[str, Node] = {}
+        #: executor named by a graph file: ``{"type": ..., "params": {...}}``
+        self.executor: dict[str, Any] | None = None
+        #: where the graph came from, and the line of each key path in it (for errors)
+        self.source_file: str | None = None
+        self.lines: dict[tuple[Any, ...], int] = {}
 
     # --- building -----------------------------------------------------------------
     def _add(self, node: Node) -> str:
@@ -135,17 +160,25 @@ class Graph:
         frames_per_partition: int | None = None,
         num_partitions: int | None = None,
         roi: Any = None,
+        corrections: Any = None,
     ) -> str:
-        """Add the partition node: how the source is cut, and the ROI."""
-        return self._add(PartitionNode(id, input, frames_per_partition, num_partitions, roi))
+        """Add the partition node: how the source is cut, the ROI, and the detector
+        corrections applied to every frame read (a
+        :class:`~detflow.sources.corrections.CorrectionSet` or a mapping of its arguments)."""
+        return self._add(PartitionNode(id, input, frames_per_partition, num_partitions, roi, corrections))
 
     def udf(self, udf: str | UDF, *, id: str | None = None, input: str = "partition",
-            **params: Any) -> str:
+            skip: bool = False, save_results: bool = False, **params: Any) -> str:
         """Add a UDF node: a registry name (``"sum"``), an import path
-        (``"package.module:MyUDF"``) with its parameters, or a UDF instance."""
+        (``"package.module:MyUDF"``) with its parameters, or a UDF instance.
+
+        ``skip`` leaves the node out of the run (sinks fed by it are told);
+        ``save_results`` writes its results to ``{output_dir}/{input_stem}_{id}.zarr``
+        when the graph runs through :meth:`call`.
+        """
         if isinstance(udf, str):
             node = UDFNode(id or self._free_id(udf.rpartition(":")[2].lower()), input, udf,
-                           dict(params))
+                           dict(params), skip=skip, save_results=save_results)
         else:
             if params:
                 raise GraphValidationError(
@@ -154,8 +187,20 @@ class Graph:
                 )
             type_name = udf_type_name(udf)
             node = UDFNode(id or self._free_id(_short(udf)), input, type_name,
-                           udf.kwargs, obj=udf)
+                           udf.kwargs, obj=udf, skip=skip, save_results=save_results)
         return self._add(node)
+
+    def sink(self, type: str, *, inputs: list[str] | tuple[str, ...], id: str | None = None,
+             skip: bool = False, **params: Any) -> str:
+        """Add a sink (``"zarr"``, ``"npy"``, ...) fed by the nodes ``inputs``."""
+        return self._add(SinkNode(id or self._free_id(type), type, tuple(inputs), dict(params),
+                                  skip=skip))
+
+    def replace_node(self, node: Node) -> None:
+        """Swap in a changed node with the same id (used when applying overrides)."""
+        if node.id not in self._nodes:
+            raise GraphValidationError(f"no node with id {node.id!r}", node=node.id)
+        self._nodes[node.id] = node
 
     def _free_id(self, base: str) -> str:
         base = re.sub(r"[^A-Za-z0-9_\-]", "_", base) or "node"
@@ -177,8 +222,79 @@ class Graph:
     def __iter__(self) -> Iterator[Node]:
         return iter(self._nodes.values())
 
-    def udf_nodes(self) -> list[UDFNode]:
-        return [n for n in self._nodes.values() if isinstance(n, UDFNode)]
+    def udf_nodes(self, *, include_skipped: bool = False) -> list[UDFNode]:
+        return [n for n in self._nodes.values()
+                if isinstance(n, UDFNode) and (include_skipped or not n.skip)]
+
+    def sink_nodes(self, *, include_skipped: bool = False) -> list[SinkNode]:
+        return [n for n in self._nodes.values()
+                if isinstance(n, SinkNode) and (include_skipped or not n.skip)]
+
+    def line_of(self, *path: Any) -> int | None:
+        """Line in the graph file of the deepest known prefix of ``path``."""
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return None
+
+    # --- files ----------------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> Graph:
+        """Read a graph file (checked for structure; :meth:`validate` checks the rest)."""
+        from detflow.graph.io import read_graph_file
+
+        return read_graph_file(path)
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any], *, file: str | None = None) -> Graph:
+        from detflow.graph.io import graph_from_dict
+
+        return graph_from_dict(spec, file=file)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The graph as plain data, as a graph file holds it."""
+        from detflow.graph.io import graph_to_dict
+
+        return graph_to_dict(self)
+
+    def to_yaml(self, path: str | os.PathLike[str] | None = None) -> str:
+        """The graph as YAML text; also written to ``path`` if given."""
+        from detflow.graph.io import write_graph_file
+
+        return write_graph_file(self, path)
+
+    def copy(self) -> Graph:
+        g = Graph(self.name, description=self.description)
+        g._nodes = dict(self._nodes)
+        g.executor = None if self.executor is None else dict(self.executor)
+        g.source_file = self.source_file
+        g.lines = self.lines
+        return g
+
+    def call(
+        self,
+        input: str | os.PathLike[str] | None = None,
+        *,
+        nodes: Mapping[str, Mapping[str, Any]] | None = None,
+        config_file: str | os.PathLike[str] | None = None,
+        output_dir: str | os.PathLike[str] | None = None,
+        executor: str | Executor | None = None,
+        progress: bool = False,
+        overwrite: bool = False,
+    ) -> dict[str, xr.Dataset]:
+        """Run the graph on ``input`` with overrides, as a calibration pipeline does.
+
+        Parameters win in this order, each over the one before: the node's code
+        default, the graph file, ``config_file`` (a YAML file of per-node overrides),
+        ``nodes`` (``{"com": {"r": 35, "save_results": True}}``). ``input`` replaces the
+        source's ``path``; sink paths may use ``{output_dir}``, ``{input_stem}`` and
+        ``{graph}``; ``output_dir`` defaults to the input's directory.
+        """
+        from detflow.graph.run import call_graph
+
+        return call_graph(self, input, nodes=nodes, config_file=config_file, output_dir=output_dir,
+                          executor=executor, progress=progress, overwrite=overwrite)
 
     # --- validating, viewing, running -------------------------------------------------
     def validate(self) -> Plan:
@@ -189,7 +305,13 @@ class Graph:
         """
         from detflow.graph.lowering import compile_graph
 
-        return compile_graph(self)
+        try:
+            return compile_graph(self)
+        except GraphValidationError as err:
+            path = (err.node,) if err.node is not None else ()
+            if err.node in self._nodes and err.parameter is not None:
+                path = _param_path(self._nodes[err.node], err.parameter)
+            raise err.located(self.source_file, self.line_of(*path)) from err.__cause__
 
     def to_text(self) -> str:
         """The graph as an indented tree, with parameters and (when known) shapes."""
@@ -211,10 +333,9 @@ class Graph:
         sinks: list[Sink] | None = None,
     ) -> Iterator[UDFResults]:
         """Run the graph, yielding partial results after each partition is merged."""
-        from detflow.graph.lowering import run_plan
+        from detflow.graph.run import run_graph_iter
 
-        with _executor_scope(executor) as ex:
-            yield from run_plan(self.validate(), ex, progress=progress, sinks=sinks)
+        yield from run_graph_iter(self, executor=executor, progress=progress, sinks=sinks)
 
     def run(
         self,
@@ -226,26 +347,24 @@ class Graph:
         """Run the graph; results as ``{node_id: xarray.Dataset}`` with named dims.
 
         Nav dims are ``nav_y, nav_x`` (``nav`` for 1-D), signal dims ``sig_y, sig_x``.
+        The graph's own sinks write where their paths say (``{output_dir}`` is the
+        input's folder here; :meth:`call` chooses it).
         """
-        from detflow.graph.results import to_xarray
+        from detflow.graph.run import run_graph
 
-        last: UDFResults | None = None
-        plan = None
-        with _executor_scope(executor) as ex:
-            from detflow.graph.lowering import run_plan
+        return run_graph(self, executor=executor, progress=progress, sinks=sinks)
 
-            plan = self.validate()
-            for last in run_plan(plan, ex, progress=progress, sinks=sinks):  # noqa: B007
-                pass
-        assert last is not None and plan is not None
-        out = {}
-        for (node_id, udf), buffers in zip(plan.udfs, last.buffers, strict=True):
-            out[node_id] = to_xarray(
-                buffers,
-                extra_dims=type(udf).extra_dims,
-                attrs={"graph": self.name, "node": node_id, "type": udf_type_name(udf)},
-            )
-        return out
+
+def _param_path(node: Node, parameter: str) -> tuple[Any, ...]:
+    """Key path of a node parameter in a graph file (see :mod:`detflow.graph.io`)."""
+    if isinstance(node, SourceNode):
+        return ("source", "params", parameter)
+    if isinstance(node, PartitionNode):
+        return ("partition", parameter)
+    group = "sinks" if isinstance(node, SinkNode) else "nodes"
+    if parameter in ("input", "inputs", "type", "skip", "save_results"):
+        return (group, node.id, parameter)
+    return (group, node.id, "params", parameter)
 
 
 def _short(udf: UDF) -> str:

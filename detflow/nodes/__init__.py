@@ -20,6 +20,7 @@ _LAZY = {
     "ApplyMasksUDF": "detflow.nodes.masks_udf",
     "CoMUDF": "detflow.nodes.com",
     "AutoUDF": "detflow.nodes.auto",
+    "RecordUDF": "detflow.nodes.record",
     "masks": "detflow.nodes.masks",
 }
 

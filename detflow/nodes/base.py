@@ -314,6 +314,11 @@ class UDF:
     def process_partition(self, partition: np.ndarray) -> None:
         raise NotImplementedError
 
+    def prepare_run(self) -> None:
+        """Called once on the driver before any partition runs (``self.meta`` describes
+        the dataset, without a partition): the place to create a file that workers
+        write into. A detflow extension; LiberTEM has no such hook."""
+
     def preprocess(self) -> None:
         """Called per partition on the worker, after buffers are allocated."""
 

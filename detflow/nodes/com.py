@@ -64,6 +64,8 @@ class CoMUDF(UDF):
         Param("flip_y", bool, default=False, doc="negate the y shift before rotating"),
     )
 
+    extra_dims = {"raw_com": ("yx",), "raw_shifts": ("yx",), "field": ("yx",)}
+
     def __init__(
         self,
         com_params: Any = None,

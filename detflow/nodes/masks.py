@@ -247,3 +247,62 @@ def _to_scipy(mask: Any) -> Any:
     if type(mask).__module__.startswith("sparse"):
         return sp.coo_array(mask.to_scipy_sparse())
     return sp.coo_array(mask)
+
+
+#: declarative masks, as graph files write them: type -> (function, required keys, optional keys)
+_SPEC_KINDS: dict[str, tuple[Callable[..., np.ndarray], tuple[str, ...], tuple[str, ...]]] = {}
+
+
+def _spec_circular(h: int, w: int, cx: float, cy: float, r: float) -> np.ndarray:
+    return circular(cx, cy, w, h, r)
+
+
+def _spec_ring(h: int, w: int, cx: float, cy: float, r: float, ri: float) -> np.ndarray:
+    return ring(cx, cy, w, h, r, ri)
+
+
+def _spec_rectangular(h: int, w: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+    return rectangular(x, y, width, height, w, h)
+
+
+def _spec_npy(h: int, w: int, path: str) -> np.ndarray:
+    return np.load(path)
+
+
+_SPEC_KINDS.update({
+    "circular": (_spec_circular, ("cx", "cy", "r"), ()),
+    "ring": (_spec_ring, ("cx", "cy", "r", "ri"), ()),
+    "rectangular": (_spec_rectangular, ("x", "y", "width", "height"), ()),
+    "npy": (_spec_npy, ("path",), ()),
+})
+
+
+def check_mask_spec(spec: Any, index: int) -> str | None:
+    """Why ``spec`` (a ``{type: ..., ...}`` mapping) is not a valid mask, or ``None``."""
+    if not isinstance(spec, dict) or "type" not in spec:
+        return f"mask {index} must be a mapping with a 'type'; got {spec!r}"
+    kind = _SPEC_KINDS.get(spec["type"])
+    if kind is None:
+        return f"mask {index}: unknown type {spec['type']!r}; known: {', '.join(sorted(_SPEC_KINDS))}"
+    _, required, optional = kind
+    given = set(spec) - {"type"}
+    missing = [k for k in required if k not in given]
+    unknown = sorted(given - set(required) - set(optional))
+    if missing:
+        return f"mask {index} ({spec['type']}) needs {', '.join(missing)}"
+    if unknown:
+        return f"mask {index} ({spec['type']}): unknown key {unknown[0]!r}; takes {', '.join(required)}"
+    return None
+
+
+def mask_from_spec(spec: dict[str, Any], sig_shape: tuple[int, ...]) -> np.ndarray:
+    """A dense mask for ``sig_shape`` from its declaration, e.g.
+    ``{"type": "circular", "cx": 64, "cy": 64, "r": 20}``.
+
+    >>> mask_from_spec({"type": "ring", "cx": 2, "cy": 2, "r": 2, "ri": 1}, (5, 5)).astype(int)[2]
+    array([1, 0, 0, 0, 1])
+    """
+    fn, _, _ = _SPEC_KINDS[spec["type"]]
+    h, w = sig_shape
+    return fn(h, w, **{k: v for k, v in spec.items() if k != "type"})
+

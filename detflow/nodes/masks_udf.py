@@ -13,6 +13,7 @@ The product of a tile ``(n_frames, n_pixels)`` with the mask stack, per tile:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from detflow.errors import ParameterError
 from detflow.nodes.base import UDF, BufferDecl
-from detflow.nodes.masks import MaskStack, make_mask_stack
+from detflow.nodes.masks import MaskStack, check_mask_spec, make_mask_stack, mask_from_spec
 from detflow.nodes.params import Param, one_of
 from detflow.nodes.sum import tile_2d
 
@@ -65,6 +66,16 @@ def _factories(value: Any) -> str | None:
     return f"must be a callable or a list of callables; got {value!r}"
 
 
+def _specs(value: Any) -> str | None:
+    if not isinstance(value, list | tuple) or not value:
+        return f"must be a non-empty list of mask declarations; got {value!r}"
+    for i, spec in enumerate(value):
+        problem = check_mask_spec(spec, i)
+        if problem:
+            return problem
+    return None
+
+
 class ApplyMasksUDF(UDF):
     """Integrate each frame over each mask: ``intensity``, ``nav`` with ``(n_masks,)``.
 
@@ -74,6 +85,11 @@ class ApplyMasksUDF(UDF):
         A callable returning one sig-shaped mask or a stack ``(n, *sig_shape)``, or a
         list of callables each returning one mask; dense numpy, ``scipy.sparse`` or
         pydata ``sparse`` arrays.
+    masks
+        Instead of ``mask_factories``: masks declared as data, as graph files hold
+        them, e.g. ``[{"type": "circular", "cx": 64, "cy": 64, "r": 20},
+        {"type": "ring", "cx": 64, "cy": 64, "r": 60, "ri": 30}]``; types
+        ``circular``, ``ring``, ``rectangular`` (x, y, width, height) and ``npy`` (path).
     use_sparse
         ``None``: sparse product if every mask is sparse; ``False``: dense; ``True`` or
         a LiberTEM backend name: sparse.
@@ -96,7 +112,8 @@ class ApplyMasksUDF(UDF):
     """
 
     params_spec = (
-        Param("mask_factories", object, doc="callable(s) making the masks", check=_factories),
+        Param("mask_factories", object, default=None, doc="callable(s) making the masks", check=_factories),
+        Param("masks", object, default=None, doc="masks declared as data (graph files)", check=_specs),
         Param("use_torch", bool, default=True, doc="ignored (LiberTEM compatibility)"),
         Param("use_sparse", object, default=None, check=one_of(*_SPARSE_CHOICES)),
         Param("mask_count", int, default=None, doc="number of masks, if known"),
@@ -109,7 +126,7 @@ class ApplyMasksUDF(UDF):
 
     def __init__(
         self,
-        mask_factories: Callable[[], Any] | Iterable[Callable[[], Any]],
+        mask_factories: Callable[[], Any] | Iterable[Callable[[], Any]] | None = None,
         use_torch: bool = True,
         use_sparse: Any = None,
         mask_count: int | None = None,
@@ -117,13 +134,17 @@ class ApplyMasksUDF(UDF):
         preferred_dtype: Any = None,
         backends: Any = None,
         shifts: Any = None,
+        masks: list[dict[str, Any]] | None = None,
     ) -> None:
         if shifts is not None:
             raise ParameterError("shifts", "(per-frame mask shifts) is not supported by detflow")
-        if not callable(mask_factories):
+        if (mask_factories is None) == (masks is None):
+            raise ParameterError("mask_factories", "give either mask_factories or masks (declared as data)")
+        if mask_factories is not None and not callable(mask_factories):
             mask_factories = list(mask_factories)
         super().__init__(
             mask_factories=mask_factories,
+            masks=None if masks is None else list(masks),
             use_torch=use_torch,
             use_sparse=use_sparse,
             mask_count=mask_count,
@@ -134,20 +155,34 @@ class ApplyMasksUDF(UDF):
         )
         self._stack: MaskStack | None = None
 
+    def _factories(self, sig_shape: tuple[int, ...]) -> Any:
+        if self.params.masks is None:
+            return self.params.mask_factories
+        return [functools.partial(mask_from_spec, spec, sig_shape) for spec in self.params.masks]
+
     def _masks(self, sig_shape: tuple[int, ...] | None = None) -> MaskStack:
         if self._stack is None:
             p = self.params
-            self._stack = make_mask_stack(
-                p.mask_factories,
-                tuple(sig_shape if sig_shape is not None else self.meta.sig_shape),
-                use_sparse=p.use_sparse,
-                dtype=p.mask_dtype,
-            )
+            sig = tuple(sig_shape if sig_shape is not None else self.meta.sig_shape)
+            self._stack = make_mask_stack(self._factories(sig), sig, use_sparse=p.use_sparse, dtype=p.mask_dtype)
         return self._stack
 
     def validate(self, meta: Any) -> None:
         super().validate(meta)
-        stack = make_mask_stack(self.params.mask_factories, tuple(meta.sig_shape), use_sparse=self.params.use_sparse)
+        sig = tuple(meta.sig_shape)
+        if self.params.masks is not None and len(sig) != 2:
+            raise ParameterError("masks", f"declared masks need a 2-D signal; the data has sig_shape {sig}")
+        declared = self.params.masks is not None
+        try:
+            stack = make_mask_stack(self._factories(sig), sig, use_sparse=self.params.use_sparse)
+        except ParameterError as err:
+            if not declared:
+                raise
+            raise ParameterError("masks", err.reason) from err
+        except (OSError, ValueError) as err:  # e.g. an npy mask file that cannot be read
+            if not declared:
+                raise
+            raise ParameterError("masks", f"cannot make the masks: {err}") from err
         count = self.params.mask_count
         if count is not None and count != stack.count:
             raise ParameterError("mask_count", f"must match the masks made ({stack.count}); got {count}")

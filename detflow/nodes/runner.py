@@ -9,6 +9,8 @@ Policy:
 * The partition is read in *tiles*, stacks of whole frames of about
   ``TILE_BYTES`` native bytes, small enough to stay in cache while every UDF sees
   them. The tile is converted at most once per distinct input dtype.
+* Detector corrections (:class:`~detflow.sources.corrections.CorrectionSet`) are
+  applied to each tile right after it is read, so every UDF sees corrected data.
 * With a ROI, frames outside it are dropped from each tile before any UDF sees it;
   ``nav`` buffers hold only ROI frames, in order.
 * A UDF whose method is ``process_partition`` gets the whole partition at once (read
@@ -30,6 +32,7 @@ import numpy as np
 from detflow.errors import UDFError, annotate_node_error
 from detflow.nodes.base import UDF, BufferDecl, FrameSlice, UDFData, UDFMeta
 from detflow.sources.base import DatasetMeta, Partition, Shape
+from detflow.sources.corrections import CorrectionSet
 
 __all__ = ["PartialResult", "PartitionTask", "UDFSpec", "run_partition", "input_dtype_for"]
 
@@ -61,6 +64,7 @@ class PartitionTask:
     udfs: tuple[UDFSpec, ...]
     roi: np.ndarray | None = field(default=None, repr=False)  # flat over the dataset
     remote: bool = False  # attach the worker traceback to errors (other process)
+    corrections: CorrectionSet | None = field(default=None, repr=False)  # applied to each tile read
 
 
 @dataclass
@@ -73,7 +77,10 @@ class PartialResult:
     buffers: tuple[dict[str, np.ndarray], ...]
 
 
-def input_dtype_for(udf: UDF, native: np.dtype) -> np.dtype:
+def input_dtype_for(udf: UDF, native: np.dtype, corrections: CorrectionSet | None = None) -> np.dtype:
+    """The dtype ``udf`` gets its data in: corrected data is float32 at least."""
+    if corrections is not None:
+        native = corrections.output_dtype(native)
     preferred = udf.get_preferred_input_dtype()
     if preferred is UDF.USE_NATIVE_DTYPE:
         return np.dtype(native)
@@ -99,7 +106,7 @@ class _Running:
     def __init__(self, spec: UDFSpec, meta: UDFMeta, n_rows: int, dmeta: DatasetMeta) -> None:
         self.spec = spec
         self.udf = spec.instantiate()
-        self.udf.meta = meta.replace(input_dtype=input_dtype_for(self.udf, dmeta.dtype))
+        self.udf.meta = meta.replace(input_dtype=input_dtype_for(self.udf, dmeta.dtype, meta.corrections))
         self.method = self.udf.get_method()
         self.decls = visible_decls(self.udf)
         self.buffers = {k: d.allocate(dmeta, n_rows) for k, d in self.decls.items()}
@@ -170,6 +177,7 @@ def run_partition(task: PartitionTask) -> PartialResult:
         partition_index=part.index,
         slice=FrameSlice(part.frames.start, n),
         sig_slice=tuple(slice(0, s) for s in dmeta.sig_shape),
+        corrections=task.corrections,
     )
     running: list[_Running] = []
     for spec in task.udfs:
@@ -187,6 +195,8 @@ def run_partition(task: PartitionTask) -> PartialResult:
         whole = part.read()
         if roi_part is not None:
             whole = whole[roi_part]
+        if task.corrections is not None:
+            whole = task.corrections.apply(whole)
 
     depth = _tile_depth([r.udf for r in running], dmeta.frame_bytes, n)
     row = 0
@@ -211,6 +221,8 @@ def run_partition(task: PartitionTask) -> PartialResult:
                     if not sel.all():
                         tile = tile[sel]
                         idx = idx[sel]
+                if task.corrections is not None:
+                    tile = task.corrections.apply(tile)
                 k = tile.shape[0]
             converted: dict[np.dtype, np.ndarray] = {}
             for r in tile_udfs:

@@ -101,7 +101,7 @@ def test_text_view_shows_tree_and_parameters() -> None:
         (lambda g: g.udf("no.such.module:Thing", id="m"),
          r"node 'm': cannot import UDF type 'no.such.module:Thing'"),
         (lambda g: g.udf(FrameSum(), id="fs", input="nowhere"),
-         r"node 'fs' .*parameter 'input': input 'nowhere' is not a partition node"),
+         r"node 'fs' .*parameter 'input': input 'nowhere' is not a node of this graph"),
     ],
 )
 def test_validation_errors_name_node_and_parameter(build, pattern) -> None:

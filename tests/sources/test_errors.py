@@ -68,7 +68,7 @@ def test_not_an_npy_file(ctx, tmp_path) -> None:
 
 
 def test_unknown_source_lists_known_ones(ctx) -> None:
-    with pytest.raises(UnknownNameError, match=r"unknown source 'hdf6'.*memory, npy, raw") as info:
+    with pytest.raises(UnknownNameError, match=r"unknown source 'hdf6'; known sources: .*memory.*npy.*raw") as info:
         ctx.load("hdf6", path="x.h5")
     assert isinstance(info.value, ValueError)
 

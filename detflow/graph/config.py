@@ -1,0 +1,170 @@
+"""Parameter overrides, in the order calibration pipelines apply them.
+
+Each level wins over the one before it:
+
+1. the node's code default (its ``params_spec``, or its ``__init__``),
+2. the graph file,
+3. a config file: a YAML file of per-node overrides, ``{nodes: {com: {r: 30}}}``
+   (a bare ``{com: {r: 30}}`` is read the same way),
+4. keyword arguments (``graph.call(nodes={"com": {"r": 35}})``) or ``--set com.r=35``.
+
+Overrides name a node id and a parameter. For UDF nodes, ``skip`` and
+``save_results`` are node options, everything else is a UDF parameter; ``source``
+takes its format's parameters, ``partition`` its sizing, sinks their parameters and
+``skip``. ``--set`` strings are parsed by the parameter's declared type where it has
+one, and as a YAML scalar otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import yaml
+
+from detflow.errors import GraphValidationError, ParameterError
+from detflow.graph.model import Graph, PartitionNode, SinkNode, SourceNode, UDFNode
+from detflow.nodes.params import Param
+
+__all__ = ["apply_overrides", "load_config_file", "parse_set"]
+
+_UDF_OPTIONS = {"skip": Param("skip", bool, default=False), "save_results": Param("save_results", bool, default=False)}
+_PARTITION_PARAMS = {
+    "frames_per_partition": Param("frames_per_partition", int, default=None),
+    "num_partitions": Param("num_partitions", int, default=None),
+}
+
+
+def load_config_file(path: str | os.PathLike[str]) -> tuple[dict[str, dict[str, Any]], dict[tuple[Any, ...], int]]:
+    """Per-node overrides from a config file, and the line of each key."""
+    from detflow.graph.io import load_yaml
+
+    file = os.fspath(path)
+    data, lines = load_yaml(file)
+    if data is None:
+        return {}, lines
+    if not isinstance(data, dict):
+        raise GraphValidationError(f"a config file holds a mapping of node ids; got {type(data).__name__}",
+                                   file=file, line=1)
+    if "nodes" in data:
+        extra = sorted(set(data) - {"nodes", "schema_version"})
+        if extra:
+            raise GraphValidationError(f"unknown key {extra[0]!r}; a config file holds 'nodes'", file=file,
+                                       line=lines.get((extra[0],)))
+        data = data["nodes"] or {}
+        lines = {k[1:]: v for k, v in lines.items() if k[:1] == ("nodes",)}
+    for node_id, params in data.items():
+        if not isinstance(params, dict):
+            raise GraphValidationError(f"overrides of node {node_id!r} must be a mapping; got {params!r}",
+                                       node=str(node_id), file=file, line=lines.get((node_id,)))
+    return data, lines
+
+
+def _declared(graph: Graph, node_id: str, name: str) -> Param | None:
+    """The declaration of parameter ``name`` of node ``node_id``, if it has one."""
+    node = graph.nodes[node_id]
+    if isinstance(node, UDFNode):
+        if name in _UDF_OPTIONS:
+            return _UDF_OPTIONS[name]
+        from detflow.graph.lowering import resolve_udf_class
+
+        cls = resolve_udf_class(node) if node.obj is None else type(node.obj)
+        return next((p for p in cls.params_spec if p.name == name), None)
+    if isinstance(node, PartitionNode):
+        return _PARTITION_PARAMS.get(name)
+    if isinstance(node, SinkNode) and name == "skip":
+        return _UDF_OPTIONS["skip"]
+    if isinstance(node, SourceNode):
+        from detflow.registry import SOURCES
+
+        try:
+            spec = getattr(SOURCES.get(node.type), "params_spec", ())
+        except Exception:
+            return None
+        return next((p for p in spec if p.name == name), None)
+    return None
+
+
+def parse_set(graph: Graph, assignments: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """``["com.r=35", "bf.skip=true"]`` -> ``{"com": {"r": 35.0}, "bf": {"skip": True}}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for text in assignments:
+        key, sep, value = text.partition("=")
+        node_id, dot, name = key.strip().partition(".")
+        if not sep or not dot or not node_id or not name:
+            raise GraphValidationError(f"--set {text!r}: expected NODE.PARAMETER=VALUE, e.g. com.r=35")
+        if node_id not in graph.nodes:
+            raise GraphValidationError(
+                f"--set {text!r}: no node {node_id!r}; nodes: {', '.join(sorted(graph.nodes))}"
+            )
+        param = _declared(graph, node_id, name)
+        try:
+            parsed = param.parse(value) if param is not None else yaml.safe_load(value)
+        except ParameterError as err:
+            node = graph.nodes[node_id]
+            raise GraphValidationError(
+                f"--set {text!r}: {err.reason}", node=node_id, node_type=getattr(node, "type", None),
+                parameter=name,
+            ) from err
+        except yaml.YAMLError as err:
+            raise GraphValidationError(f"--set {text!r}: cannot parse the value: {err}",
+                                       node=node_id, parameter=name) from err
+        out.setdefault(node_id, {})[name] = parsed
+    return out
+
+
+def apply_overrides(
+    graph: Graph,
+    overrides: Mapping[str, Mapping[str, Any]],
+    *,
+    file: str | None = None,
+    lines: Mapping[tuple[Any, ...], int] | None = None,
+) -> Graph:
+    """A copy of ``graph`` with ``{node_id: {param: value}}`` applied."""
+    lines = lines or {}
+    g = graph.copy()
+    for node_id, params in overrides.items():
+        if node_id not in g.nodes:
+            raise GraphValidationError(
+                f"overrides name node {node_id!r}, which the graph does not have; nodes: "
+                f"{', '.join(sorted(g.nodes))}", file=file, line=lines.get((node_id,)),
+            )
+        node = g.nodes[node_id]
+        params = dict(params)
+        if isinstance(node, UDFNode):
+            options = {k: params.pop(k) for k in list(params) if k in _UDF_OPTIONS}
+            for k, v in options.items():
+                if not isinstance(v, bool):
+                    raise GraphValidationError(f"must be true or false; got {v!r}", node=node_id,
+                                               parameter=k, file=file, line=lines.get((node_id, k)))
+            if params and node.obj is not None:
+                raise GraphValidationError(
+                    "this node holds a UDF instance; its parameters cannot be overridden",
+                    node=node_id, parameter=next(iter(params)),
+                )
+            node = dataclasses.replace(node, params={**node.params, **params}, **options)
+        elif isinstance(node, SourceNode):
+            if node.obj is not None:
+                raise GraphValidationError("a loaded dataset's parameters cannot be overridden", node=node_id)
+            node = dataclasses.replace(node, params={**node.params, **params})
+        elif isinstance(node, PartitionNode):
+            allowed = (*_PARTITION_PARAMS, "roi", "corrections")
+            for k in params:
+                if k not in allowed:
+                    raise GraphValidationError(
+                        f"unknown parameter; partition takes: {', '.join(allowed)}",
+                        node=node_id, parameter=k, file=file, line=lines.get((node_id, k)),
+                    )
+            # one sizing replaces the other: a later level's choice wins whole
+            if "frames_per_partition" in params:
+                params.setdefault("num_partitions", None)
+            if "num_partitions" in params:
+                params.setdefault("frames_per_partition", None)
+            node = dataclasses.replace(node, **params)
+        elif isinstance(node, SinkNode):
+            skip = params.pop("skip", node.skip)
+            node = dataclasses.replace(node, params={**node.params, **params}, skip=skip)
+        g.replace_node(node)
+    return g

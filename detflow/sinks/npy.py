@@ -1,0 +1,70 @@
+"""``npy``: record the raw frames passing the partition node to a ``.npy`` file.
+
+In a graph file::
+
+    sinks:
+      raw: {type: npy, inputs: [partition], params: {path: "{output_dir}/{input_stem}-frames.npy"}}
+
+The frames never travel to the driver: the sink adds a :class:`~detflow.nodes.record.RecordUDF`
+to the run, which writes them on the workers, memory-mapped, at their nav positions.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from detflow.nodes.record import RecordUDF
+
+if TYPE_CHECKING:
+    from detflow.graph.lowering import Plan
+    from detflow.graph.results import UDFResults
+    from detflow.graph.stream import RunInfo, Update
+    from detflow.nodes.base import UDF
+
+__all__ = ["NpyRecorderSink"]
+
+
+class NpyRecorderSink:
+    """Records frames to ``path``; see the module docstring."""
+
+    def __init__(self, path: str | os.PathLike[str], *, sink_id: str = "npy", overwrite: bool = False,
+                 meta: Any = None) -> None:
+        self.path = os.fspath(path)
+        self.sink_id = sink_id
+        self._udf = RecordUDF(filename=self.path, overwrite=overwrite)
+        if meta is not None:
+            from detflow.graph.lowering import main_meta
+
+            self._udf.validate(meta)
+            self._udf.meta = main_meta(self._udf, meta, None)
+
+    @classmethod
+    def from_node(cls, sink_id: str, inputs: Sequence[str], params: dict[str, Any], *, plan: Plan,
+                  overwrite: bool = False) -> NpyRecorderSink:
+        params = dict(params)
+        if list(inputs) != [plan.partition_id]:
+            raise TypeError(f"npy sink {sink_id!r}: records frames, so its input is the partition node "
+                            f"{plan.partition_id!r}; got {list(inputs)}")
+        if "path" not in params:
+            raise TypeError(f"npy sink {sink_id!r}: parameter 'path' is required")
+        from detflow.errors import GraphValidationError, ParameterError
+
+        try:
+            return cls(params.pop("path"), sink_id=sink_id, overwrite=params.pop("overwrite", overwrite),
+                       meta=plan.meta, **params)
+        except ParameterError as err:
+            raise GraphValidationError(err.reason, node=sink_id, node_type="npy", parameter="path") from err
+
+    def udfs(self) -> list[tuple[str, UDF]]:
+        return [(self.sink_id, self._udf)]
+
+    def start(self, info: RunInfo) -> None:
+        pass
+
+    def update(self, update: Update) -> None:
+        pass
+
+    def finish(self, results: UDFResults | None) -> None:
+        pass

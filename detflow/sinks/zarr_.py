@@ -1,0 +1,258 @@
+"""``zarr``: UDF results written to a zarr (v3) store, partition by partition.
+
+Layout: one array per result buffer at the root of the store, named ``{node}_{buffer}``
+(just ``{buffer}`` when the sink has one input node), with ``dimension_names``
+(``nav_y, nav_x``, ``sig_y, sig_x``, extra dims prefixed by the node) and attributes
+(node, buffer, kind, node type and parameters), so ``xarray.open_zarr(path)`` gives a
+labelled dataset. The root attributes hold the graph name, the source path, the
+detflow version, ``partitions_total``, ``partitions_done`` and ``complete``.
+
+When results arrive:
+
+* ``nav`` buffers are created on the first update, filled with NaN (0 for integers),
+  and each merged partition's rows are written as it arrives, together with the
+  ``valid`` array (True where a result is written). A run killed halfway leaves a
+  valid store with every partition finished so far, listed in ``partitions_done``.
+* At the end every buffer is written whole (results computed from neighbours, such
+  as a divergence, are only final then), ``complete`` becomes true and the metadata
+  is consolidated.
+
+Existing paths are refused unless ``overwrite`` is set; then the new store is written
+beside the old one (``<path>.partial``) and swapped in only when the run completes,
+so an old store is never half overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from detflow.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from detflow.graph.lowering import Plan
+    from detflow.graph.results import ResultBuffer, UDFResults
+    from detflow.graph.stream import RunInfo, Update
+
+__all__ = ["ZarrSink"]
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        if isinstance(value, dict):
+            return {str(k): _jsonable(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [_jsonable(v) for v in value]
+        if isinstance(value, np.generic):
+            return value.item()
+        return repr(value)
+
+
+def _row_blocks(start: int, stop: int, nav_shape: tuple[int, ...]) -> list[tuple[slice | int, ...]]:
+    """Index tuples into a nav-shaped array covering flat positions ``start:stop``."""
+    if len(nav_shape) == 1:
+        return [(slice(start, stop),)]
+    inner = math.prod(nav_shape[1:])
+    blocks: list[tuple[slice | int, ...]] = []
+    pos = start
+    while pos < stop:
+        row, offset = divmod(pos, inner)
+        if offset == 0 and stop - pos >= inner:
+            rows = (stop - pos) // inner
+            blocks.append((slice(row, row + rows),))
+            pos += rows * inner
+        else:
+            end = min(stop, (row + 1) * inner)
+            for sub in _row_blocks(offset, end - row * inner, nav_shape[1:]):
+                blocks.append((row, *sub))
+            pos = end
+    return blocks
+
+
+class ZarrSink:
+    """Write the results of ``nodes`` to the zarr store at ``path``.
+
+    Parameters
+    ----------
+    path
+        The store (a folder).
+    nodes
+        UDF node ids whose results to write.
+    overwrite
+        Replace an existing store (swapped in only when the run completes).
+    attrs
+        Extra root attributes.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, nodes: Sequence[str], overwrite: bool = False,
+                 attrs: dict[str, Any] | None = None, node_info: dict[str, dict[str, Any]] | None = None) -> None:
+        self.path = os.fspath(path)
+        self.nodes = list(nodes)
+        self.overwrite = overwrite
+        self.attrs = dict(attrs or {})
+        self.node_info = node_info or {}
+        if os.path.exists(self.path) and not overwrite:
+            raise ConfigurationError(
+                f"zarr sink: {self.path!r} already exists; pass overwrite (--overwrite) to replace it"
+            )
+        self._write_path = self.path + ".partial" if os.path.exists(self.path) else self.path
+        self._group: Any = None
+        self._arrays: dict[tuple[str, str], Any] = {}
+        self._done: list[int] = []
+
+    @classmethod
+    def from_node(cls, sink_id: str, inputs: Sequence[str], params: dict[str, Any], *, plan: Plan,
+                  overwrite: bool = False) -> ZarrSink:
+        params = dict(params)
+        if "path" not in params:
+            raise TypeError(f"zarr sink {sink_id!r}: parameter 'path' is required")
+        udfs = dict(plan.udfs)
+        for node in inputs:
+            if node not in udfs:
+                raise TypeError(f"zarr sink {sink_id!r}: input {node!r} is not a UDF node of the run")
+        from detflow import __version__
+        from detflow.graph.model import udf_type_name
+
+        info = {n: {"type": udf_type_name(udfs[n]), "params": _jsonable(udfs[n].kwargs)} for n in inputs}
+        attrs = {"graph": plan.name, "detflow_version": __version__,
+                 "source": _jsonable(getattr(plan.source, "path", None) or plan.source.describe()),
+                 "sink": sink_id}
+        return cls(params.pop("path"), nodes=inputs, overwrite=params.pop("overwrite", overwrite),
+                   attrs=attrs, node_info=info, **params)
+
+    # --- Sink protocol ------------------------------------------------------------
+    def start(self, info: RunInfo) -> None:
+        import zarr
+
+        self._info = info
+        missing = [n for n in self.nodes if n not in info.node_ids]
+        if missing:
+            raise ConfigurationError(f"zarr sink {self.path!r}: nodes {missing} are not in this run")
+        if self._write_path != self.path and os.path.exists(self._write_path):
+            shutil.rmtree(self._write_path)
+        self._group = zarr.open_group(self._write_path, mode="w-", zarr_format=3)
+        self._group.attrs.update({**self.attrs, "partitions_total": info.partitions_total,
+                                  "partitions_done": [], "complete": False})
+        nav = info.meta.nav_shape
+        self._valid = self._group.create_array(
+            "valid", shape=nav, dtype=bool, chunks=self._nav_chunks(nav, ()), fill_value=False,
+            dimension_names=self._dims("nav", len(nav)), attributes={"kind": "nav"},
+        )
+
+    def update(self, update: Update) -> None:
+        buffers = self._selected(update.results)
+        meta = self._info.meta
+        frames = update.partial.frames
+        if not self._arrays:
+            self._create_nav_arrays(buffers)
+        for (node, name), arr in self._arrays.items():
+            buf = buffers[node][name]
+            flat = buf.data.reshape((meta.n_frames, *buf.extra_shape))
+            self._write_rows(arr, flat, frames.start, frames.stop)
+        roi = self._info.roi
+        valid = np.ones(meta.n_frames, dtype=bool) if roi is None else roi
+        self._write_rows(self._valid, valid, frames.start, frames.stop)
+        self._done.append(update.partial.index)
+        self._group.attrs["partitions_done"] = sorted(self._done)
+
+    def finish(self, results: UDFResults | None) -> None:
+        if self._group is None:
+            return
+        if results is None:  # failed or stopped: keep what was written, say it is incomplete
+            self._group.attrs["complete"] = False
+            return
+        buffers = self._selected(results)
+        if not self._arrays:
+            self._create_nav_arrays(buffers)
+        for node, bufs in buffers.items():
+            for name, buf in bufs.items():
+                key = (node, name)
+                if key in self._arrays:
+                    self._arrays[key][...] = buf.data
+                else:
+                    self._create(node, name, buf)[...] = buf.data
+        self._valid[...] = results.damage.data & (True if self._info.roi is None
+                                                  else self._info.roi.reshape(self._info.meta.nav_shape))
+        self._group.attrs.update({"complete": True, "partitions_done": sorted(self._done)})
+        import zarr
+
+        with warnings.catch_warnings():  # zarr notes that consolidation is not in the v3 spec yet
+            warnings.simplefilter("ignore")
+            zarr.consolidate_metadata(self._write_path)
+        if self._write_path != self.path:
+            old = self.path + ".old"
+            os.replace(self.path, old)
+            os.replace(self._write_path, self.path)
+            shutil.rmtree(old)
+
+    # --- helpers --------------------------------------------------------------------
+    def _selected(self, results: UDFResults) -> dict[str, dict[str, ResultBuffer]]:
+        index = {n: i for i, n in enumerate(self._info.node_ids)}
+        return {n: results.buffers[index[n]] for n in self.nodes}
+
+    def _name(self, node: str, buffer: str) -> str:
+        return buffer if len(self.nodes) == 1 else f"{node}_{buffer}"
+
+    @staticmethod
+    def _dims(prefix: str, ndim: int) -> tuple[str, ...]:
+        from detflow.graph.results import dim_names
+
+        return dim_names(prefix, ndim)
+
+    @staticmethod
+    def _nav_chunks(nav: tuple[int, ...], extra: tuple[int, ...]) -> tuple[int, ...]:
+        inner = math.prod(nav[1:]) * max(1, math.prod(extra))
+        rows = max(1, min(nav[0], (1 << 20) // max(1, inner)))
+        return (rows, *nav[1:], *extra)
+
+    def _create_nav_arrays(self, buffers: dict[str, dict[str, ResultBuffer]]) -> None:
+        for node, bufs in buffers.items():
+            for name, buf in bufs.items():
+                if buf.kind == "nav":
+                    self._arrays[(node, name)] = self._create(node, name, buf)
+
+    def _create(self, node: str, name: str, buf: ResultBuffer) -> Any:
+        from detflow.graph.results import fill_value
+        from detflow.registry import UDFS
+
+        info = self.node_info.get(node, {})
+        extra_names: tuple[str, ...] = ()
+        try:
+            cls = UDFS.get(info["type"]) if ":" not in info.get("type", ":") else None
+            extra_names = tuple(getattr(cls, "extra_dims", {}).get(name, ()))
+        except Exception:
+            extra_names = ()
+        if len(extra_names) != len(buf.extra_shape):
+            extra_names = tuple(f"{name}_{i}" for i in range(len(buf.extra_shape)))
+        prefix = "" if len(self.nodes) == 1 else f"{node}_"
+        extra_dims = tuple(prefix + d for d in extra_names)
+        if buf.kind == "nav":
+            dims = self._dims("nav", len(buf.nav_shape)) + extra_dims
+            chunks = self._nav_chunks(buf.nav_shape, buf.extra_shape)
+        elif buf.kind == "sig":
+            dims = self._dims("sig", len(buf.sig_shape)) + extra_dims
+            chunks = buf.data.shape
+        else:
+            dims = extra_dims or (f"{prefix}{name}_0",)
+            chunks = buf.data.shape
+        return self._group.create_array(
+            self._name(node, name), shape=buf.data.shape, dtype=buf.dtype, chunks=chunks,
+            fill_value=fill_value(buf.dtype), dimension_names=dims,
+            attributes={"node": node, "buffer": name, "kind": buf.kind, **_jsonable(info)},
+        )
+
+    def _write_rows(self, arr: Any, flat: np.ndarray, start: int, stop: int) -> None:
+        nav = self._info.meta.nav_shape
+        for index in _row_blocks(start, stop, nav):
+            block = np.asarray(flat.reshape((*nav, *flat.shape[1:]))[index])
+            arr[index] = block
