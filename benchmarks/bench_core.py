@@ -6,8 +6,10 @@ StdDevUDF on a memory-mapped ``.npy`` file (2 GiB, uint16, nav 128x128, sig 256x
 ``--small``: nav 32x32) with detflow's executors (this interpreter) and LiberTEM's
 executors (a subprocess running this same script with the interpreter of
 ``benchmarks/.venv-libertem`` in ``--libertem-worker`` mode, answering in JSON).
-It also measures the machine's limit (a bare numpy sum over the memory-mapped file) and the
-cold-start time of both frameworks (a fresh interpreter up to a first result).
+It also measures the machine's limit (a bare numpy sum over the memory-mapped file), the
+cold-start time of both frameworks (a fresh interpreter up to a first result), and SumUDF
+over the same frames as 12-bit MIB, raw and non-raw, against LiberTEM's MIB reader, plus
+raw decoding against non-raw reading (``bench_mib.py``; ``--no-mib`` skips it).
 
 The numbers are printed, never asserted: the script exits 0 whatever they are.
 See ``benchmarks/README.md``.
@@ -1000,6 +1002,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--cold-repeats", type=int, default=3, help="cold-start runs (best of)")
     ap.add_argument("--no-cold", action="store_true", help="skip the cold-start timings")
     ap.add_argument("--no-limit", action="store_true", help="skip the bare numpy limit")
+    ap.add_argument("--no-mib", action="store_true", help="skip the MIB rows (bench_mib.py)")
     ap.add_argument("--regen", action="store_true", help="regenerate the dataset")
     ap.add_argument("--json", metavar="PATH", help="also write all raw numbers as JSON")
     ap.add_argument("--worker-timeout", type=int, default=3600, help=argparse.SUPPRESS)
@@ -1091,15 +1094,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             rows += lt_out["rows"]
 
+    mib_out: dict[str, Any] = {}
+    if not args.no_mib and df_execs:
+        import bench_mib  # this script's directory is on sys.path
+
+        log("[mib] 12-bit raw and non-raw MIB rows")
+        mib_out = bench_mib.measure(path, df_execs, LT_PYTHON if lt_execs else None, args.repeats, args.cpus,
+                                    args.worker_timeout)
+
     cold = [] if args.no_cold else cold_rows(tiny, args, df_execs, lt_execs)
 
     info_lines.append(("", f"after all measurements: {page_cache_residency(path)}"))
     info = {"nbytes": nbytes, "nframes": nframes, "lines": info_lines}
     report(info, np_rows, rows, cold, args)
+    if mib_out:
+        import bench_mib
+
+        bench_mib.report(mib_out["rows"], mib_out["decode_s"], nbytes)
     if args.json:
         Path(args.json).write_text(
             json.dumps(
-                {"info": info, "numpy": np_rows, "rows": rows, "cold": cold, "args": vars(args)},
+                {"info": info, "numpy": np_rows, "rows": rows, "cold": cold, "mib": mib_out, "args": vars(args)},
                 indent=1,
                 default=str,
             )

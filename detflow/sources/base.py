@@ -119,7 +119,15 @@ class PartitionPlan:
             if value is not None and (not isinstance(value, int | np.integer) or value < 1):
                 raise ConfigurationError(f"{name} must be an integer >= 1; got {value!r}")
 
-    def ranges(self, meta: DatasetMeta) -> list[slice]:
+    def ranges(self, meta: DatasetMeta, boundaries: Sequence[int] | None = None) -> list[slice]:
+        """The partitions' frame ranges.
+
+        ``boundaries`` are frames where the source's natural blocks start (chunks of a
+        compressed file, see :meth:`Source.partition_boundaries`); every inner partition
+        edge then moves to the nearest of them, so no block is split between two
+        partitions (which would read and decode it twice). Partitions that become empty
+        are dropped, so there may be fewer than asked for.
+        """
         n = meta.n_frames
         if n == 0:
             return []
@@ -130,7 +138,20 @@ class PartitionPlan:
         else:
             per = max(1, default_partition_bytes() // max(1, meta.frame_bytes))
             per = min(per, math.ceil(n / max(1, min(self.min_partitions, n))))
-        return [slice(start, min(start + per, n)) for start in range(0, n, per)]
+        edges = list(range(0, n, per)) + [n]
+        if boundaries is not None:
+            edges = _snap_edges(edges, boundaries, n)
+        return [slice(lo, hi) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def _snap_edges(edges: list[int], boundaries: Sequence[int], n: int) -> list[int]:
+    """Move each inner edge to the nearest boundary (ties go down); keep 0 and ``n``."""
+    marks = np.unique(np.clip(np.asarray(list(boundaries) + [0, n], dtype=np.int64), 0, n))
+    inner = np.asarray(edges[1:-1], dtype=np.int64)
+    pos = np.clip(np.searchsorted(marks, inner), 1, len(marks) - 1)
+    lo, hi = marks[pos - 1], marks[pos]
+    snapped = np.where(inner - lo <= hi - inner, lo, hi)
+    return sorted({0, n, *(int(e) for e in snapped)})
 
 
 @runtime_checkable
@@ -233,6 +254,7 @@ class Source(abc.ABC):
     ) -> None:
         native_nav, native_sig, reader = self._open()
         self._reader = reader
+        self._native_frame_size = math.prod(native_sig)
         sig = tuple(int(s) for s in (sig_shape if sig_shape is not None else native_sig))
         if not sig or any(s < 1 for s in sig):
             raise ConfigurationError(f"{self.describe()}: sig_shape must be positive; got {sig}")
@@ -277,12 +299,29 @@ class Source(abc.ABC):
         return self.meta.dtype
 
     def get_num_partitions(self, plan: PartitionPlan | None = None) -> int:
-        return len((plan or PartitionPlan()).ranges(self.meta))
+        return len((plan or PartitionPlan()).ranges(self.meta, self._logical_boundaries()))
+
+    def partition_boundaries(self) -> list[int] | None:
+        """Native frames where the source's natural blocks start, or ``None``.
+
+        Optional hook for chunked formats (HDF5, zarr, dask): a block is the unit the
+        format decodes at once, e.g. one chunk row of a compressed dataset. Frame
+        numbers count from the start of the source's own frames, before
+        ``sync_offset``; the base class shifts them and the :class:`PartitionPlan`
+        moves partition edges onto them. ``None`` (the default): any frame will do.
+        """
+        return None
+
+    def _logical_boundaries(self) -> list[int] | None:
+        native = self.partition_boundaries()
+        if native is None or self.meta.frame_size != self._native_frame_size:
+            return None  # a re-cut pixel stream has no frame-aligned blocks
+        return [b - self.sync_offset for b in native]
 
     def partitions(self, plan: PartitionPlan | None = None) -> Iterator[Partition]:
         plan = plan or PartitionPlan()
         fsize = self.meta.frame_size
-        for index, frames in enumerate(plan.ranges(self.meta)):
+        for index, frames in enumerate(plan.ranges(self.meta, self._logical_boundaries())):
             lo = max(0, (frames.start + self.sync_offset) * fsize)
             hi = min(self._reader.n_pixels, max(lo, (frames.stop + self.sync_offset) * fsize))
             yield Partition(

@@ -1,8 +1,10 @@
 """Builders for every source type, for the conformance suite.
 
 Each builder writes (or wraps) ``data``, an array of shape ``nav + sig``, with an
-independent writer (``np.save``, ``ndarray.tofile``), and returns the keyword
-arguments for ``ctx.load(kind, ...)``. A new format adds one builder here and gets
+independent writer (``np.save``, ``ndarray.tofile``, h5py, zarr's API, detflow's MIB
+writer, which tests/sources/test_mib.py checks against hand-built bytes), and returns
+the keyword arguments for ``ctx.load(kind, ...)``; a format that cannot hold a dtype
+skips the test. A new format adds one builder here and gets
 the whole conformance suite.
 """
 
@@ -40,7 +42,60 @@ def _raw(data: np.ndarray, tmp: Path) -> tuple[str, dict[str, Any]]:
     }
 
 
-BUILDERS: dict[str, Builder] = {"memory": _memory, "npy": _npy, "raw": _raw}
+def _mib(raw: bool) -> Builder:
+    """A Merlin acquisition, 4 frames per file (so reads cross file boundaries);
+    12-bit for uint16, 24-bit for uint32 (U16/U32 frames, or raw R12/R24)."""
+
+    def build(data: np.ndarray, tmp: Path) -> tuple[str, dict[str, Any]]:
+        from detflow.sources.mib import write_mib
+
+        depth = {np.dtype("uint16"): 12, np.dtype("uint32"): 24}.get(data.dtype)
+        if depth is None:
+            pytest.skip(f"MIB frames are unsigned 12/24-bit counts here, not {data.dtype}")
+        write_mib(tmp / "scan.hdr", data, counter_depth=depth, raw=raw, frames_per_file=4)
+        return "mib", {"path": str(tmp / "scan.hdr")}
+
+    return build
+
+
+def _nav_chunks(data: np.ndarray) -> tuple[int, ...]:
+    """Chunks of 2 along the first nav axis, whole along the rest: partitions snap to them."""
+    return (2, *data.shape[1:])
+
+
+def _hdf5(data: np.ndarray, tmp: Path) -> tuple[str, dict[str, Any]]:
+    import h5py
+
+    path = tmp / "data.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("entry/instrument/data", data=data, chunks=_nav_chunks(data), compression="gzip")
+        f.create_dataset("entry/mask", data=np.ones(data.shape[-2:], dtype=bool))
+    return "hdf5", {"path": str(path)}
+
+
+def _zarr(data: np.ndarray, tmp: Path) -> tuple[str, dict[str, Any]]:
+    import zarr
+
+    if data.dtype.byteorder == ">":
+        pytest.skip("zarr v3 reads arrays back in native byte order")
+    path = tmp / "data.zarr"
+    z = zarr.create_array(path, shape=data.shape, chunks=_nav_chunks(data), dtype=data.dtype)
+    z[...] = data
+    return "zarr", {"path": str(path)}
+
+
+def _dask(data: np.ndarray, tmp: Path) -> tuple[str, dict[str, Any]]:
+    import dask.array as da
+
+    return "dask", {"arr": da.from_array(data, chunks=_nav_chunks(data))}
+
+
+BUILDERS: dict[str, Builder] = {
+    "memory": _memory, "npy": _npy, "raw": _raw, "mib": _mib(False), "mib-raw": _mib(True),
+    "hdf5": _hdf5, "zarr": _zarr, "dask": _dask,
+}
+#: kinds whose partitions carry data: pickles are not recipe-small
+CARRY_DATA = {"memory", "dask"}
 
 
 @pytest.fixture(params=sorted(BUILDERS))
