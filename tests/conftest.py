@@ -1,14 +1,17 @@
 """Fixtures every test directory shares: one context per executor.
 
 Every test that takes ``ctx`` (or ``executor``) runs once per executor in
-``EXECUTOR_SPECS``; an executor added there inherits the whole suite. The inline
-executor runs with ``debug=True``: partitions and results round-trip through
-cloudpickle, so what would break between processes breaks here as well.
+``EXECUTOR_SPECS``; an executor added there inherits the whole suite. Executors are
+made once per test session (process pools and clusters are slow to start) and closed
+at the end. The inline executor runs with ``debug=True``: partitions and results
+round-trip through cloudpickle, so what would break between processes breaks here
+as well.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -16,19 +19,35 @@ import detflow as df
 from detflow.executors.inline import InlineExecutor
 from detflow.executors.threads import ThreadedExecutor
 
-EXECUTOR_SPECS = {
+EXECUTOR_SPECS: dict[str, Callable[[], Any]] = {
     "inline": lambda: InlineExecutor(debug=True),
     "threads": lambda: ThreadedExecutor(cpus=2),
 }
 
 
+@pytest.fixture(scope="session")
+def _executors() -> Iterator[dict[str, Any]]:
+    made: dict[str, Any] = {}
+    yield made
+    for ex in made.values():
+        ex.close()
+
+
 @pytest.fixture(params=sorted(EXECUTOR_SPECS))
-def executor(request: pytest.FixtureRequest) -> Iterator[object]:
-    ex = EXECUTOR_SPECS[request.param]()
-    yield ex
-    ex.close()
+def executor(request: pytest.FixtureRequest, _executors: dict[str, Any]) -> Any:
+    name = request.param
+    if name not in _executors:
+        _executors[name] = EXECUTOR_SPECS[name]()
+    return _executors[name]
+
+
+class _SharedContext(df.Context):
+    """A context on a shared executor: closing it leaves the executor to the session."""
+
+    def close(self) -> None:
+        pass
 
 
 @pytest.fixture
-def ctx(executor: object) -> df.Context:
-    return df.Context(executor)  # type: ignore[arg-type]
+def ctx(executor: Any) -> df.Context:
+    return _SharedContext(executor)
