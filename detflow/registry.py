@@ -129,5 +129,6 @@ EXECUTORS = Registry(
     {
         "inline": "detflow.executors.inline:InlineExecutor",
         "threads": "detflow.executors.threads:ThreadedExecutor",
+        "dask": "detflow.executors.dask_:DaskExecutor",
     },
 )

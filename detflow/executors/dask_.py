@@ -1,0 +1,148 @@
+"""``dask``: partitions as futures on a ``dask.distributed`` cluster.
+
+``DaskExecutor.make_local()`` starts a local cluster, one single-threaded worker
+process per core with BLAS/OpenMP/numba threads pinned to one (each worker is one
+core's worth of work); ``DaskExecutor.connect("tcp://host:8786")`` uses a running
+scheduler, which is the way past one machine. Partitions of files travel as small
+recipes and are read by the worker that runs them. Results come back with
+``as_completed``, so progress, partial results and sinks work as with any executor;
+at most ``2 * n_workers`` tasks are in flight.
+
+In-memory partitions go to local workers through shared memory (see
+:mod:`detflow.executors.shm`) rather than as pickles through the scheduler; to a remote
+cluster they are sent with the task.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from detflow.errors import ConfigurationError, MissingDependencyError
+from detflow.executors.base import default_cpus
+
+__all__ = ["DaskExecutor", "worker_env"]
+
+
+def worker_env() -> dict[str, str]:
+    """Environment for worker processes: one thread each for BLAS, OpenMP and numba."""
+    return {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                   "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")}
+
+
+def _distributed() -> Any:
+    try:
+        import distributed
+    except ImportError as err:  # pragma: no cover - distributed is a dependency
+        raise MissingDependencyError("distributed", "dask", "the dask executor") from err
+    return distributed
+
+
+class DaskExecutor:
+    """Runs items as futures of a ``distributed.Client``.
+
+    Parameters
+    ----------
+    client
+        The client; ``make_local`` and ``connect`` make one.
+    is_local
+        True when the workers share this machine's memory (shared memory can be used).
+    cluster
+        A cluster this executor started and closes.
+    """
+
+    remote = True
+
+    def __init__(self, client: Any, *, is_local: bool = False, cluster: Any = None) -> None:
+        self.client = client
+        self.is_local = is_local
+        self._cluster = cluster
+
+    @property
+    def n_workers(self) -> int:
+        workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        return max(1, sum(w.get("nthreads", 1) for w in workers.values()))
+
+    @classmethod
+    def make_local(cls, *, cpus: int | None = None, address: str | None = None,
+                   timeout: float = 60.0) -> DaskExecutor:
+        """A local cluster of ``cpus`` single-threaded worker processes (or ``connect``
+        to ``address`` when one is given, as graph files do)."""
+        if address is not None:
+            return cls.connect(address, timeout=timeout)
+        distributed = _distributed()
+        n = cpus or default_cpus()
+        cluster = distributed.LocalCluster(
+            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+            scheduler_kwargs={"dashboard": False},
+            host="127.0.0.1", silence_logs=50, env=worker_env(),
+        )
+        client = distributed.Client(cluster, set_as_default=False, timeout=timeout)
+        client.wait_for_workers(n, timeout=timeout)
+        return cls(client, is_local=True, cluster=cluster)
+
+    @classmethod
+    def connect(cls, address: str, *, timeout: float = 30.0) -> DaskExecutor:
+        """Use the scheduler at ``address`` (``tcp://host:8786``)."""
+        distributed = _distributed()
+        try:
+            client = distributed.Client(address, set_as_default=False, timeout=timeout)
+        except OSError as err:
+            raise ConfigurationError(f"dask executor: cannot reach a scheduler at {address!r} "
+                                     f"within {timeout:g} s: {err}") from err
+        host = address.split("://")[-1].rsplit(":", 1)[0]
+        return cls(client, is_local=host in ("127.0.0.1", "localhost", "::1"))
+
+    def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        distributed = _distributed()
+        stage = _stager(self.is_local)
+        it = iter(items)
+        releases: dict[Any, Callable[[], None]] = {}
+
+        def submit(item: Any) -> Any:
+            staged, release = stage(item)
+            future = self.client.submit(fn, staged, pure=False)
+            releases[future.key] = release
+            return future
+
+        pending = distributed.as_completed(
+            [submit(i) for i in itertools.islice(it, 2 * self.n_workers)], loop=self.client.loop
+        )
+        try:
+            for future in pending:
+                try:
+                    result = future.result()  # a task's exception is re-raised with its own type
+                finally:
+                    releases.pop(future.key, lambda: None)()
+                nxt = next(it, _END)
+                if nxt is not _END:
+                    pending.add(submit(nxt))
+                yield result
+        finally:
+            for future in list(pending.futures):
+                future.cancel()
+            for release in releases.values():
+                release()
+
+    def close(self) -> None:
+        self.client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+    def __repr__(self) -> str:
+        return f"DaskExecutor({self.client.scheduler.address!r}, local={self.is_local})"
+
+
+def _stager(is_local: bool) -> Callable[[Any], tuple[Any, Callable[[], None]]]:
+    if not is_local or os.environ.get("DETFLOW_NO_SHM"):
+        return lambda item: (item, lambda: None)
+    try:
+        from detflow.executors.shm import stage
+    except ImportError:
+        return lambda item: (item, lambda: None)
+    return stage
+
+
+_END = object()
