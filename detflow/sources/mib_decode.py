@@ -217,37 +217,33 @@ def decode_frames(layout: MibLayout, frames: np.ndarray, out: np.ndarray) -> Non
         be = _U_DTYPES[layout.pixel_format].newbyteorder(">")
         np.copyto(out, data.view(be).reshape(out.shape))
         return
+    if out.strides[-1] != out.itemsize:  # decoding writes whole rows of bytes
+        tmp = np.empty(out.shape, dtype=out.dtype)
+        decode_frames(layout, frames, tmp)
+        out[...] = tmp
+        return
     if layout.n_segments > 1 and layout.assembly.endswith("G"):
         h, w = layout.sig_shape
         ch, cw = layout.chip_shape
         out[:, ch : h - ch] = 0
         out[:, :, cw : w - cw] = 0
-    if layout.counter_depth in (6, 12):
+    if layout.n_segments == 1 and layout.counter_depth in (6, 12):
         # R6 and R12 are byte-reversed 8-byte chunks: one byte swap of each 64-bit
-        # word puts every pixel in place, a copy as fast as the non-raw byte swap
-        words = data.view(">u8")
-        if layout.n_segments == 1:
-            np.copyto(out.reshape(len(out), -1).view(np.uint64), words)
-        else:
-            rows = words.astype(np.uint64).view(out.dtype).reshape(len(out), layout.chip_shape[0], -1)
-            _place_quad(layout, rows, out)
+        # word puts every pixel of a chip row in place, a copy as fast as the
+        # non-raw byte swap
+        np.copyto(out.view(np.uint64), data.view(">u8").reshape(*out.shape[:2], -1))
         return
     from detflow.sources import mib_kernels
 
-    kernel = mib_kernels.decode_r1 if layout.counter_depth == 1 else mib_kernels.decode_r24
-    kernel(data.view(np.uint64), out, *layout.segment_table(), layout.chip_shape[1], layout.chip_shape[0])
-
-
-def _place_quad(layout: MibLayout, rows: np.ndarray, out: np.ndarray) -> None:
-    """Raw rows ``[Q4 | Q3 | Q2 | Q1]`` (pixels already in order) into the quad image.
-
-    The placement of :meth:`MibLayout.segment_table`, as four slice copies.
-    """
-    h, w = layout.sig_shape
+    kernel = {1: mib_kernels.decode_r1, 6: mib_kernels.decode_r6, 12: mib_kernels.decode_r12,
+              24: mib_kernels.decode_r24}[layout.counter_depth]
+    n = len(frames)
+    fb, hb = layout.frame_bytes, layout.header_bytes
+    if frames.flags.c_contiguous and fb % 8 == 0 and hb % 8 == 0 and frames.ctypes.data % 8 == 0:
+        buf, first, stride = frames.reshape(-1).view(np.uint64), hb // 8, fb // 8
+    else:  # headers of odd sizes, or a strided input: the pixel data alone, copied
+        buf, first, stride = np.ascontiguousarray(data).reshape(-1).view(np.uint64), 0, layout.data_bytes // 8
     ch, cw = layout.chip_shape
-    right = w - cw
-    out[:, :ch, :cw] = rows[:, :, 3 * cw :]
-    out[:, :ch, right:] = rows[:, :, 2 * cw : 3 * cw]
-    bottom = rows[:, ::-1]  # raw row r goes to image row H-1-r, reversed in x
-    out[:, h - ch :, :cw] = bottom[:, :, 2 * cw - 1 : cw - 1 : -1]
-    out[:, h - ch :, right:] = bottom[:, :, cw - 1 :: -1]
+    if layout.n_segments == 1 and out.strides[1] == cw * out.itemsize:
+        ch, cw = 1, ch * cw  # one chip, rows back to back: a frame is one long chip row
+    kernel(buf, first, stride, n, out, *layout.segment_table(), cw, ch)

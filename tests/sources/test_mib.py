@@ -345,3 +345,27 @@ def test_missing_files(tmp_path) -> None:
 def test_writer_rejects_values_beyond_the_counter(tmp_path) -> None:
     with pytest.raises(ValueError, match="0..63"):
         write_mib(tmp_path / "v.hdr", np.full((1, 8, 8), 64, np.uint8), counter_depth=6)
+
+
+@pytest.mark.parametrize("depth", [1, 6, 12, 24])
+@pytest.mark.parametrize("layout,sig", [("1x1", (64, 128)), ("2x2", (128, 128)), ("2x2G", (130, 130))])
+def test_decode_frames_unaligned_input_and_strided_output(tmp_path, rng, depth, layout, sig) -> None:
+    """The kernels' fallbacks: frame bytes at an odd address, and an output with strided rows."""
+    from detflow.sources.mib_decode import MibLayout, decode_frames, parse_frame_header
+
+    data = rng.integers(0, 2**depth, size=(3, *sig)).astype(DTYPES[depth])
+    if layout == "2x2G":
+        c = (sig[0] - 2) // 2
+        data[:, c : c + 2] = 0
+        data[:, :, c : c + 2] = 0
+    write_mib(tmp_path / "v.hdr", data, counter_depth=depth, raw=True, layout=layout)
+    blob = (tmp_path / "v.mib").read_bytes()
+    lay = MibLayout.from_header(parse_frame_header(blob[:4096], "v"), "v")
+    odd = np.frombuffer(b"\0" + blob, dtype=np.uint8)[1:].reshape(3, lay.frame_bytes)
+    out = np.full((3, *sig), 7, dtype=lay.dtype)
+    decode_frames(lay, odd, out)
+    np.testing.assert_array_equal(out, data)
+    wide = np.full((3, sig[0], 2 * sig[1]), 7, dtype=lay.dtype)
+    decode_frames(lay, odd[::-1], wide[:, :, ::2])
+    np.testing.assert_array_equal(wide[:, :, ::2], data[::-1])
+    np.testing.assert_array_equal(wide[:, :, 1::2], 7)
