@@ -129,6 +129,8 @@ EXECUTORS = Registry(
     {
         "inline": "detflow.executors.inline:InlineExecutor",
         "threads": "detflow.executors.threads:ThreadedExecutor",
+        "pipelined": "detflow.executors.pipelined:PipelinedExecutor",
         "dask": "detflow.executors.dask_:DaskExecutor",
+        "delayed": "detflow.executors.delayed:DelayedExecutor",
     },
 )

@@ -17,13 +17,18 @@ import pytest
 
 import detflow as df
 from detflow.executors.dask_ import DaskExecutor
+from detflow.executors.delayed import DelayedExecutor
 from detflow.executors.inline import InlineExecutor
+from detflow.executors.pipelined import PipelinedExecutor
 from detflow.executors.threads import ThreadedExecutor
 from tests.executors.cluster import connect_to_external_cluster
 
 EXECUTOR_SPECS: dict[str, Callable[[], Any]] = {
     "inline": lambda: InlineExecutor(debug=True),
     "threads": lambda: ThreadedExecutor(cpus=2),
+    "pipelined": lambda: PipelinedExecutor.make_local(cpus=2),
+    "delayed-sync": lambda: DelayedExecutor("sync"),
+    "delayed-threads": lambda: DelayedExecutor("threads", cpus=2),
     "dask": lambda: DaskExecutor.make_local(cpus=2),
     "dask-connect": connect_to_external_cluster,
 }

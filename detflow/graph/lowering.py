@@ -330,7 +330,7 @@ def run_plan(
         frames = partial.frames
         valid[frames] = True if roi is None else roi[frames]
         done["frames"] += partial.n_processed
-        done["partitions"] += 1
+        done["partitions"] += partial.partitions
         return Update(partial=partial, frames_done=done["frames"],
                       partitions_done=done["partitions"], info=info, results=snapshot())
 
@@ -362,8 +362,15 @@ def run_plan(
     try:
         if not tasks:
             yield snapshot()
-        for partial in executor.map_unordered(run_partition, tasks):
-            yield stream.emit(partial).results
+        reduce_tree = getattr(executor, "reduce_tree", None)
+        if reduce_tree is not None and tasks:
+            # the executor merges in a task tree; the driver merges the root once
+            from detflow.nodes.reduce import ReduceContext
+
+            yield stream.emit(reduce_tree(run_partition, tasks, ReduceContext(specs, meta, plan.corrections))).results
+        else:
+            for partial in executor.map_unordered(run_partition, tasks):
+                yield stream.emit(partial).results
         ok = True
     finally:
         stream.finish(snapshot() if ok else None)

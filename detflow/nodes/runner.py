@@ -75,6 +75,16 @@ class PartialResult:
     frames: slice
     n_processed: int
     buffers: tuple[dict[str, np.ndarray], ...]
+    #: indices of the partitions this result covers (several after a tree reduction)
+    indices: tuple[int, ...] = ()
+
+    @property
+    def partitions(self) -> int:
+        return len(self.indices) or 1
+
+    @property
+    def covered(self) -> tuple[int, ...]:
+        return self.indices or (self.index,)
 
 
 def input_dtype_for(udf: UDF, native: np.dtype, corrections: CorrectionSet | None = None) -> np.dtype:

@@ -162,7 +162,7 @@ class ZarrSink:
         roi = self._info.roi
         valid = np.ones(meta.n_frames, dtype=bool) if roi is None else roi
         self._write_rows(self._valid, valid, frames.start, frames.stop)
-        self._done.append(update.partial.index)
+        self._done.extend(update.partial.covered)
         self._group.attrs["partitions_done"] = sorted(self._done)
 
     def finish(self, results: UDFResults | None) -> None:

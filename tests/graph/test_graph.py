@@ -64,7 +64,8 @@ def test_run_iter_yields_per_partition(executor) -> None:
     g = _graph()
     g.udf(FrameSum(), id="fs")
     parts = list(g.run_iter(executor=executor))
-    assert len(parts) == 2
+    # executors that merge in a task tree (delayed) give one result, at the end
+    assert len(parts) == (1 if getattr(executor, "reduce_tree", None) else 2)
     assert parts[-1].frames_done == 6 and parts[-1].finished
 
 
