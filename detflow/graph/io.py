@@ -207,9 +207,10 @@ def graph_from_dict(
     ex = spec.get("executor")
     if ex is not None:
         ex = c.mapping(ex, "executor", "executor")
-        c.keys(ex, {"type", "params"}, "executor", "executor")
-        g.executor = {"type": str(ex.get("type", "threads")),
-                      "params": dict(c.mapping(ex.get("params"), "executor params", "executor", "params"))}
+        c.keys(ex, {"type", "params", "cpus", "address", "scheduler"}, "executor", "executor")
+        params = dict(c.mapping(ex.get("params"), "executor params", "executor", "params"))
+        params.update({k: ex[k] for k in ("cpus", "address", "scheduler") if k in ex})  # shorthand
+        g.executor = {"type": str(ex.get("type", "threads")), "params": params}
     check_structure(g)
     return g
 

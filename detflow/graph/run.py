@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from detflow.errors import ConfigurationError, GraphValidationError
-from detflow.graph.model import Graph, SinkNode, SourceNode, _executor_scope
+from detflow.graph.model import Graph, SourceNode, _executor_scope
 from detflow.registry import SINKS
 
 if TYPE_CHECKING:
@@ -165,15 +165,13 @@ def run_graph(graph: Graph, **kwargs: Any) -> dict[str, xr.Dataset]:
     assert last is not None
     out = {}
     udf_nodes = graph.udf_nodes()
+    from detflow.graph.lowering import resolve_udf_class
+
     for node, buffers in zip(udf_nodes, last.buffers, strict=False):
         udf = node.obj
-        extra_dims = type(udf).extra_dims if udf is not None else {}
-        if udf is None:
-            from detflow.graph.lowering import resolve_udf_class
-
-            extra_dims = resolve_udf_class(node).extra_dims
+        cls = type(udf) if udf is not None else resolve_udf_class(node)
         out[node.id] = to_xarray(
-            buffers, extra_dims=extra_dims,
+            buffers, extra_dims=cls.extra_dims,
             attrs={"graph": graph.name, "node": node.id,
                    "type": node.type if udf is None else udf_type_name(udf)},
         )
@@ -219,7 +217,3 @@ def resolve_call(
     if nodes:
         g = apply_overrides(g, nodes)
     return g
-
-
-def sink_node_ids(graph: Graph) -> list[str]:
-    return [n.id for n in graph if isinstance(n, SinkNode)]

@@ -152,3 +152,10 @@ def test_corrections_in_a_graph_file(tmp_path, scan) -> None:
     again = df.Graph.from_dict(g.to_dict())
     assert again.nodes["partition"].corrections == {"dark": str(tmp_path / "dark.npy"),
                                                      "gain": str(tmp_path / "gain.npy")}
+
+
+def test_executor_shorthand_keys(tmp_path) -> None:
+    text = ("schema_version: 1\nsource: {type: npy, params: {path: scan.npy}}\nnodes: {s: {type: sum}}\n"
+            "executor: {type: dask, address: 'tcp://127.0.0.1:8786'}\n")
+    g = df.Graph.from_yaml(_write(tmp_path, text))
+    assert g.executor == {"type": "dask", "params": {"address": "tcp://127.0.0.1:8786"}}
