@@ -130,6 +130,10 @@ class DaskExecutor:
         self.client.close()
         if self._cluster is not None:
             self._cluster.close()
+        if self.is_local:
+            from detflow.executors.shm import trim
+
+            trim()  # segments this executor pooled for in-memory partitions
 
     def __repr__(self) -> str:
         return f"DaskExecutor({self.client.scheduler.address!r}, local={self.is_local})"
