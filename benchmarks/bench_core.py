@@ -3,7 +3,8 @@
 
 Times SumUDF, SumSigUDF, ApplyMasksUDF (1 circular mask / 16 ring masks), CoMUDF and
 StdDevUDF on a memory-mapped ``.npy`` file (2 GiB, uint16, nav 128x128, sig 256x256;
-``--small``: nav 32x32) with detflow's executors (this interpreter) and LiberTEM's
+``--small``: nav 32x32; ``--sources`` adds the same frames as a raw file and as an array in
+memory, ``bench_sources.py``) with detflow's executors (this interpreter) and LiberTEM's
 executors (a subprocess running this same script with the interpreter of
 ``benchmarks/.venv-libertem`` in ``--libertem-worker`` mode, answering in JSON).
 It also measures the machine's limit (a bare numpy sum over the memory-mapped file), the
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import gc
 import json
 import os
 import platform
@@ -65,13 +67,13 @@ DEFAULT_ANALYSES = "sum,sumsig,mask1,mask16,com,stddev"
 #: detflow executor names (``df.Context.make_with(name)``); more can be listed on the CLI
 DEFAULT_DF_EXECUTORS = "inline,threads"
 #: LiberTEM executors this script knows how to build
-LT_EXECUTORS = ("inline", "concurrent", "dask", "pipelined")
+LT_EXECUTORS = ("inline", "concurrent", "delayed", "dask", "pipelined")
 DEFAULT_LT_EXECUTORS = "inline,concurrent,dask"
 #: which LiberTEM executor a detflow executor is compared with
 MATCHING_LT = {
     "inline": "inline",
     "threads": "concurrent",
-    "delayed": "dask",
+    "delayed": "delayed",
     "dask": "dask",
     "pipelined": "pipelined",
 }
@@ -79,6 +81,7 @@ MATCHING_LT = {
 LT_MAKE_WITH = {
     "inline": "inline",
     "concurrent": "threads",
+    "delayed": "delayed",
     "dask": "dask",
     "pipelined": "pipelined",
 }
@@ -229,6 +232,18 @@ def _read_status(pid: int) -> tuple[int, int]:
     return rss, anon
 
 
+def _read_pss(pid: int) -> int:
+    """Pss of a process in bytes (shared pages split among their users); 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def _descendants(root: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
@@ -249,37 +264,63 @@ def _descendants(root: int) -> list[int]:
     return out
 
 
-class RssSampler:
-    """Peak of the summed RSS of this process and its descendants, sampled in a thread."""
+def tree_usage(pss: bool = False) -> dict[str, int]:
+    """Summed VmRSS, RssAnon (and Pss) of this process and its descendants, now."""
+    out = {"rss": 0, "anon": 0}
+    if pss:
+        out["pss"] = 0
+    for pid in _descendants(os.getpid()):
+        r, a = _read_status(pid)
+        out["rss"] += r
+        out["anon"] += a
+        if pss:
+            out["pss"] += _read_pss(pid)
+    return out
 
-    def __init__(self, interval: float = 0.02, tree_every: float = 0.25) -> None:
+
+class RssSampler:
+    """Peak of the summed RSS of this process and its descendants, sampled in a thread.
+
+    With ``pss=True`` also the peak summed Pss (``/proc/PID/smaps_rollup``), read on
+    every ``pss_every``-th sample only, as it costs more than ``/proc/PID/status``.
+    """
+
+    def __init__(self, interval: float = 0.02, tree_every: float = 0.25, pss: bool = False, pss_every: int = 5) -> None:
         self.interval = interval
         self.tree_every = tree_every
         self.available = os.path.exists("/proc/self/status")
+        self.pss = pss and os.path.exists("/proc/self/smaps_rollup")
+        self.pss_every = pss_every
         self.peak_rss = 0
         self.peak_anon = 0
+        self.peak_pss = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
 
-    def _sample(self, pids: list[int]) -> None:
-        rss = anon = 0
+    def _sample(self, pids: list[int], pss: bool = False) -> None:
+        rss = anon = total_pss = 0
         for pid in pids:
             r, a = _read_status(pid)
             rss += r
             anon += a
+            if pss:
+                total_pss += _read_pss(pid)
         self.peak_rss = max(self.peak_rss, rss)
         self.peak_anon = max(self.peak_anon, anon)
+        self.peak_pss = max(self.peak_pss, total_pss)
 
     def _loop(self) -> None:
         root = os.getpid()
         pids, last_tree = _descendants(root), time.monotonic()
+        n = 0
         while True:
-            self._sample(pids)
+            self._sample(pids, self.pss and n % self.pss_every == 0)
+            n += 1
             if self._stop.wait(self.interval):
                 break
             if time.monotonic() - last_tree > self.tree_every:
                 pids, last_tree = _descendants(root), time.monotonic()
-        self._sample(_descendants(root))
+        self._sample(_descendants(root), self.pss)
 
     def __enter__(self) -> RssSampler:
         if self.available:
@@ -343,10 +384,11 @@ def bench_one(
     ns: Any,
     sig: Sequence[int],
     repeats: int,
+    pss: bool = False,
 ) -> dict[str, Any]:
     row: dict[str, Any] = {"framework": framework, "executor": executor, "analysis": analysis}
     try:
-        with RssSampler() as sampler:
+        with RssSampler(pss=pss) as sampler:
             t0 = time.perf_counter()
             res = run(build_udf(ns, analysis, sig))  # warm-up: JIT, caches; not timed
             row["warmup_s"] = time.perf_counter() - t0
@@ -359,6 +401,8 @@ def bench_one(
         row["times"] = times
         if sampler.available:
             row["rss"], row["anon"] = sampler.peak_rss, sampler.peak_anon
+            if sampler.pss:
+                row["pss"] = sampler.peak_pss
         row["fingerprint"] = fingerprint(res, ANALYSES[analysis][1])
         log(f"  [{framework} {executor}] {analysis}: best {min(times):.3f} s (warm-up {row['warmup_s']:.3f} s)")
     except Exception as err:  # a failing analysis is reported in the table, not raised
@@ -378,10 +422,14 @@ def bench_framework(
     analyses: Sequence[str],
     sig: Sequence[int],
     repeats: int,
+    pss: bool = False,
 ) -> list[dict[str, Any]]:
+    """One context per executor; ``pss``: sample Pss too (the memory source's rows)."""
     rows: list[dict[str, Any]] = []
     for ex in executors:
         log(f"[{framework}] executor {ex}")
+        gc.collect()
+        base = {f"base_{k}": v for k, v in tree_usage(pss).items()}  # before the context
         try:
             t0 = time.perf_counter()
             ctx = make_ctx(ex)
@@ -403,8 +451,10 @@ def bench_framework(
                     ns,
                     sig,
                     repeats,
+                    pss,
                 )
                 row["ctx_startup_s"] = startup
+                row.update(base)
                 rows.append(row)
         except Exception as err:
             msg = f"{type(err).__name__}: {err}"[:300]
@@ -435,6 +485,7 @@ def import_detflow() -> Any:
 
 def detflow_rows(
     path: Path,
+    source: str,
     sig: Sequence[int],
     executors: Sequence[str],
     analyses: Sequence[str],
@@ -448,7 +499,9 @@ def detflow_rows(
         msg = f"import: {type(err).__name__}: {err}"[:300]
         log(f"[detflow] cannot benchmark detflow: {msg}")
         return [
-            {"framework": "detflow", "executor": ex, "analysis": a, "error": msg} for ex in executors for a in analyses
+            {"framework": "detflow", "executor": ex, "analysis": a, "source": source, "error": msg}
+            for ex in executors
+            for a in analyses
         ]
     make_context = df.Context.make_with
 
@@ -461,17 +514,24 @@ def detflow_rows(
     def make_ctx(ex: str) -> Any:
         return make_context(ex) if ex == "inline" else make_context(ex, cpus=cpus)
 
-    return bench_framework(
-        "detflow",
-        executors,
-        make_ctx,
-        load=lambda ctx: ctx.load("npy", path=str(path)),
-        run=lambda ctx, ds, udf: ctx.run_udf(dataset=ds, udf=udf),
-        ns=ns,
-        analyses=analyses,
-        sig=sig,
-        repeats=repeats,
-    )
+    import bench_sources  # this script's directory is on sys.path
+
+    def bench(load: Callable[[Any], Any], pss: bool) -> list[dict[str, Any]]:
+        return bench_framework(
+            "detflow",
+            executors,
+            make_ctx,
+            load=load,
+            run=lambda ctx, ds, udf: ctx.run_udf(dataset=ds, udf=udf),
+            ns=ns,
+            analyses=analyses,
+            sig=sig,
+            repeats=repeats,
+            pss=pss,
+        )
+
+    log(f"[detflow] source {source}")
+    return bench_sources.run_with_source("detflow", source, path, bench, log, lambda: tree_usage()["rss"])
 
 
 def detflow_version() -> str:
@@ -490,6 +550,7 @@ def libertem_worker(args: argparse.Namespace) -> int:
     """``--libertem-worker``: benchmark LiberTEM, write JSON to ``--worker-out``."""
     import warnings
 
+    import bench_sources  # this script's directory is on sys.path
     import libertem
     from libertem import masks
     from libertem.api import Context
@@ -520,6 +581,13 @@ def libertem_worker(args: argparse.Namespace) -> int:
             from libertem.executor.concurrent import ConcurrentJobExecutor
 
             return Context(executor=ConcurrentJobExecutor.make_local(n_threads=cpus))
+        if ex == "delayed":
+            import dask
+            from libertem.executor.delayed import DelayedJobExecutor
+
+            # run_udf computes the graph with dask's default (threaded) scheduler: N threads
+            dask.config.set(num_workers=cpus)
+            return Context(executor=DelayedJobExecutor())
         if ex == "dask":
             from libertem.executor.dask import DaskJobExecutor, cluster_spec
 
@@ -534,17 +602,31 @@ def libertem_worker(args: argparse.Namespace) -> int:
 
     path = Path(args.data)
     shape = np.load(path, mmap_mode="r").shape
-    rows = bench_framework(
-        "LiberTEM",
-        args.lt_executors.split(","),
-        make_ctx,
-        load=lambda ctx: ctx.load("npy", path=str(path)),
-        run=lambda ctx, ds, udf: ctx.run_udf(dataset=ds, udf=udf, progress=False),
-        ns=ns,
-        analyses=args.analyses.split(","),
-        sig=shape[2:],
-        repeats=args.repeats,
-    )
+
+    def run(ctx: Any, ds: Any, udf: Any) -> Any:
+        res = ctx.run_udf(dataset=ds, udf=udf, progress=False)
+        lazy = [b.delayed_raw_data for b in res.values() if hasattr(b, "delayed_raw_data")]
+        if lazy:  # DelayedJobExecutor: the buffers are dask arrays, computed on access; compute
+            import dask  # them all here, in one graph, so that the timed run includes the work
+
+            dask.compute(*lazy)
+        return res
+
+    def bench(load: Callable[[Any], Any], pss: bool) -> list[dict[str, Any]]:
+        return bench_framework(
+            "LiberTEM",
+            args.lt_executors.split(","),
+            make_ctx,
+            load=load,
+            run=run,
+            ns=ns,
+            analyses=args.analyses.split(","),
+            sig=shape[2:],
+            repeats=args.repeats,
+            pss=pss,
+        )
+
+    rows = bench_sources.run_with_source("LiberTEM", args.sources, path, bench, log, lambda: tree_usage()["rss"])
     out = {
         "version": libertem.__version__,
         "python": platform.python_version(),
@@ -571,7 +653,7 @@ def lt_python_version() -> str | None:
         return None
 
 
-def libertem_rows(path: Path, args: argparse.Namespace) -> dict[str, Any]:
+def libertem_rows(path: Path, source: str, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-lt-") as tmp:
         out = Path(tmp) / "libertem.json"
         cmd = [
@@ -590,8 +672,10 @@ def libertem_rows(path: Path, args: argparse.Namespace) -> dict[str, Any]:
             str(args.repeats),
             "--cpus",
             str(args.cpus),
+            "--sources",
+            source,
         ]
-        log("[LiberTEM] running in " + str(LT_PYTHON))
+        log(f"[LiberTEM] source {source}: running in {LT_PYTHON}")
         try:
             proc = subprocess.run(cmd, cwd=DATA_DIR, timeout=args.worker_timeout, check=False)
         except subprocess.TimeoutExpired:
@@ -720,7 +804,8 @@ def cold_rows(
         rows.append({"framework": "detflow", "executor": ex, **r})
     for ex in lt_execs or ():
         name = LT_MAKE_WITH.get(ex, ex)
-        make = repr(name) if name == "inline" else f"{name!r}, cpus={args.cpus}"
+        # LiberTEM's make_with refuses cpus= for inline and delayed
+        make = repr(name) if name in ("inline", "delayed") else f"{name!r}, cpus={args.cpus}"
         log(f"[cold start] LiberTEM {ex}")
         lt_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         r = cold_start(
@@ -823,40 +908,61 @@ def report(
 
     # analyses
     p()
-    p("Analyses (ratio = detflow throughput / LiberTEM throughput; > 1: detflow is faster)")
-    thr: dict[tuple[str, str, str], float] = {}
+    p("Analyses (ratio = detflow throughput / LiberTEM throughput on the same source; > 1: detflow is faster)")
+    p(
+        "  'vs LT match': against the matching LiberTEM executor ("
+        + ", ".join(f"{d}~{lt}" for d, lt in MATCHING_LT.items())
+        + "); 'vs LT best': against LiberTEM's fastest executor on that source"
+    )
+    thr: dict[tuple[str, str, str, str], float] = {}
     for r in rows:
         if "times" in r:
-            thr[(r["framework"], r["executor"], r["analysis"])] = nbytes / stat_of(r["times"], stat) / 1e9
-    lt_best: dict[str, tuple[float, str]] = {}
-    for (fw, ex, an), g in thr.items():
-        if fw == "LiberTEM" and g > lt_best.get(an, (0.0, ""))[0]:
-            lt_best[an] = (g, ex)
+            key = (r["framework"], r["executor"], r["analysis"], r.get("source", "npy"))
+            thr[key] = nbytes / stat_of(r["times"], stat) / 1e9
+    lt_best: dict[tuple[str, str], tuple[float, str]] = {}
+    for (fw, ex, an, src), g in thr.items():
+        if fw == "LiberTEM" and g > lt_best.get((an, src), (0.0, ""))[0]:
+            lt_best[(an, src)] = (g, ex)
     refs: dict[str, list[Any]] = {}  # reference result: LiberTEM's first, else detflow's
     for fw in ("LiberTEM", "detflow"):
         for r in rows:
             if r["framework"] == fw and r.get("fingerprint"):
                 refs.setdefault(r["analysis"], r["fingerprint"])
     order = {a: i for i, a in enumerate(args.analyses.split(","))}
-    rows_sorted = sorted(rows, key=lambda r: (order.get(r["analysis"], 99), r["framework"] != "detflow"))
+    src_order = {s: i for i, s in enumerate(args.sources.split(","))}
+    rows_sorted = sorted(
+        rows,
+        key=lambda r: (
+            src_order.get(r.get("source", "npy"), 99),
+            order.get(r["analysis"], 99),
+            r["framework"] != "detflow",
+        ),
+    )
+
+    def above(r: dict[str, Any], key: str) -> str:
+        if not r.get(key) or f"base_{key}" not in r:
+            return "-"
+        return f"{(r[key] - r[f'base_{key}']) / 2**20:.0f}"
+
     trs = []
     errors = []
     for r in rows_sorted:
         label = ANALYSES.get(r["analysis"], (r["analysis"],))[0]
-        head = [label, r["framework"], r["executor"]]
+        src = r.get("source", "npy")
+        head = [label, src, r["framework"], r["executor"]]
         if "times" not in r:
-            errors.append(f"{r['framework']} {r['executor']} {r['analysis']}: {r.get('error')}")
-            trs.append(head + ["FAILED"] + ["-"] * 8)
+            errors.append(f"{r['framework']} {r['executor']} {r['analysis']} ({src}): {r.get('error')}")
+            trs.append(head + ["FAILED"] + ["-"] * 10)
             continue
         t = stat_of(r["times"], stat)
         g = nbytes / t / 1e9
         vs_match = vs_best = "-"
         if r["framework"] == "detflow":
-            m = thr.get(("LiberTEM", MATCHING_LT.get(r["executor"], ""), r["analysis"]))
+            m = thr.get(("LiberTEM", MATCHING_LT.get(r["executor"], ""), r["analysis"], src))
             if m:
                 vs_match = f"{g / m:.2f} ({MATCHING_LT[r['executor']]})"
-            if r["analysis"] in lt_best:
-                b, bex = lt_best[r["analysis"]]
+            if (r["analysis"], src) in lt_best:
+                b, bex = lt_best[(r["analysis"], src)]
                 vs_best = f"{g / b:.2f} ({bex})"
         trs.append(
             head
@@ -867,6 +973,8 @@ def report(
                 f"{nframes / t:,.0f}",
                 mib(r.get("rss")),
                 mib(r.get("anon")),
+                above(r, "rss"),
+                above(r, "pss"),
                 vs_match,
                 vs_best,
                 compare(r.get("fingerprint"), refs.get(r["analysis"])),
@@ -876,6 +984,7 @@ def report(
         table(
             [
                 "analysis",
+                "source",
                 "framework",
                 "executor",
                 f"{stat} s",
@@ -884,31 +993,39 @@ def report(
                 "frames/s",
                 "RSS MiB",
                 "anon MiB",
+                "+RSS MiB",
+                "+PSS MiB",
                 "vs LT match",
                 "vs LT best",
                 "result",
             ],
             trs,
-            align="lllrrrrrrrrl",
+            align="llllrrrrrrrrrrl",
         )
     )
     p("'result': a checksum of the result (sum and sum of |x| of the buffer named below) against LiberTEM's")
     p("  (rel. tolerance 1e-3): " + ", ".join(f"{ANALYSES[a][0]}: {ANALYSES[a][1][0]}" for a in order if a in ANALYSES))
 
+    import bench_sources  # this script's directory is on sys.path
+
+    p(bench_sources.ABOVE_NOTE)
+    bench_sources.report_memory_target(rows, nbytes, stat_of, stat, p)
+
     # detflow SumUDF against the limit
-    df_sum = [(ex, g) for (fw, ex, an), g in thr.items() if fw == "detflow" and an == "sum"]
+    df_sum = [(ex, src, g) for (fw, ex, an, src), g in thr.items() if fw == "detflow" and an == "sum"]
     if limit and df_sum:
         p()
-        p("detflow SumUDF / machine limit (target >= 0.8):")
-        for ex, g in df_sum:
+        p("detflow SumUDF / machine limit (target >= 0.8; the limit is over the memory-mapped .npy):")
+        for ex, src, g in df_sum:
             n = 1 if ex == "inline" else args.cpus
+            name = f"{ex} ({src})"
             if n in limit:
                 p(
-                    f"  {ex:<10} {g:6.2f} GB/s / {limit[n]:.2f} GB/s ({n} thread"
+                    f"  {name:<19} {g:6.2f} GB/s / {limit[n]:.2f} GB/s ({n} thread"
                     f"{'s' if n > 1 else ''}) = {g / limit[n]:.2f}"
                 )
             if ex == "inline" and args.cpus in limit:
-                p(f"  {'':<10} (against the {args.cpus}-thread limit: {g / limit[args.cpus]:.2f})")
+                p(f"  {'':<19} (against the {args.cpus}-thread limit: {g / limit[args.cpus]:.2f})")
 
     # cold start
     if cold:
@@ -992,6 +1109,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"LiberTEM executors, comma-separated, of {','.join(LT_EXECUTORS)}; 'none' to skip LiberTEM",
     )
     ap.add_argument("--analyses", default=DEFAULT_ANALYSES, help=f"comma-separated, of {','.join(ANALYSES)}")
+    ap.add_argument(
+        "--sources",
+        default="npy",
+        help="data sources, comma-separated, of npy (memory-mapped .npy), raw (headerless copy, cached), "
+        "memory (the array in RAM, ctx.load('memory', data=arr))",
+    )
     ap.add_argument("--lt-python", default=str(LT_PYTHON), help="interpreter of the LiberTEM virtualenv")
     ap.add_argument(
         "--cpus",
@@ -1014,6 +1137,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         bad = [a for a in getattr(args, name).split(",") if a not in ANALYSES]
         if bad:
             ap.error(f"unknown analyses {bad}; known: {','.join(ANALYSES)}")
+    from bench_sources import SOURCES  # this script's directory is on sys.path
+
+    bad = [s for s in args.sources.split(",") if s not in SOURCES]
+    if bad or not args.sources:
+        ap.error(f"unknown sources {bad}; known: {','.join(SOURCES)}")
     bad = [e for e in args.lt_executors.split(",") if e not in LT_EXECUTORS + ("none",)]
     if bad:
         ap.error(f"unknown LiberTEM executors {bad}; known: {','.join(LT_EXECUTORS)}")
@@ -1032,8 +1160,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     lt_execs = [] if args.lt_executors == "none" else args.lt_executors.split(",")
     analyses = args.analyses.split(",")
 
+    import bench_sources  # this script's directory is on sys.path
+
+    sources = args.sources.split(",")
     path, how = ensure_dataset(nav, sig, regen=args.regen, threads=args.cpus)
     tiny, _ = ensure_dataset(*TINY)
+    raw_how = None
+    if "raw" in sources:
+        log("[raw] headerless copy of the .npy ...")
+        raw, raw_how = bench_sources.ensure_raw(path, regen=args.regen or how != "cached")
     nframes = int(np.prod(nav))
     nbytes = nframes * int(np.prod(sig)) * 2
 
@@ -1064,6 +1199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "",
             f"nav {nav[0]}x{nav[1]}, sig {sig[0]}x{sig[1]}, uint16, {nbytes / 2**30:.3f} GiB, {nframes} frames",
         ),
+        ("sources", ", ".join(sources) + " (npy: memory-mapped .npy; raw: a headerless copy; memory: the array"),
+        ("", "in RAM via np.load, loaded by each framework's half in turn, never two copies at once)"),
+        *([("raw copy", f"{bench_sources.raw_path(path)} ({raw_how})")] if raw_how else []),
         ("page cache", f"before: {resident_before}; the file is read once before the measurements"),
         (
             "",
@@ -1077,22 +1215,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         np_rows = numpy_rows(path, args.cpus, args.repeats)
 
     rows: list[dict[str, Any]] = []
-    if df_execs:
-        warm_page_cache(path)
-        rows += detflow_rows(path, sig, df_execs, analyses, args.repeats, args.cpus)
     lt_out: dict[str, Any] = {}
-    if lt_execs:
-        warm_page_cache(path)
-        lt_out = libertem_rows(path, args)
-        if "error" in lt_out:
-            log("[LiberTEM] " + lt_out["error"])
-            rows += [
-                {"framework": "LiberTEM", "executor": ex, "analysis": a, "error": lt_out["error"]}
-                for ex in lt_execs
-                for a in analyses
-            ]
-        else:
-            rows += lt_out["rows"]
+    for source in sources:  # per source: detflow's half, then LiberTEM's (a subprocess)
+        src_file = bench_sources.source_file(source, path)
+        if df_execs:
+            warm_page_cache(src_file)
+            rows += detflow_rows(path, source, sig, df_execs, analyses, args.repeats, args.cpus)
+        if lt_execs:
+            warm_page_cache(src_file)
+            lt_out = libertem_rows(path, source, args)
+            if "error" in lt_out:
+                log("[LiberTEM] " + lt_out["error"])
+                rows += [
+                    {"framework": "LiberTEM", "executor": ex, "analysis": a, "source": source, "error": lt_out["error"]}
+                    for ex in lt_execs
+                    for a in analyses
+                ]
+            else:
+                rows += lt_out["rows"]
 
     mib_out: dict[str, Any] = {}
     if not args.no_mib and df_execs:
@@ -1105,6 +1245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cold = [] if args.no_cold else cold_rows(tiny, args, df_execs, lt_execs)
 
     info_lines.append(("", f"after all measurements: {page_cache_residency(path)}"))
+    if raw_how:
+        raw_res = page_cache_residency(bench_sources.raw_path(path))
+        info_lines.append(("", f"raw copy after all measurements: {raw_res}"))
     info = {"nbytes": nbytes, "nframes": nframes, "lines": info_lines}
     report(info, np_rows, rows, cold, args)
     if mib_out:
