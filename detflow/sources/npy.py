@@ -10,7 +10,7 @@ import numpy as np
 
 from detflow.errors import ConfigurationError, SourceFormatError, SourceNotFoundError
 from detflow.sources.base import FrameReader, Source
-from detflow.sources.readers import MmapReader
+from detflow.sources.readers import MmapReader, forget_mappings
 
 __all__ = ["NpySource"]
 
@@ -50,6 +50,10 @@ class NpySource(Source):
         self.path = os.fspath(path)
         self._sig_dims = sig_dims
         super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset)
+
+    def close(self) -> None:
+        """Unmap the file in this process (partitions already handed out stay valid)."""
+        forget_mappings(self.path)
 
     def describe(self) -> str:
         return f"npy source {self.path!r}"

@@ -11,7 +11,7 @@ import numpy as np
 
 from detflow.errors import ConfigurationError, SourceFormatError, SourceNotFoundError
 from detflow.sources.base import FrameReader, Source, check_frame_layout
-from detflow.sources.readers import MmapReader
+from detflow.sources.readers import MmapReader, forget_mappings
 
 __all__ = ["RawSource"]
 
@@ -70,6 +70,10 @@ class RawSource(Source):
                 f"but nav_shape {self.meta.nav_shape} needs {self.meta.n_frames}; "
                 "check the shapes, dtype and offset"
             )
+
+    def close(self) -> None:
+        """Unmap the file in this process (partitions already handed out stay valid)."""
+        forget_mappings(self.path)
 
     def describe(self) -> str:
         return f"raw source {self.path!r}"

@@ -21,11 +21,18 @@ import numpy as np
 
 from detflow.errors import SourceFormatError, SourceNotFoundError
 
-__all__ = ["ArrayReader", "MmapReader"]
+__all__ = ["ArrayReader", "MmapReader", "forget_mappings"]
 
 _MAPS: OrderedDict[tuple[object, ...], np.memmap] = OrderedDict()
 _MAPS_LOCK = threading.Lock()
 _MAX_MAPS = 16
+
+
+def forget_mappings(path: str) -> None:
+    """Drop this process's cached mappings of ``path`` (the source was closed)."""
+    with _MAPS_LOCK:
+        for key in [k for k in _MAPS if k[0] == path]:
+            del _MAPS[key]
 
 
 @dataclass(frozen=True)
