@@ -42,7 +42,7 @@ __all__ = [
 
 #: Native bytes per partition when the user gives no size: about 100 ms of work
 #: for the built-in UDFs on one core of a laptop-class machine.
-_DEFAULT_PARTITION_BYTES = 256 * 2**20
+_DEFAULT_PARTITION_BYTES = 128 * 2**20
 
 
 def default_partition_bytes() -> int:
@@ -100,7 +100,7 @@ class DatasetMeta:
 class PartitionPlan:
     """How to cut a dataset into partitions: give at most one of the two sizes.
 
-    With neither, partitions hold about ``DETFLOW_PARTITION_BYTES`` (256 MiB) of native
+    With neither, partitions hold about ``DETFLOW_PARTITION_BYTES`` (128 MiB) of native
     data, and there are at least as many as ``min_partitions`` where the data allows.
     """
 
