@@ -54,6 +54,8 @@ class DaskExecutor:
     """
 
     remote = True
+    #: tasks in flight per worker: enough to hide the scheduler's round trip
+    in_flight = 2
 
     def __init__(self, client: Any, *, is_local: bool = False, cluster: Any = None) -> None:
         self.client = client
@@ -108,7 +110,7 @@ class DaskExecutor:
             return future
 
         pending = distributed.as_completed(
-            [submit(i) for i in itertools.islice(it, 2 * self.n_workers)], loop=self.client.loop
+            [submit(i) for i in itertools.islice(it, self.in_flight * self.n_workers)], loop=self.client.loop
         )
         try:
             for future in pending:
