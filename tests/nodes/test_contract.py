@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 
 from detflow.errors import UDFError
 from detflow.nodes import UDF
+from detflow.sources.base import Source
+from detflow.sources.readers import ArrayReader
 
 
 def _data(nav=(4, 6), sig=(5, 3), dtype="uint16"):
@@ -153,24 +157,52 @@ class CountingReads(UDF):
         dest.s[:] += src.s
 
 
-def test_many_udfs_share_one_read(monkeypatch, ctx) -> None:
-    """Three UDFs in one run read each frame once, not three times."""
-    from detflow.sources.base import Partition
+@dataclass(frozen=True)
+class CountingReader:
+    """An in-memory reader that appends the number of pixels of every read to a file,
+    so reads are counted in whatever process (thread, worker, cluster node) makes them."""
 
-    if ctx.executor.remote:
-        pytest.skip("reads happen in worker processes, where this test's counter cannot see them")
-    reads = []
-    original = Partition.read_frames
+    inner: ArrayReader
+    log: str
 
-    def counting(self, start, stop, dtype=None):
-        reads.append(stop - start)
-        return original(self, start, stop, dtype)
+    @property
+    def dtype(self) -> np.dtype:
+        return self.inner.dtype
 
-    monkeypatch.setattr(Partition, "read_frames", counting)
+    @property
+    def n_pixels(self) -> int:
+        return self.inner.n_pixels
+
+    def read_pixels(self, start: int, stop: int) -> np.ndarray:
+        with open(self.log, "a") as f:
+            f.write(f"{stop - start}\n")
+        return self.inner.read_pixels(start, stop)
+
+    def restrict(self, start: int, stop: int) -> CountingReader:
+        return CountingReader(self.inner.restrict(start, stop), self.log)
+
+
+class CountingSource(Source):
+    name = "counting"
+
+    def __init__(self, data: np.ndarray, log: str) -> None:
+        self._data, self._log = data, log
+        super().__init__()
+
+    def _open(self):
+        d = self._data
+        return d.shape[:2], d.shape[2:], CountingReader(ArrayReader(d.reshape(-1)), self._log)
+
+
+def test_many_udfs_share_one_read(ctx, tmp_path) -> None:
+    """Three UDFs in one run read each pixel once, not three times, on every executor."""
     data = _data()
-    ds = ctx.load("memory", data=data, num_partitions=3)
+    log = tmp_path / "reads.log"
+    ds = CountingSource(data, str(log))
+    ds.partition_sizing = (None, 3)
     results = ctx.run_udf(dataset=ds, udf=[CountingReads(), TileMax(), CountingReads()])
-    assert sum(reads) == 24
+    pixels = sum(int(line) for line in log.read_text().split())
+    assert pixels == data.size
     np.testing.assert_allclose(results[2]["s"].data, data.sum(axis=(0, 1)))
 
 

@@ -11,9 +11,11 @@ from detflow.sources.base import PartitionPlan
 from tests.sources.conftest import CARRY_DATA
 
 
-def _data(dtype: str, nav: tuple[int, ...] = (5, 7), sig: tuple[int, ...] = (6, 4)) -> np.ndarray:
+def _data(dtype: str, nav: tuple[int, ...] = (5, 7), sig: tuple[int, ...] = (6, 8)) -> np.ndarray:
+    # 8 pixels wide: the narrowest frame every raw MIB depth can pack (R6: 8 per chunk)
     rng = np.random.default_rng(42)
-    return (rng.random((*nav, *sig)) * 200).astype(dtype)
+    top = 64 if np.dtype(dtype) == np.uint8 else 200  # uint8: what a 6-bit MIB counter holds
+    return (rng.random((*nav, *sig)) * top).astype(dtype)
 
 
 def _read_all(source, plan: PartitionPlan | None = None) -> np.ndarray:
@@ -25,10 +27,10 @@ def _read_all(source, plan: PartitionPlan | None = None) -> np.ndarray:
 def test_reads_every_frame_in_nav_order(make_source, dtype: str) -> None:
     data = _data(dtype)
     src = make_source(data)
-    assert src.shape.nav == (5, 7) and src.shape.sig == (6, 4)
+    assert src.shape.nav == (5, 7) and src.shape.sig == (6, 8)
     assert src.dtype == np.dtype(dtype)
     frames, _ = _read_all(src, PartitionPlan(num_partitions=4))
-    np.testing.assert_array_equal(frames, data.reshape(35, 6, 4))
+    np.testing.assert_array_equal(frames, data.reshape(35, 6, 8))
 
 
 @pytest.mark.parametrize("plan", [PartitionPlan(frames_per_partition=3), PartitionPlan(num_partitions=35),
@@ -57,7 +59,7 @@ def test_partitions_pickle_small_and_read_the_same(make_source) -> None:
 @pytest.mark.parametrize("offset", [2, -3, 0])
 def test_sync_offset(make_source, offset: int) -> None:
     data = _data("uint16")
-    flat = data.reshape(35, 6, 4)
+    flat = data.reshape(35, 6, 8)
     src = make_source(data, sync_offset=offset)
     frames, _ = _read_all(src, PartitionPlan(frames_per_partition=4))
     expected = np.zeros_like(flat)
@@ -73,22 +75,22 @@ def test_nav_shape_override(make_source) -> None:
     src = make_source(data, nav_shape=(7, 5))
     assert src.shape.nav == (7, 5)
     frames, _ = _read_all(src)
-    np.testing.assert_array_equal(frames, data.reshape(35, 6, 4))
+    np.testing.assert_array_equal(frames, data.reshape(35, 6, 8))
 
 
 def test_nav_shape_smaller_than_data(make_source) -> None:
     data = _data("uint8")
     src = make_source(data, nav_shape=(4, 5))
     frames, _ = _read_all(src, PartitionPlan(num_partitions=3))
-    np.testing.assert_array_equal(frames, data.reshape(35, 6, 4)[:20])
+    np.testing.assert_array_equal(frames, data.reshape(35, 6, 8)[:20])
 
 
 def test_sig_shape_recuts_the_pixel_stream(make_source) -> None:
     data = _data("uint16")
-    src = make_source(data, sig_shape=(3, 4), nav_shape=(7, 10))
-    assert src.shape.nav == (7, 10) and src.shape.sig == (3, 4)
+    src = make_source(data, sig_shape=(3, 4), nav_shape=(14, 10))
+    assert src.shape.nav == (14, 10) and src.shape.sig == (3, 4)
     frames, _ = _read_all(src, PartitionPlan(num_partitions=3))
-    np.testing.assert_array_equal(frames, data.reshape(70, 3, 4))
+    np.testing.assert_array_equal(frames, data.reshape(140, 3, 4))
 
 
 def test_partition_read_dtype_conversion(make_source) -> None:
@@ -97,7 +99,7 @@ def test_partition_read_dtype_conversion(make_source) -> None:
     part = next(iter(src.partitions(PartitionPlan(num_partitions=2))))
     got = part.read(dtype=np.float32)
     assert got.dtype == np.float32
-    np.testing.assert_array_equal(got, data.reshape(35, 6, 4)[: part.n_frames].astype(np.float32))
+    np.testing.assert_array_equal(got, data.reshape(35, 6, 8)[: part.n_frames].astype(np.float32))
 
 
 def test_one_d_nav(make_source) -> None:
