@@ -291,10 +291,11 @@ class Graph:
         source's ``path``; sink paths may use ``{output_dir}``, ``{input_stem}`` and
         ``{graph}``; ``output_dir`` defaults to the input's directory.
         """
-        from detflow.graph.run import call_graph
+        from detflow.graph.run import default_context, resolve_call, run_graph
 
-        return call_graph(self, input, nodes=nodes, config_file=config_file, output_dir=output_dir,
-                          executor=executor, progress=progress, overwrite=overwrite)
+        g = resolve_call(self, input, nodes=nodes, config_file=config_file)
+        ctx = default_context(g, output_dir=output_dir, overwrite=overwrite)
+        return run_graph(g, executor=executor, progress=progress, context=ctx)
 
     # --- validating, viewing, running -------------------------------------------------
     def validate(self) -> Plan:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from detflow.graph.results import UDFResults
     from detflow.sinks.base import Sink
 
-__all__ = ["RunContext", "call_graph", "run_graph", "run_graph_iter"]
+__all__ = ["RunContext", "resolve_call", "run_graph", "run_graph_iter"]
 
 log = logging.getLogger("detflow")
 
@@ -176,22 +176,6 @@ def run_graph(graph: Graph, **kwargs: Any) -> dict[str, xr.Dataset]:
                    "type": node.type if udf is None else udf_type_name(udf)},
         )
     return out
-
-
-def call_graph(
-    graph: Graph,
-    input: str | os.PathLike[str] | None = None,
-    *,
-    nodes: Mapping[str, Mapping[str, Any]] | None = None,
-    config_file: str | os.PathLike[str] | None = None,
-    output_dir: str | os.PathLike[str] | None = None,
-    executor: str | Executor | None = None,
-    progress: bool = False,
-    overwrite: bool = False,
-) -> dict[str, xr.Dataset]:
-    g = resolve_call(graph, input, nodes=nodes, config_file=config_file)
-    ctx = default_context(g, output_dir=output_dir, overwrite=overwrite)
-    return run_graph(g, executor=executor, progress=progress, context=ctx)
 
 
 def resolve_call(
