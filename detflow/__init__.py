@@ -9,6 +9,7 @@ from __future__ import annotations
 from detflow.api import Context
 from detflow.errors import DetflowError
 from detflow.graph.model import Graph
+from detflow.live import LiveContext
 
 __version__ = "0.1.0"
-__all__ = ["Context", "DetflowError", "Graph", "__version__"]
+__all__ = ["Context", "DetflowError", "Graph", "LiveContext", "__version__"]

@@ -118,6 +118,7 @@ def validate(graph_file: str, input_path: str | None, assignments: tuple[str, ..
     """Check GRAPH_FILE (and the data it names) without running it."""
     g = _load(graph_file, input_path, assignments, config_file)
     plan = g.validate()
+    plan.close()
     m = plan.meta
     n_parts = plan.source.get_num_partitions(plan.partition_plan())
     click.echo(f"ok: graph {g.name!r}: {len(plan.udfs)} node(s) over nav {m.nav_shape} sig {m.sig_shape} "

@@ -10,7 +10,12 @@ builtin that a caller would naturally catch, so ``except ValueError`` keeps work
     │   └── GraphValidationError               a graph that cannot run (names node and parameter)
     ├── SourceError                            reading input data failed
     │   ├── SourceNotFoundError (FileNotFoundError)
-    │   └── SourceFormatError (ValueError)     file contents or size do not match what was declared
+    │   ├── SourceFormatError (ValueError)     file contents or size do not match what was declared
+    │   └── DetectorError                      a live detector or its connection failed
+    │       ├── DetectorTimeoutError (TimeoutError)       it went silent longer than the timeout
+    │       ├── DetectorDisconnectedError (ConnectionError) it closed the connection mid-acquisition
+    │       ├── DetectorProtocolError (ValueError)         bytes on the wire that break its protocol
+    │       └── DetectorCommandError                      a control command answered with an error
     ├── UDFError (RuntimeError)                a UDF broke the UDF contract
     └── MissingDependencyError (ImportError)   an optional extra is not installed
 
@@ -27,6 +32,11 @@ from typing import Any
 
 __all__ = [
     "ConfigurationError",
+    "DetectorCommandError",
+    "DetectorDisconnectedError",
+    "DetectorError",
+    "DetectorProtocolError",
+    "DetectorTimeoutError",
     "DetflowError",
     "GraphValidationError",
     "MissingDependencyError",
@@ -137,6 +147,44 @@ class SourceNotFoundError(SourceError, FileNotFoundError):
 
 class SourceFormatError(SourceError, ValueError):
     """File contents, size or layout do not match what the source expects."""
+
+
+class DetectorError(SourceError):
+    """A live detector, its simulator or the connection to it failed.
+
+    ``frames_received`` counts the frames of the current acquisition that arrived
+    before the failure (``None`` where no acquisition was running).
+    """
+
+    def __init__(self, message: str, *, frames_received: int | None = None) -> None:
+        self.frames_received = frames_received
+        super().__init__(message)
+
+
+class DetectorTimeoutError(DetectorError, TimeoutError):
+    """The detector sent nothing for longer than the timeout."""
+
+
+class DetectorDisconnectedError(DetectorError, ConnectionError):
+    """The detector closed the connection (mid-acquisition, or before it began)."""
+
+
+class DetectorProtocolError(DetectorError, ValueError):
+    """Bytes on the wire that the detector's protocol does not allow (garbage, a bad header)."""
+
+
+class DetectorCommandError(DetectorError):
+    """A control command was answered with a non-zero status.
+
+    ``command`` is the command as sent (``"SET NUMFRAMESTOACQUIRE 1024"``), ``status``
+    the detector's code and ``reason`` what that code means.
+    """
+
+    def __init__(self, command: str, status: int, reason: str) -> None:
+        self.command = command
+        self.status = status
+        self.reason = reason
+        super().__init__(f"detector refused {command!r}: status {status} ({reason})")
 
 
 class UDFError(DetflowError, RuntimeError):

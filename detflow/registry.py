@@ -16,7 +16,7 @@ from typing import Any
 
 from detflow.errors import UnknownNameError
 
-__all__ = ["EXECUTORS", "SINKS", "SOURCES", "UDFS", "Registry", "import_object"]
+__all__ = ["CONNECTIONS", "EXECUTORS", "SINKS", "SOURCES", "UDFS", "Registry", "import_object"]
 
 
 def import_object(path: str) -> Any:
@@ -110,6 +110,8 @@ UDFS = Registry(
         "com": "detflow.nodes.com:CoMUDF",
         "auto": "detflow.nodes.auto:AutoUDF",
         "record": "detflow.nodes.record:RecordUDF",
+        "signal_monitor": "detflow.nodes.monitor:SignalMonitorUDF",
+        "partition_monitor": "detflow.nodes.monitor:PartitionMonitorUDF",
     },
 )
 
@@ -120,6 +122,15 @@ SINKS = Registry(
         "progress": "detflow.sinks.progress:ProgressSink",
         "zarr": "detflow.sinks.zarr_:ZarrSink",
         "npy": "detflow.sinks.npy:NpyRecorderSink",
+    },
+)
+
+CONNECTIONS = Registry(
+    "detector",
+    "detflow.detectors",
+    {
+        "memory": "detflow.sources.live.memory:MemoryConnection",
+        "merlin": "detflow.sources.live.merlin.connection:MerlinConnection",
     },
 )
 

@@ -77,6 +77,9 @@ __all__ = ["PipelinedExecutor", "WorkerLostError", "WorkerSpec"]
 #: how often the driver checks for dead worker processes while it waits (seconds)
 POLL_INTERVAL = 0.2
 
+#: how often to look for newly arrived live items while tasks run (seconds)
+LIVE_POLL = 0.01
+
 
 class WorkerLostError(DetflowError, RuntimeError):
     """A worker process died while it ran an item (killed, crashed, ``os._exit``)."""
@@ -419,6 +422,8 @@ class PipelinedExecutor:
         fn_bytes = cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
         run = _Run(next(pool.ids))
         it = iter(items)
+        # a live source's items arrive over time; ready() says whether next() would block
+        ready: Callable[[], bool] | None = getattr(it, "ready", None)
         n_taken = 0
         exhausted = False
         try:
@@ -427,6 +432,8 @@ class PipelinedExecutor:
                     if pool.closed:
                         raise RuntimeError("the pipelined executor was closed during a run")
                     while not exhausted and pool.free_worker() is not None:
+                        if ready is not None and run.outstanding and not ready():
+                            break  # collect results meanwhile; look again after the pump
                         item = next(it, _END)
                         if item is _END:
                             exhausted = True
@@ -434,7 +441,7 @@ class PipelinedExecutor:
                             pool.submit(run, fn_bytes, item, n_taken)
                             n_taken += 1
                     if not run.done and not (exhausted and not run.outstanding):
-                        pool.pump(POLL_INTERVAL)
+                        pool.pump(LIVE_POLL if ready is not None and not exhausted else POLL_INTERVAL)
                 if run.done:
                     ok, value = run.done.popleft()
                     if not ok:

@@ -9,7 +9,6 @@ on more than one thread, BLAS is held to one thread per call (threadpoolctl), so
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
@@ -54,18 +53,30 @@ class ThreadedExecutor:
 
     def _map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
         it = iter(items)
-        pending: set[Future[Any]] = {
-            self._pool.submit(fn, item) for item in itertools.islice(it, 2 * self.n_workers)
-        }
+        # a live source's items arrive over time; ready() says whether next() would block
+        ready: Callable[[], bool] | None = getattr(it, "ready", None)
+        pending: set[Future[Any]] = set()
+        exhausted = False
+
+        def fill() -> None:
+            nonlocal exhausted
+            while not exhausted and len(pending) < 2 * self.n_workers:
+                if ready is not None and pending and not ready():
+                    return  # keep collecting results; look again shortly
+                nxt = next(it, _END)
+                if nxt is _END:
+                    exhausted = True
+                else:
+                    pending.add(self._pool.submit(fn, nxt))
+
         try:
+            fill()
             while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                timeout = LIVE_POLL if ready is not None and not exhausted else None
+                done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
                 for future in done:
-                    result = future.result()  # re-raises the task's exception, traceback intact
-                    nxt = next(it, _END)
-                    if nxt is not _END:
-                        pending.add(self._pool.submit(fn, nxt))
-                    yield result
+                    yield future.result()  # re-raises the task's exception, traceback intact
+                fill()
         finally:
             for future in pending:
                 future.cancel()
@@ -79,3 +90,6 @@ class ThreadedExecutor:
 
 
 _END = object()
+
+#: how often to look for newly arrived live items while tasks run (seconds)
+LIVE_POLL = 0.01

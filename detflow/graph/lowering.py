@@ -21,6 +21,7 @@ Executors see a picklable function and picklable tasks, nothing else.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,7 @@ from detflow.nodes.runner import (
 from detflow.registry import SINKS, SOURCES, UDFS, import_object
 from detflow.sources.base import DatasetMeta, PartitionPlan, Source
 from detflow.sources.corrections import CorrectionSet
+from detflow.sources.live.base import LiveAcquisition, LivePartitions
 
 if TYPE_CHECKING:
     from detflow.executors.base import Executor
@@ -71,6 +73,13 @@ class Plan:
     roi: np.ndarray | None
     udfs: list[tuple[str, UDF]]
     corrections: CorrectionSet | None = None
+    #: the source was opened from the graph's parameters (not handed in), so the plan closes it
+    owns_source: bool = False
+
+    def close(self) -> None:
+        """Close the source if this plan opened it (a file, a detector connection)."""
+        if self.owns_source:
+            self.source.close()
 
     @property
     def meta(self) -> DatasetMeta:
@@ -151,6 +160,16 @@ def compile_graph(graph: Graph) -> Plan:
                 f"{part_node.id!r})", node=node.id, node_type=node.type, parameter="input",
             )
     source = _open_source(src_node)
+    try:
+        return _compile(graph, src_node, part_node, udf_nodes, source)
+    except BaseException:
+        if src_node.obj is None:
+            source.close()
+        raise
+
+
+def _compile(graph: Graph, src_node: SourceNode, part_node: PartitionNode, udf_nodes: list[UDFNode],
+             source: Source) -> Plan:
     meta = source.meta
     try:
         PartitionPlan(part_node.frames_per_partition, part_node.num_partitions)
@@ -208,6 +227,7 @@ def compile_graph(graph: Graph) -> Plan:
         roi=roi,
         udfs=udfs,
         corrections=corrections,
+        owns_source=src_node.obj is None,
     )
 
 
@@ -306,20 +326,26 @@ def run_plan(
     """Run ``plan`` on ``executor``; yield results after each merged partition."""
     meta = plan.meta
     roi = plan.roi
-    partitions = list(plan.source.partitions(plan.partition_plan(executor.n_workers)))
     specs = tuple(UDFSpec.of(node_id, udf) for node_id, udf in plan.udfs)
-    tasks = [
-        PartitionTask(p, specs, roi, executor.remote, corrections=plan.corrections)
-        for p in partitions
-        if roi is None or roi[p.frames].any()
-    ]
+    live = bool(getattr(plan.source, "is_live", False))
+    tasks: list[PartitionTask] | _LiveTasks
+    if live:
+        tasks = _LiveTasks(plan, specs, executor.remote)
+        n_tasks = tasks.n_tasks
+    else:
+        tasks = [
+            PartitionTask(p, specs, roi, executor.remote, corrections=plan.corrections)
+            for p in plan.source.partitions(plan.partition_plan(executor.n_workers))
+            if roi is None or roi[p.frames].any()
+        ]
+        n_tasks = len(tasks)
     mergers = [_Merger(node_id, udf, meta, roi) for node_id, udf in plan.udfs]
     frames_total = meta.n_frames if roi is None else int(np.count_nonzero(roi))
     valid = np.zeros(meta.n_frames, dtype=bool)
     node_ids = tuple(node_id for node_id, _ in plan.udfs)
     info = RunInfo(
         graph_name=plan.name, node_ids=node_ids, meta=meta, roi=roi,
-        frames_total=frames_total, partitions_total=len(tasks),
+        frames_total=frames_total, partitions_total=n_tasks,
     )
     done = {"frames": 0, "partitions": 0}
 
@@ -339,7 +365,7 @@ def run_plan(
             [lambda m=m: m.results(valid) for m in mergers],
             _damage(valid, meta),
             frames_done=done["frames"], frames_total=frames_total,
-            partitions_done=done["partitions"], partitions_total=len(tasks),
+            partitions_done=done["partitions"], partitions_total=n_tasks,
             node_ids=node_ids,
         )
 
@@ -360,10 +386,18 @@ def run_plan(
     stream.start(info)
     ok = False
     try:
-        if not tasks:
+        if not n_tasks:
             yield snapshot()
         reduce_tree = getattr(executor, "reduce_tree", None)
-        if reduce_tree is not None and tasks:
+        if isinstance(tasks, _LiveTasks):
+            for partial in executor.map_unordered(run_partition, tasks):
+                yield stream.emit(partial).results
+            failure = tasks.error
+            if failure is not None:  # every frame that arrived is merged; now say what went wrong
+                with contextlib.suppress(AttributeError):
+                    failure.partial_results = snapshot()  # type: ignore[attr-defined]
+                raise failure
+        elif reduce_tree is not None and tasks:
             # the executor merges in a task tree; the driver merges the root once
             from detflow.nodes.reduce import ReduceContext
 
@@ -373,7 +407,44 @@ def run_plan(
                 yield stream.emit(partial).results
         ok = True
     finally:
+        if isinstance(tasks, _LiveTasks):
+            tasks.close()
         stream.finish(snapshot() if ok else None)
+
+
+class _LiveTasks(Iterator[PartitionTask]):
+    """Tasks of a live source, made as its partitions arrive.
+
+    Partitions with no frame in the ROI are received (the detector sends them all)
+    and dropped. ``ready()`` tells an executor whether ``next()`` would block, so it
+    can keep collecting results while the detector is still sending.
+    """
+
+    def __init__(self, plan: Plan, specs: tuple[UDFSpec, ...], remote: bool) -> None:
+        self.plan = plan
+        self.specs = specs
+        self.remote = remote
+        self.roi = plan.roi
+        source = plan.source
+        assert isinstance(source, LiveAcquisition)
+        self.n_tasks = sum(1 for r in source._ranges(plan.partition_plan()) if self.roi is None or self.roi[r].any())
+        self.parts: LivePartitions = source.partitions(plan.partition_plan())
+
+    @property
+    def error(self) -> BaseException | None:
+        return self.parts.error
+
+    def ready(self) -> bool:
+        return self.parts.ready()
+
+    def __next__(self) -> PartitionTask:
+        while True:
+            p = next(self.parts)
+            if self.roi is None or self.roi[p.frames].any():
+                return PartitionTask(p, self.specs, self.roi, self.remote, corrections=self.plan.corrections)
+
+    def close(self) -> None:
+        self.parts.close()
 
 
 def _damage(valid: np.ndarray, meta: DatasetMeta) -> ResultBuffer:

@@ -135,23 +135,22 @@ def run_graph_iter(
     from detflow.graph.lowering import run_plan
 
     plan = graph.validate()
-    graph_sinks = build_sinks(graph, plan, context or default_context(graph))
-    extra = [udf for sink in graph_sinks for udf in getattr(sink, "udfs", lambda: [])()]
-    if extra:
-        plan = replace(plan, udfs=[*plan.udfs, *extra])
-    if executor is None and graph.executor is not None:
-        from detflow.executors.base import make_executor
-
-        executor = make_executor(graph.executor["type"], **graph.executor.get("params", {}))
-        owned: Executor | None = executor
-    else:
-        owned = None
+    owned: Executor | None = None
     try:
+        graph_sinks = build_sinks(graph, plan, context or default_context(graph))
+        extra = [udf for sink in graph_sinks for udf in getattr(sink, "udfs", lambda: [])()]
+        if extra:
+            plan = replace(plan, udfs=[*plan.udfs, *extra])
+        if executor is None and graph.executor is not None:
+            from detflow.executors.base import make_executor
+
+            executor = owned = make_executor(graph.executor["type"], **graph.executor.get("params", {}))
         with _executor_scope(executor) as ex:
             yield from run_plan(plan, ex, progress=progress, sinks=[*graph_sinks, *(sinks or [])])
     finally:
         if owned is not None:
             owned.close()
+        plan.close()
 
 
 def run_graph(graph: Graph, **kwargs: Any) -> dict[str, xr.Dataset]:

@@ -1,0 +1,90 @@
+"""The live entry point, in the manner of LiberTEM-live's ``LiveContext``.
+
+A :class:`LiveContext` is a :class:`~detflow.api.Context` (``run_udf``,
+``run_udf_iter``, ``load`` for files all work) that also connects to detectors.
+Its default executor is ``pipelined``: worker processes fed partitions through
+shared memory, which is what keeps up with a detector.
+
+>>> import numpy as np
+>>> from detflow import LiveContext
+>>> from detflow.nodes import SumUDF
+>>> with LiveContext.make_with("inline") as ctx:
+...     with ctx.make_connection("memory").open(data=np.ones((6, 6, 4, 4))) as conn:
+...         pending = conn.wait_for_acquisition(timeout=1)            # passive mode
+...         aq = ctx.make_acquisition(conn=conn, pending_aq=pending)
+...         aq.shape
+Shape(nav=(6, 6), sig=(4, 4))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from detflow.api import Context
+from detflow.errors import ConfigurationError
+from detflow.executors.base import Executor, make_executor
+from detflow.registry import CONNECTIONS
+from detflow.sources.live.base import Hooks, LiveAcquisition, LiveConnection, PendingAcquisition
+
+__all__ = ["LiveContext"]
+
+
+class LiveContext(Context):
+    """Connects to detectors and runs UDFs over their acquisitions as they arrive.
+
+    Parameters
+    ----------
+    executor
+        An executor object, or ``None`` for the pipelined executor on all cores.
+    """
+
+    def __init__(self, executor: Executor | None = None, *, plot_class: Any = None) -> None:
+        super().__init__(executor if executor is not None else make_executor("pipelined"), plot_class=plot_class)
+
+    @classmethod
+    def make_with(cls, spec: str = "pipelined", *, cpus: int | None = None, **kwargs: Any) -> LiveContext:
+        """A live context on the executor ``spec`` (default ``"pipelined"``)."""
+        return cls(make_executor(spec, cpus=cpus, **kwargs))
+
+    def make_connection(self, kind: str) -> type[LiveConnection]:
+        """The connection class of detector ``kind``; call ``.open(...)`` on it.
+
+        Known kinds: ``memory`` (replays an array) and ``merlin`` (Quantum Detectors
+        Merlin, or ``detflow sim merlin``).
+        """
+        cls = CONNECTIONS.get(kind.lower())
+        if not (isinstance(cls, type) and issubclass(cls, LiveConnection)):
+            raise ConfigurationError(f"detector {kind!r} is registered as {cls!r}, which is not a connection class")
+        return cls
+
+    def make_acquisition(
+        self,
+        *,
+        conn: LiveConnection,
+        nav_shape: Sequence[int] | None = None,
+        frames_per_partition: int | None = None,
+        pending_aq: PendingAcquisition | None = None,
+        hooks: Hooks | None = None,
+        **kwargs: Any,
+    ) -> LiveAcquisition:
+        """An acquisition on ``conn``, to pass to ``run_udf`` as the dataset.
+
+        Active mode (no ``pending_aq``): ``hooks.on_ready_for_data`` starts the
+        detector once the run listens. Passive mode: ``pending_aq`` from
+        ``conn.wait_for_acquisition()``. ``nav_shape`` may hold one ``-1`` placeholder;
+        see :func:`~detflow.sources.live.base.determine_nav_shape` for the order in
+        which the scan shape is decided.
+        """
+        if not isinstance(conn, LiveConnection):
+            raise ConfigurationError(
+                f"make_acquisition: parameter 'conn' must be a connection from make_connection(...).open(); "
+                f"got {type(conn).__name__}"
+            )
+        return conn.make_acquisition(
+            nav_shape=nav_shape, frames_per_partition=frames_per_partition, pending_aq=pending_aq,
+            hooks=hooks, **kwargs,
+        )
+
+    def __repr__(self) -> str:
+        return f"<LiveContext executor={self.executor!r}>"
