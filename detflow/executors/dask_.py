@@ -63,6 +63,11 @@ class DaskExecutor:
         self._cluster = cluster
 
     @property
+    def shares_memory(self) -> bool:
+        """Workers on this machine read the driver's shared-memory segments."""
+        return self.is_local and not os.environ.get("DETFLOW_NO_SHM")
+
+    @property
     def n_workers(self) -> int:
         workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
         return max(1, sum(w.get("nthreads", 1) for w in workers.values()))

@@ -347,6 +347,8 @@ class PipelinedExecutor:
     """
 
     remote = True
+    #: workers read shared-memory segments of the driver (live sources receive into them)
+    shares_memory = True
 
     def __init__(
         self,

@@ -63,7 +63,7 @@ try:  # the POSIX shm_open that multiprocessing.shared_memory itself uses
 except ImportError:  # pragma: no cover - Windows
     _posixshmem = None
 
-__all__ = ["SharedArrayReader", "live_segments", "pooled_segments", "release_all", "stage", "trim"]
+__all__ = ["SharedArrayReader", "allocate", "live_segments", "pooled_segments", "release_all", "stage", "trim"]
 
 T = TypeVar("T")
 
@@ -139,6 +139,19 @@ def share_array(
         total=flat.size + base if total is None else total,
     )
     return reader, _Release(shm.name)
+
+
+def allocate(count: int, dtype: Any) -> tuple[np.ndarray, str, Callable[[], None]]:
+    """A fresh flat array of ``count`` items in a live segment: ``(array, name, release)``.
+
+    For data that is *produced* in the driver (a live detector's frames): write into
+    ``array``, then drop every reference to it and send a :class:`SharedArrayReader`
+    of segment ``name``; no staging copy is needed. Drop the array before the item can
+    be released (the segment may be unlinked then, which needs no view left open).
+    """
+    dtype = np.dtype(dtype)
+    shm = _segment(max(1, count * dtype.itemsize))
+    return np.frombuffer(shm.buf, dtype=dtype, count=count), shm.name, _Release(shm.name)  # type: ignore[arg-type]
 
 
 def _segment(nbytes: int) -> SharedMemory:

@@ -330,7 +330,7 @@ def run_plan(
     live = bool(getattr(plan.source, "is_live", False))
     tasks: list[PartitionTask] | _LiveTasks
     if live:
-        tasks = _LiveTasks(plan, specs, executor.remote)
+        tasks = _LiveTasks(plan, specs, executor.remote, shared=bool(getattr(executor, "shares_memory", False)))
         n_tasks = tasks.n_tasks
     else:
         tasks = [
@@ -350,6 +350,8 @@ def run_plan(
     done = {"frames": 0, "partitions": 0}
 
     def merge(partial: PartialResult) -> Update:
+        if isinstance(tasks, _LiveTasks):
+            tasks.done(partial.index)
         for merger, buffers in zip(mergers, partial.buffers, strict=True):
             if partial.n_processed:
                 merger.merge(partial, buffers)
@@ -420,7 +422,7 @@ class _LiveTasks(Iterator[PartitionTask]):
     can keep collecting results while the detector is still sending.
     """
 
-    def __init__(self, plan: Plan, specs: tuple[UDFSpec, ...], remote: bool) -> None:
+    def __init__(self, plan: Plan, specs: tuple[UDFSpec, ...], remote: bool, *, shared: bool = False) -> None:
         self.plan = plan
         self.specs = specs
         self.remote = remote
@@ -428,7 +430,7 @@ class _LiveTasks(Iterator[PartitionTask]):
         source = plan.source
         assert isinstance(source, LiveAcquisition)
         self.n_tasks = sum(1 for r in source._ranges(plan.partition_plan()) if self.roi is None or self.roi[r].any())
-        self.parts: LivePartitions = source.partitions(plan.partition_plan())
+        self.parts: LivePartitions = source.partitions(plan.partition_plan(), shared=shared)
 
     @property
     def error(self) -> BaseException | None:
@@ -442,6 +444,11 @@ class _LiveTasks(Iterator[PartitionTask]):
             p = next(self.parts)
             if self.roi is None or self.roi[p.frames].any():
                 return PartitionTask(p, self.specs, self.roi, self.remote, corrections=self.plan.corrections)
+            self.parts.release(p.index)
+
+    def done(self, index: int) -> None:
+        """The result of partition ``index`` is merged: its buffer can go."""
+        self.parts.release(index)
 
     def close(self) -> None:
         self.parts.close()

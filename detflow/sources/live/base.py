@@ -44,14 +44,15 @@ import logging
 import math
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
 from detflow.errors import ConfigurationError, DetectorError
-from detflow.sources.base import DatasetMeta, Partition, PartitionPlan, Source
+from detflow.sources.base import DatasetMeta, FrameReader, Partition, PartitionPlan, Source
 from detflow.sources.readers import ArrayReader
 
 __all__ = [
@@ -318,6 +319,8 @@ class LiveAcquisition(Source):
         #: set when the run is over or abandoned; ``_receive`` implementations that wait
         #: (for a frame rate, say) should wait on it
         self.stopping = threading.Event()
+        #: close the connection with the acquisition (set for sources opened from a graph file)
+        self.owns_connection = False
 
     @property
     def mode(self) -> str:
@@ -329,6 +332,12 @@ class LiveAcquisition(Source):
 
     def describe(self) -> str:
         return f"{self.conn.name} acquisition"
+
+    def close(self) -> None:
+        """Stop a run that is still receiving; close the connection if this acquisition owns it."""
+        self.stopping.set()
+        if self.owns_connection:
+            self.conn.close()
 
     # --- for subclasses -----------------------------------------------------------
     def ready_for_data(self) -> None:
@@ -366,10 +375,13 @@ class LiveAcquisition(Source):
             fpp = math.ceil(self.meta.n_frames / plan.num_partitions)
         return PartitionPlan(frames_per_partition=fpp).ranges(self.meta)
 
-    def partitions(self, plan: PartitionPlan | None = None) -> LivePartitions:
+    def partitions(self, plan: PartitionPlan | None = None, *, shared: bool = False) -> LivePartitions:
         """Start the acquisition; partitions in nav order as their frames arrive.
 
-        An acquisition runs once: a second call is an error (make a new acquisition).
+        ``shared``: receive into shared-memory segments that worker processes map by
+        name (no copy on the way to them); the caller then calls
+        :meth:`LivePartitions.release` with each partition's index once its result is
+        back. An acquisition runs once: a second call is an error.
         """
         self.conn._check_open()
         if self._used:
@@ -377,7 +389,7 @@ class LiveAcquisition(Source):
                 f"{self.describe()} has already run; make a new acquisition for the next one"
             )
         self._used = True
-        return LivePartitions(self, self._ranges(plan))
+        return LivePartitions(self, self._ranges(plan), shared=shared)
 
 
 class LivePartitions(Iterator[Partition]):
@@ -390,9 +402,12 @@ class LivePartitions(Iterator[Partition]):
     raise once those frames are processed.
     """
 
-    def __init__(self, aq: LiveAcquisition, ranges: list[slice]) -> None:
+    def __init__(self, aq: LiveAcquisition, ranges: list[slice], *, shared: bool = False) -> None:
         self.aq = aq
         self.ranges = ranges
+        self.shared = shared
+        self._releases: dict[int, Callable[[], None]] = {}
+        self._lock = threading.Lock()
         self.error: BaseException | None = None
         self.frames_received = 0
         self._queue: queue.Queue[Partition | BaseException | None] = queue.Queue(maxsize=PREFETCH)
@@ -415,24 +430,28 @@ class LivePartitions(Iterator[Partition]):
                         if self._stop.is_set():
                             return
                         n = frames.stop - frames.start
-                        buf = np.empty((n, *meta.sig_shape), dtype=meta.dtype)
+                        buf, make_reader = self._buffer(index, n)
                         failure = None
                         try:
                             got = aq._receive(buf)
                         except DetectorError as err:  # keep the frames of this partition that did arrive
+                            # the traceback's frames hold ``buf``: let go of it (it may be a shared segment)
+                            traceback.clear_frames(err.__traceback__)
                             failure = err
                             got = 0
                             if err.frames_received is not None:
                                 got = min(n, max(0, err.frames_received - self.frames_received))
                         self.frames_received += got
+                        del buf  # a shared segment must have no view left here once it can be released
                         if got:
                             part = Partition(
                                 index=index, frames=slice(frames.start, frames.start + got), meta=meta,
-                                reader=ArrayReader(buf[:got].reshape(-1), base=frames.start * meta.frame_size,
-                                                   total=total),
+                                reader=make_reader(frames.start * meta.frame_size, got * meta.frame_size, total),
                             )
                             if not self._put(part):
                                 return
+                        else:
+                            self.release(index)
                         if failure is not None:
                             raise failure
                         if got < n:
@@ -445,11 +464,40 @@ class LivePartitions(Iterator[Partition]):
                 finally:
                     aq._end(ok)
         except BaseException as err:  # noqa: BLE001 - handed to the consumer
+            traceback.clear_frames(err.__traceback__)  # finished frames may hold a shared buffer
             if isinstance(err, DetectorError) and err.frames_received is None:
                 err.frames_received = self.frames_received
             self._put(err)
         finally:
             self._put(None)
+
+    def _buffer(self, index: int, n: int) -> tuple[np.ndarray, Callable[[int, int, int], FrameReader]]:
+        """Where partition ``index`` (``n`` frames) is received, and how its reader is made."""
+        meta = self.aq.meta
+        if not self.shared:
+            flat = np.empty(n * meta.frame_size, dtype=meta.dtype)
+
+            def heap_reader(base: int, count: int, total: int) -> FrameReader:
+                return ArrayReader(flat[:count], base=base, total=total)
+
+            return flat.reshape((n, *meta.sig_shape)), heap_reader
+        from detflow.executors import shm
+
+        array, name, release = shm.allocate(n * meta.frame_size, meta.dtype)
+        with self._lock:
+            self._releases[index] = release
+
+        def shared_reader(base: int, count: int, total: int) -> FrameReader:
+            return shm.SharedArrayReader(name, base=base, count=count, dtype=meta.dtype, total=total)
+
+        return array.reshape((n, *meta.sig_shape)), shared_reader
+
+    def release(self, index: int) -> None:
+        """Partition ``index`` is done with: give its shared segment back (if it has one)."""
+        with self._lock:
+            release = self._releases.pop(index, None)
+        if release is not None:
+            release()
 
     def _put(self, item: Partition | BaseException | None) -> bool:
         while not self._stop.is_set():
@@ -484,3 +532,9 @@ class LivePartitions(Iterator[Partition]):
         self._thread.join(timeout=30)
         if self._thread.is_alive():  # pragma: no cover - a _receive ignoring its timeout
             log.warning("%s: the receiving thread did not stop within 30 s", self.aq.describe())
+            return
+        with self._lock:
+            releases = list(self._releases.values())
+            self._releases.clear()
+        for release in releases:
+            release()

@@ -204,3 +204,20 @@ def test_live_context_defaults_to_the_pipelined_executor() -> None:
 
     with df.LiveContext() as ctx:
         assert isinstance(ctx.executor, PipelinedExecutor)
+
+
+def test_shared_memory_receive_leaves_no_segment(data: np.ndarray) -> None:
+    from detflow.executors import shm
+
+    before = set(shm.live_segments())
+    with df.LiveContext.make_with("pipelined", cpus=2) as ctx:
+        with ctx.make_connection("memory").open(data=data) as conn:
+            aq = ctx.make_acquisition(conn=conn, frames_per_partition=7)
+            res = ctx.run_udf(dataset=aq, udf=SumSigUDF())
+            assert set(shm.live_segments()) == before  # every partition's segment came back
+        with ctx.make_connection("memory").open(data=data, disconnect_after=30) as conn:
+            aq = ctx.make_acquisition(conn=conn, frames_per_partition=7)
+            with pytest.raises(DetectorDisconnectedError):
+                ctx.run_udf(dataset=aq, udf=SumSigUDF())
+            assert set(shm.live_segments()) == before
+    np.testing.assert_allclose(res["intensity"].data, data.sum(axis=(2, 3), dtype=np.float64))
