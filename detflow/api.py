@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from detflow.nodes.base import UDF
 from detflow.registry import SOURCES
 from detflow.sources.base import Source
 
+if TYPE_CHECKING:
+    from detflow.sinks.base import Sink
+
 __all__ = ["Context"]
 
 
@@ -30,6 +33,11 @@ class Context:
     ----------
     executor
         An executor object, or ``None`` for threads on all available cores.
+    plot_class
+        What ``run_udf(plots=...)`` draws with: ``None`` for HoloViews images
+        (:class:`~detflow.sinks.plots.HoloViewsPlot`), or
+        :class:`~detflow.sinks.plots.NullPlot` for headless runs and tests. The plots
+        of the last run are kept in ``ctx.plots``.
 
     Examples
     --------
@@ -45,11 +53,14 @@ class Context:
     def __init__(self, executor: Executor | None = None, *, plot_class: Any = None) -> None:
         self.executor = executor if executor is not None else make_executor("threads")
         self.plot_class = plot_class
+        #: the plot objects of the last run with ``plots=``, one per image
+        self.plots: list[Any] = []
 
     @classmethod
-    def make_with(cls, spec: str = "threads", *, cpus: int | None = None, **kwargs: Any) -> Context:
+    def make_with(cls, spec: str = "threads", *, cpus: int | None = None, plot_class: Any = None,
+                  **kwargs: Any) -> Context:
         """A context on the executor ``spec`` (``"inline"``, ``"threads"``, ...)."""
-        return cls(make_executor(spec, cpus=cpus, **kwargs))
+        return cls(make_executor(spec, cpus=cpus, **kwargs), plot_class=plot_class)
 
     # --- data -----------------------------------------------------------------------
     def load(
@@ -90,9 +101,7 @@ class Context:
         return g
 
     @staticmethod
-    def _check_unsupported(plots: Any, sync: bool) -> None:
-        if plots:
-            raise ConfigurationError("run_udf: parameter 'plots': live plots are not available yet")
+    def _check_unsupported(sync: bool) -> None:
         if not sync:
             raise ConfigurationError("run_udf: sync=False is not supported; use run_udf_iter")
 
@@ -111,11 +120,22 @@ class Context:
         """Yield :class:`~detflow.graph.results.UDFResults` after each partition merges.
 
         ``corrections`` (a :class:`~detflow.sources.corrections.CorrectionSet`) are
-        applied to every frame before any UDF sees it."""
-        self._check_unsupported(plots, sync)
+        applied to every frame before any UDF sees it. ``progress=True`` shows a bar of
+        frames done (ROI frames only). ``plots=True`` draws every 2-D result live
+        (in a notebook they fill in as the run goes), ``plots=[["intensity"],
+        [("magnitude", np.log1p)]]`` chosen buffers per UDF, optionally transformed;
+        the plot objects are kept in ``ctx.plots`` (see ``plot_class``)."""
+        self._check_unsupported(sync)
         udfs = [udf] if isinstance(udf, UDF) else list(udf)
         graph = self._graph(dataset, udfs, roi, corrections)
-        yield from graph.run_iter(executor=self.executor, progress=progress)
+        sinks: list[Sink] = []
+        if plots is not None and plots is not False:
+            from detflow.sinks.plots import LivePlotSink
+
+            sink = LivePlotSink(plots, udfs=udfs, plot_class=self.plot_class)
+            self.plots = sink.plots
+            sinks.append(sink)
+        yield from graph.run_iter(executor=self.executor, progress=progress, sinks=sinks)
 
     @overload
     def run_udf(self, dataset: Source, udf: UDF, roi: Any = None, *, progress: bool = False,

@@ -80,6 +80,8 @@ def main() -> None:
     detflow run GRAPH.yaml [--input FILE] [--set NODE.PARAM=VALUE ...]   run a graph file
     detflow validate GRAPH.yaml                                          check it without running
     detflow show GRAPH.yaml [--image graph.png]                          print (or draw) it
+    detflow serve GRAPH.yaml [--port 5006] [--set NODE.PARAM=VALUE ...]  a live dashboard of a run
+    detflow sim merlin SCAN.hdr [--data-port 6342]                       replay it as a Merlin detector
     detflow demo                                                         a self-checking example
     """
 
@@ -166,6 +168,37 @@ def show(graph_file: str, dot_path: str | None, image: str | None) -> None:
 
 
 @main.command()
+@_graph_options
+@click.option("--executor", help="Executor to run on (inline, threads, ...); default: the graph's, else threads.")
+@click.option("--output-dir", type=click.Path(file_okay=False),
+              help="Folder for outputs ({output_dir} in sink paths); default: the input's folder.")
+@click.option("--overwrite", is_flag=True, help="Replace outputs that exist (re-runs always replace their own).")
+@click.option("--port", type=click.IntRange(0, 65535), default=5006, show_default=True,
+              help="Port to serve on; 0 picks a free one.")
+@click.option("--address", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but 127.0.0.1 lets other machines see and control the run.")
+@click.option("--show/--no-show", default=True, show_default=True, help="Open the dashboard in a web browser.")
+@click.option("--autostart/--no-autostart", default=True, show_default=True,
+              help="Start the run as soon as the server is up (else: the Start button).")
+@click.option("--max-rate", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True,
+              help="Image updates per second at most.")
+@_errors
+def serve(graph_file: str, input_path: str | None, assignments: tuple[str, ...], config_file: str | None,
+          executor: str | None, output_dir: str | None, overwrite: bool, port: int, address: str, show: bool,
+          autostart: bool, max_rate: float) -> None:
+    """Serve a live dashboard of GRAPH_FILE: progress, every 2-D result filling in as the
+    data arrives, the latest frame and the sum frame, and start / stop / re-run buttons.
+
+    Parameters are overridden as for `detflow run`. The graph is checked before the
+    server starts. Ctrl-C stops the run after the partition in flight (the sinks are
+    left consistent) and then the server.
+    """
+    g = _load(graph_file, input_path, assignments, config_file)
+    g.serve(port=port, address=address, show=show, autostart=autostart, executor=executor,
+            output_dir=output_dir, overwrite=overwrite, max_rate=max_rate)
+
+
+@main.command()
 @click.option("--dir", "directory", type=click.Path(file_okay=False), default=None,
               help="Where to write the generated scan (default: a temporary directory).")
 @click.option("--executor", default="threads", show_default=True,
@@ -180,6 +213,29 @@ def demo(directory: str | None, executor: str) -> None:
     else:
         ok = run_demo(directory, executor=executor)
     sys.exit(0 if ok else 1)
+
+
+@main.group()
+def sim() -> None:
+    """Detector simulators: replay a recording over the detector's own protocol."""
+
+
+@sim.command("merlin")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--data-port", default=6342, show_default=True, help="Data port (0: any free port).")
+@click.option("--control-port", default=6341, show_default=True, help="Control port (0: any free port).")
+@click.option("--trigger-port", type=int, default=None, help="Also serve the simulator-only trigger port.")
+@click.option("--wait-trigger", is_flag=True, help="Header on STARTACQUISITION, frames on SOFTTRIGGER.")
+@click.option("--continuous", is_flag=True, help="Replay acquisition after acquisition until stopped.")
+@click.option("--frame-rate", type=float, default=None, help="Frames per second (default: as fast as possible).")
+@click.option("--garbage", is_flag=True, help="Send junk bytes before the first header of each connection.")
+@_errors
+def sim_merlin(path: str, **options: Any) -> None:
+    """Serve the Merlin acquisition PATH (.hdr or .mib) as a Merlin detector would, until Ctrl-C."""
+    from detflow.sources.live.merlin.sim import run_simulator
+
+    run_simulator(path, echo=click.echo, **options)
 
 
 if __name__ == "__main__":

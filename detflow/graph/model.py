@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from detflow.graph.results import UDFResults
     from detflow.nodes.base import UDF
     from detflow.sinks.base import Sink
+    from detflow.sinks.plots.dashboard import DashboardServer
     from detflow.sources.base import Source
 
 __all__ = ["Graph", "PartitionNode", "SinkNode", "SourceNode", "UDFNode"]
@@ -354,6 +355,34 @@ class Graph:
         from detflow.graph.run import run_graph
 
         return run_graph(self, executor=executor, progress=progress, sinks=sinks)
+
+    def serve(
+        self,
+        *,
+        port: int = 5006,
+        address: str = "127.0.0.1",
+        show: bool = True,
+        autostart: bool = True,
+        threaded: bool = False,
+        executor: str | Executor | None = None,
+        output_dir: str | os.PathLike[str] | None = None,
+        overwrite: bool = False,
+        max_rate: float | None = 4.0,
+    ) -> DashboardServer:
+        """Serve a live dashboard of this graph, as ``detflow serve`` does.
+
+        The page (``http://127.0.0.1:5006/``; ``port=0`` picks a free port) shows the
+        graph, a progress bar, every 2-D result as an image filling in, the latest frame
+        and the sum frame, with start / stop / re-run buttons; every browser tab watches
+        the same run. Blocks until Ctrl-C unless ``threaded``, in which case the
+        returned server's ``stop()`` ends it. See :mod:`detflow.sinks.plots.dashboard`.
+        """
+        from detflow.graph.run import default_context
+        from detflow.sinks.plots.dashboard import serve
+
+        context = default_context(self, output_dir=output_dir, overwrite=overwrite)
+        return serve(self, port=port, address=address, show=show, autostart=autostart, threaded=threaded,
+                     executor=executor, context=context, max_rate=max_rate)
 
 
 def _param_path(node: Node, parameter: str) -> tuple[Any, ...]:

@@ -1,0 +1,209 @@
+"""The dashboard end to end, in a real headless Chromium.
+
+A dashboard serves a slow run (a UDF that sleeps in each of 32 small partitions) on a
+free port on 127.0.0.1, in this process. Chromium (Debian's ``chromium`` with its
+``chromedriver``, driven by selenium) opens the page; the test presses the page's
+buttons and reads what the page shows from the browser's own Bokeh document: the
+progress text, and each image's data as it arrived in the browser. It checks that the
+image fills in while the run progresses (NaN, i.e. blank, where nothing is computed),
+that the final values equal numpy's, that a second tab shows the same run, and that
+Stop stops it. A screenshot is saved to the test's ``tmp_path`` and, when the
+environment variable ``DETFLOW_TEST_ARTIFACTS`` names a folder, there too
+(``.ci/run`` sets it to ``test-artifacts/``).
+
+The test is skipped, saying what to install, only where Chromium or chromedriver
+cannot be found (set ``DETFLOW_CHROMIUM`` / ``DETFLOW_CHROMEDRIVER`` to use others).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detflow.sinks.plots.dashboard import Dashboard
+from tests.sinks.slow import scan, slow_graph
+from tests.sinks.test_dashboard import wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+          "--disable-dev-shm-usage", "--window-size=1400,1000")
+
+# What the page shows, read from the browser's Bokeh document: every figure's image data
+# (by the name of its pane: the channel key), and the texts of the HTML panes.
+_READ_PAGE = """
+const docs = window.Bokeh && window.Bokeh.documents;
+if (!docs || docs.length === 0) return null;
+const out = {images: {}, texts: []};
+for (const m of docs[0].all_models) {
+  const type = m.constructor.__name__;
+  if (type === "Figure" && m.name) {
+    const r = m.renderers.find((r) => r.glyph && r.glyph.constructor.__name__ === "Image");
+    if (r && r.data_source.data.image) {
+      const img = r.data_source.data.image[0];
+      out.images[m.name] = {shape: Array.from(img.shape),
+                            values: Array.from(img, (v) => (Number.isNaN(v) ? null : v))};
+    }
+  } else if (type === "HTML" && typeof m.text === "string") {
+    out.texts.push(m.text);
+  }
+}
+return out;
+"""
+
+# Click the button labelled arguments[0], wherever it sits in Panel's shadow roots.
+_CLICK = """
+const label = arguments[0];
+function find(root) {
+  for (const el of root.querySelectorAll("*")) {
+    if (el.tagName === "BUTTON" && el.textContent.trim() === label) return el;
+    if (el.shadowRoot) { const hit = find(el.shadowRoot); if (hit) return hit; }
+  }
+  return null;
+}
+const button = find(document);
+if (button) button.click();
+return button !== null;
+"""
+
+
+def _which(env: str, *names: str) -> str | None:
+    if os.environ.get(env):
+        return os.environ[env]
+    return next((path for name in names if (path := shutil.which(name))), None)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium = _which("DETFLOW_CHROMIUM", "chromium", "chromium-browser", "google-chrome")
+    driver = _which("DETFLOW_CHROMEDRIVER", "chromedriver")
+    if chromium is None or driver is None:
+        missing = " and ".join(n for n, p in (("chromium", chromium), ("chromedriver", driver)) if p is None)
+        pytest.skip(f"headless-browser test skipped: no {missing} found; install them with "
+                    "'apt-get install chromium chromium-driver' (or set DETFLOW_CHROMIUM / DETFLOW_CHROMEDRIVER)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="detflow-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (*_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    drv = webdriver.Chrome(options=options, service=Service(driver))
+    drv.set_page_load_timeout(30)
+    drv.set_script_timeout(30)
+    try:
+        yield drv
+    finally:
+        drv.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _page(drv) -> dict | None:
+    return drv.execute_script(_READ_PAGE)
+
+
+def _progress(page: dict) -> tuple[int, int] | None:
+    import re
+
+    for text in page["texts"]:
+        if m := re.search(r"(\d+) / (\d+) frames", text):
+            return int(m.group(1)), int(m.group(2))
+    return None
+
+
+def _status(page: dict) -> str:
+    return next((t for t in page["texts"] if "run " in t or "not started" in t), "")
+
+
+def _image(page: dict, key: str) -> np.ndarray:
+    img = page["images"][key]
+    values = np.array([np.nan if v is None else v for v in img["values"]], dtype=np.float64)
+    return values.reshape(img["shape"])
+
+
+def _save_screenshot(drv, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    assert drv.save_screenshot(str(path)), "the browser could not take a screenshot"
+    folder = os.environ.get("DETFLOW_TEST_ARTIFACTS")
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        shutil.copy(path, Path(folder) / name)
+    return path
+
+
+def test_dashboard_fills_in_live_and_shows_the_final_values(browser, tmp_path) -> None:
+    data = scan((16, 16, 8, 8))
+    dashboard = Dashboard(slow_graph(data, delay=0.1), executor="inline", refresh_ms=100, max_rate=10)
+    ctl = dashboard.controller
+    server = dashboard.serve(port=0, show=False, threaded=True, autostart=False)
+    try:
+        browser.get(server.url)
+        page = wait_for(lambda: (p := _page(browser)) and "slow/intensity" in p["images"] and _progress(p) and p,
+                        what="the dashboard page to load")
+        assert set(page["images"]) == {"latest_frame/intensity", "sum/intensity", "slow/intensity"}
+        assert _progress(page) == (0, 256) and "not started" in _status(page)
+        assert np.isnan(_image(page, "slow/intensity")).all()  # nothing computed: blank, not zeros
+
+        assert browser.execute_script(_CLICK, "Start"), "no Start button on the page"
+        wait_for(lambda: ctl.status != "idle", what="the Start button to start the run")
+        seen = []  # (frames done, pixels shown) as the page showed them while the run was going
+        deadline = time.monotonic() + 60
+        while ctl.status == "running" and time.monotonic() < deadline:
+            page = _page(browser)
+            progress = _progress(page)
+            shown = int(np.isfinite(_image(page, "slow/intensity")).sum())
+            if progress and 0 < progress[0] < 256 and 0 < shown < 256 and (progress[0], shown) not in seen:
+                seen.append((progress[0], shown))
+            time.sleep(0.05)
+        assert ctl.wait(timeout=60) == "finished"
+        assert len({frames for frames, _ in seen}) >= 2, f"the page did not update while the run went: {seen}"
+        assert [s for _, s in seen] == sorted(s for _, s in seen)  # the image only fills in
+
+        page = wait_for(lambda: (p := _page(browser)) and _progress(p) == (256, 256)
+                        and np.isfinite(_image(p, "slow/intensity")).all() and p,
+                        what="the page to show the final result")
+        assert "run 1: finished" in _status(page)
+        expected = {
+            "slow/intensity": data.sum(axis=(2, 3), dtype=np.float64),
+            "sum/intensity": data.sum(axis=(0, 1), dtype=np.float64),
+            "latest_frame/intensity": data[-1, -1].astype(np.float64),  # inline: partitions merge in order
+        }
+        server_images = ctl.snapshot().images
+        for key, want in expected.items():
+            np.testing.assert_allclose(_image(page, key), want, rtol=1e-6, err_msg=key)
+            np.testing.assert_allclose(server_images[key].data, want, rtol=1e-6, err_msg=key)
+        shot = _save_screenshot(browser, tmp_path, "dashboard-final.png")
+        assert shot.stat().st_size > 10_000
+
+        # a second tab watches the same run
+        first = browser.current_window_handle
+        browser.switch_to.new_window("tab")
+        browser.get(server.url)
+        other = wait_for(lambda: (p := _page(browser)) and _progress(p) == (256, 256)
+                         and "slow/intensity" in p["images"] and np.isfinite(_image(p, "slow/intensity")).all()
+                         and p, what="the second tab to show the run")
+        np.testing.assert_allclose(_image(other, "slow/intensity"), expected["slow/intensity"])
+
+        # Re-run from the second tab, Stop from the first: both see the one run
+        assert browser.execute_script(_CLICK, "Re-run")
+        wait_for(lambda: ctl.snapshot().run_id == 2 and ctl.frames_done >= 16, what="the second run to progress")
+        browser.close()
+        browser.switch_to.window(first)
+        assert browser.execute_script(_CLICK, "Stop")
+        assert ctl.wait(timeout=30) == "stopped"
+        # the stopped run shows every partition merged before the stop (texts and image may arrive apart)
+        page = wait_for(lambda: (p := _page(browser)) and "run 2: stopped" in _status(p)
+                        and int(np.isfinite(_image(p, "slow/intensity")).sum()) == _progress(p)[0] and p,
+                        what="the page to show the stopped run")
+        assert 16 <= _progress(page)[0] == ctl.frames_done < 256
+        _save_screenshot(browser, tmp_path, "dashboard-stopped.png")
+    finally:
+        server.stop(timeout=30)
