@@ -201,17 +201,24 @@ def serve(graph_file: str, input_path: str | None, assignments: tuple[str, ...],
 @main.command()
 @click.option("--dir", "directory", type=click.Path(file_okay=False), default=None,
               help="Where to write the generated scan (default: a temporary directory).")
-@click.option("--executor", default="threads", show_default=True,
-              help="Executor to run on: inline or threads.")
-def demo(directory: str | None, executor: str) -> None:
+@click.option("--executor", default=None,
+              help="Executor to run on (default: threads; pipelined with --live).")
+@click.option("--live", is_flag=True,
+              help="Stream the scan from the Merlin simulator and analyse it as it arrives.")
+def demo(directory: str | None, executor: str | None, live: bool) -> None:
     """Generate a small 4D-STEM scan and analyse it end to end, checking every result."""
-    from detflow.demo import run_demo
+    from detflow.demo import run_demo, run_live_demo
+
+    def go(where: str) -> bool:
+        if live:
+            return run_live_demo(where, executor=executor or "pipelined")
+        return run_demo(where, executor=executor or "threads")
 
     if directory is None:
         with tempfile.TemporaryDirectory(prefix="detflow-demo-") as tmp:
-            ok = run_demo(tmp, executor=executor)
+            ok = go(tmp)
     else:
-        ok = run_demo(directory, executor=executor)
+        ok = go(directory)
     sys.exit(0 if ok else 1)
 
 

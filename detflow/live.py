@@ -43,9 +43,10 @@ class LiveContext(Context):
         super().__init__(executor if executor is not None else make_executor("pipelined"), plot_class=plot_class)
 
     @classmethod
-    def make_with(cls, spec: str = "pipelined", *, cpus: int | None = None, **kwargs: Any) -> LiveContext:
+    def make_with(cls, spec: str = "pipelined", *, cpus: int | None = None, plot_class: Any = None,
+                  **kwargs: Any) -> LiveContext:
         """A live context on the executor ``spec`` (default ``"pipelined"``)."""
-        return cls(make_executor(spec, cpus=cpus, **kwargs))
+        return cls(make_executor(spec, cpus=cpus, **kwargs), plot_class=plot_class)
 
     def make_connection(self, kind: str) -> type[LiveConnection]:
         """The connection class of detector ``kind``; call ``.open(...)`` on it.
@@ -85,6 +86,9 @@ class LiveContext(Context):
             nav_shape=nav_shape, frames_per_partition=frames_per_partition, pending_aq=pending_aq,
             hooks=hooks, **kwargs,
         )
+
+    def __enter__(self) -> LiveContext:
+        return self
 
     def __repr__(self) -> str:
         return f"<LiveContext executor={self.executor!r}>"

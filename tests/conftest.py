@@ -10,7 +10,11 @@ as well.
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +26,9 @@ from detflow.executors.inline import InlineExecutor
 from detflow.executors.pipelined import PipelinedExecutor
 from detflow.executors.threads import ThreadedExecutor
 from tests.executors.cluster import connect_to_external_cluster
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+KERNEL_NAME = "detflow-notebook-tests"
 
 EXECUTOR_SPECS: dict[str, Callable[[], Any]] = {
     "inline": lambda: InlineExecutor(debug=True),
@@ -60,3 +67,33 @@ class _SharedContext(df.Context):
 @pytest.fixture
 def ctx(executor: Any) -> df.Context:
     return _SharedContext(executor)
+
+
+@pytest.fixture(scope="session")
+def kernel_name(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Jupyter kernel on *this* interpreter (the checkout's detflow and its dependencies).
+
+    Its kernelspec is written into a temporary ``JUPYTER_PATH`` under a name no user's own
+    kernelspec can shadow; runtime and IPython folders are temporary as well, so a
+    developer's IPython profile or startup scripts cannot change what a notebook does.
+    """
+    root = tmp_path_factory.mktemp("jupyter")
+    spec_dir = root / "data" / "kernels" / KERNEL_NAME
+    spec_dir.mkdir(parents=True)
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "detflow tests",
+        "language": "python",
+    }
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    with pytest.MonkeyPatch.context() as mp:
+        # the checkout's detflow, also where it is not installed (the kernel starts in notebooks/)
+        mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+        mp.setenv("JUPYTER_PATH", str(root / "data"))
+        mp.setenv("JUPYTER_RUNTIME_DIR", str(root / "runtime"))
+        mp.setenv("IPYTHONDIR", str(root / "ipython"))
+        # jupyter_core 5 releases have warned (DeprecationWarning) about moving their folders to
+        # platformdirs' unless told to do so already; under filterwarnings=error that warning,
+        # which says nothing about the notebooks, would fail the run
+        mp.setenv("JUPYTER_PLATFORM_DIRS", "1")
+        yield KERNEL_NAME

@@ -1,4 +1,4 @@
-"""Text view of a graph: an indented tree with parameters."""
+"""Text view of a graph: an indented tree with parameters, then the sinks and what feeds them."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from detflow.graph.model import PartitionNode, SourceNode, UDFNode
+from detflow.graph.model import PartitionNode, SinkNode, SourceNode, UDFNode
 
 if TYPE_CHECKING:
     from detflow.graph.model import Graph
@@ -58,7 +58,16 @@ def graph_text(graph: Graph) -> str:
             pad = "    " if last_p else "│   "
             for ui, u in enumerate(udfs):
                 branch = "└── " if ui == len(udfs) - 1 else "├── "
-                lines.append(f"{pad}{branch}{u.id} [{u.type}] {_params(dict(u.params))}".rstrip())
+                skipped = " (skipped)" if u.skip else ""
+                lines.append(f"{pad}{branch}{u.id} [{u.type}]{skipped} {_params(dict(u.params))}".rstrip())
+    sinks = [n for n in nodes if isinstance(n, SinkNode)]
+    if sinks:
+        lines.append("sinks")
+    for si, sink in enumerate(sinks):
+        branch = "└── " if si == len(sinks) - 1 else "├── "
+        skipped = " (skipped)" if sink.skip else ""
+        lines.append(f"{branch}{sink.id} [{sink.type}] <- {', '.join(sink.inputs)}{skipped} "
+                     f"{_params(dict(sink.params))}".rstrip())
     orphans = [n for n in nodes if isinstance(n, PartitionNode | UDFNode)
                and n.input not in graph.nodes]
     for n in orphans:

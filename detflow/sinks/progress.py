@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -26,7 +27,11 @@ class ProgressSink:
         self.frames_done = 0
 
     def start(self, info: RunInfo) -> None:
-        from tqdm.auto import tqdm
+        with warnings.catch_warnings():
+            # in a Jupyter kernel without ipywidgets, tqdm.auto warns and falls back to the text
+            # bar; the text bar works there, so the warning only alarms the reader
+            warnings.filterwarnings("ignore", message="IProgress not found")
+            from tqdm.auto import tqdm
 
         self._bar = tqdm(
             total=info.frames_total, unit="frame", desc=info.graph_name, **self._kwargs

@@ -88,6 +88,21 @@ def test_text_view_shows_tree_and_parameters() -> None:
     assert "└── fs [tests.graph.test_graph:FrameSum]" in text
 
 
+def test_text_view_shows_sinks_and_skipped_nodes() -> None:
+    g = _graph()
+    g.udf("sumsig", id="total", skip=True)
+    g.udf("sum", id="frame")
+    g.sink("zarr", id="results", inputs=["total", "frame"], path="{output_dir}/out.zarr")
+    g.sink("npy", id="frames", inputs=["partition"], path="frames.npy", skip=True)
+    lines = str(g).splitlines()
+    assert "    ├── total [sumsig] (skipped)" in lines
+    assert lines[-3:] == [
+        "sinks",
+        "├── results [zarr] <- total, frame path='{output_dir}/out.zarr'",
+        "└── frames [npy] <- partition (skipped) path='frames.npy'",
+    ]
+
+
 @pytest.mark.parametrize(
     ("build", "pattern"),
     [

@@ -297,7 +297,7 @@ def test_holoviews_and_panel_are_imported_only_when_plots_are_asked_for() -> Non
 
 
 @pytest.mark.slow
-def test_in_a_notebook_the_plots_are_displayed_when_the_run_starts() -> None:
+def test_in_a_notebook_the_plots_are_displayed_when_the_run_starts(kernel_name: str) -> None:
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
@@ -311,7 +311,7 @@ def test_in_a_notebook_the_plots_are_displayed_when_the_run_starts() -> None:
         res = ctx.run_udf(dataset=ds, udf=[SumUDF(), SumSigUDF()], plots=True)
         print("run ends", [p.title for p in ctx.plots], [p.final for p in ctx.plots])
     """))]
-    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    nbclient.NotebookClient(nb, timeout=120, kernel_name=kernel_name).execute()
     outputs = nb.cells[0].outputs
     texts = [o.get("text", "") for o in outputs]
     start = next(i for i, t in enumerate(texts) if "run starts" in t)

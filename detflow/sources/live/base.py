@@ -47,7 +47,7 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
@@ -231,7 +231,7 @@ class LiveConnection(abc.ABC):
         self._busy = threading.Lock()
 
     @classmethod
-    def open(cls, **kwargs: Any) -> LiveConnection:
+    def open(cls, **kwargs: Any) -> Self:
         """Connect (LiberTEM-live's ``ctx.make_connection(kind).open(...)``)."""
         return cls(**kwargs)
 
@@ -264,7 +264,7 @@ class LiveConnection(abc.ABC):
         if self._closed:
             raise ConfigurationError(f"this {self.name} connection is closed; open a new one")
 
-    def __enter__(self) -> LiveConnection:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
