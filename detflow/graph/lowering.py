@@ -171,6 +171,11 @@ def compile_graph(graph: Graph) -> Plan:
 def _compile(graph: Graph, src_node: SourceNode, part_node: PartitionNode, udf_nodes: list[UDFNode],
              source: Source) -> Plan:
     meta = source.meta
+    for name in ("frames_per_partition", "num_partitions"):
+        value = getattr(part_node, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1):
+            raise GraphValidationError(f"must be an integer >= 1; got {value!r}", node=part_node.id,
+                                       parameter=name)
     try:
         PartitionPlan(part_node.frames_per_partition, part_node.num_partitions)
     except ConfigurationError as err:

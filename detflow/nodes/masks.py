@@ -292,6 +292,24 @@ def check_mask_spec(spec: Any, index: int) -> str | None:
         return f"mask {index} ({spec['type']}) needs {', '.join(missing)}"
     if unknown:
         return f"mask {index} ({spec['type']}): unknown key {unknown[0]!r}; takes {', '.join(required)}"
+    return _check_spec_values(spec, index)
+
+
+#: keys whose values must be numbers > 0 (sizes), and >= 0 (inner radius)
+_POSITIVE = ("r", "width", "height")
+
+
+def _check_spec_values(spec: dict[str, Any], index: int) -> str | None:
+    where = f"mask {index} ({spec['type']})"
+    for key, value in spec.items():
+        if key in ("type", "path"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+            return f"{where}: {key} must be a number; got {value!r}"
+        if key in _POSITIVE and not value > 0:
+            return f"{where}: {key} must be > 0; got {value!r}"
+    if spec["type"] == "ring" and not 0 <= spec["ri"] < spec["r"]:
+        return f"{where}: the inner radius ri must be >= 0 and smaller than r; got ri={spec['ri']!r}, r={spec['r']!r}"
     return None
 
 

@@ -176,3 +176,32 @@ def test_empty_roi_runs_and_gives_fill_values(executor) -> None:
     out = g.run(executor=executor)
     assert np.isnan(out["fs"]["s"].values).all()
     assert (out["fs"]["total"].values == 0).all()
+
+
+@pytest.mark.parametrize(
+    ("mask", "message"),
+    [
+        ({"type": "circular", "cx": 3, "cy": 3, "r": -1}, "r must be > 0; got -1"),
+        ({"type": "ring", "cx": 3, "cy": 3, "r": 2, "ri": 3}, "inner radius ri must be >= 0 and smaller than r"),
+        ({"type": "rectangular", "x": 0, "y": 0, "width": 0, "height": 2}, "width must be > 0"),
+        ({"type": "circular", "cx": "middle", "cy": 3, "r": 2}, "cx must be a number"),
+    ],
+)
+def test_declared_masks_are_range_checked(mask: dict, message: str) -> None:
+    g = df.Graph("m")
+    g.source("memory", data=np.ones((2, 2, 8, 8)))
+    g.partition()
+    g.udf("masks", id="bf", masks=[mask])
+    with pytest.raises(GraphValidationError, match=message) as info:
+        g.validate()
+    assert (info.value.node, info.value.parameter) == ("bf", "masks")
+
+
+@pytest.mark.parametrize("name", ["frames_per_partition", "num_partitions"])
+def test_partition_sizes_name_their_parameter(name: str) -> None:
+    g = df.Graph("p")
+    g.source("memory", data=np.ones((2, 2, 8, 8)))
+    g.partition(**{name: 0})
+    g.udf("sum")
+    with pytest.raises(GraphValidationError, match=f"parameter '{name}': must be an integer >= 1; got 0"):
+        g.validate()
