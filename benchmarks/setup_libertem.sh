@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create benchmarks/.venv-libertem: LiberTEM in its own virtualenv, for bench_core.py.
+# Create benchmarks/.venv-libertem: LiberTEM and LiberTEM-live in their own virtualenv, for the benchmarks.
 # Usage: bash benchmarks/setup_libertem.sh [VERSION]     (default 0.16.0)
 # PYTHON=python3.11 bash benchmarks/setup_libertem.sh    picks the interpreter.
 set -euo pipefail
@@ -19,4 +19,6 @@ if ! "$venv/bin/python" -m pip install "libertem==$version"; then
     echo "Re-run with one of them: bash $0 VERSION" >&2
     exit 1
 fi
-"$venv/bin/python" -c "import libertem; print('LiberTEM', libertem.__version__, 'in', '$venv')"
+# LiberTEM-live (and its Merlin receiver) for bench_live.py
+"$venv/bin/python" -m pip install --quiet "libertem-live==${LIVE_VERSION:-0.3.0}"
+"$venv/bin/python" -c "import libertem, libertem_live; print('LiberTEM', libertem.__version__, 'and LiberTEM-live', libertem_live.__version__, 'in', '$venv')"

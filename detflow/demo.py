@@ -107,7 +107,7 @@ def run_live_demo(directory: str | Path, *, executor: str = "pipelined", frame_r
     """The scan streamed by the Merlin simulator, analysed live; print a report; all checks passed?"""
     import detflow as df
     from detflow.nodes import CoMUDF, SignalMonitorUDF, SumSigUDF, SumUDF
-    from detflow.sources.live.merlin.connection import SoftTriggerHooks
+    from detflow.sources.live.merlin.connection import MerlinConnection, SoftTriggerHooks
     from detflow.sources.live.merlin.sim import MerlinSimulator
     from detflow.sources.mib_write import write_mib
 
@@ -122,19 +122,18 @@ def run_live_demo(directory: str | Path, *, executor: str = "pipelined", frame_r
     with MerlinSimulator(hdr, data_port=0, control_port=0, wait_trigger=True, frame_rate=frame_rate) as sim:
         print(f"Merlin simulator: control port {sim.control_port}, data port {sim.data_port}, "
               f"{frame_rate:g} frames/s, waiting for a trigger")
-        with df.LiveContext.make_with(executor) as ctx, ctx.make_connection("merlin").open(
+        with df.LiveContext.make_with(executor) as ctx, MerlinConnection.open(
             api_port=sim.control_port, data_port=sim.data_port
         ) as conn:
             conn.control.set("NUMFRAMESTOACQUIRE", ny * nx)
             aq = ctx.make_acquisition(conn=conn, nav_shape=(ny, nx), hooks=SoftTriggerHooks(), frames_per_partition=64)
             t0 = time.perf_counter()
-            updates = 0
-            for part in ctx.run_udf_iter(
+            parts = list(ctx.run_udf_iter(
                 dataset=aq, udf=[SumUDF(), SumSigUDF(), CoMUDF.with_params(cx=c, cy=c, r=20), SignalMonitorUDF()],
                 progress=True,
-            ):
-                updates += 1
+            ))
             elapsed = time.perf_counter() - t0
+    updates, part = len(parts), parts[-1]
     total, framesum, com, latest = part.buffers
     f64 = data.astype(np.float64)
     err = np.abs(com["raw_shifts"].data - shifts)

@@ -94,6 +94,7 @@ SOURCES = Registry(
         "zarr": "detflow.sources.zarr_:ZarrSource",
         "dask": "detflow.sources.dask_:DaskSource",
         "auto": "detflow.sources.auto:load_auto",
+        "merlin": "detflow.sources.live.merlin.connection:merlin_source",
     },
 )
 

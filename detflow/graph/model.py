@@ -333,11 +333,16 @@ class Graph:
         executor: str | Executor | None = None,
         progress: bool = False,
         sinks: list[Sink] | None = None,
+        output_dir: str | os.PathLike[str] | None = None,
+        overwrite: bool = False,
     ) -> Iterator[UDFResults]:
-        """Run the graph, yielding partial results after each partition is merged."""
-        from detflow.graph.run import run_graph_iter
+        """Run the graph, yielding partial results after each partition is merged.
 
-        yield from run_graph_iter(self, executor=executor, progress=progress, sinks=sinks)
+        ``output_dir`` and ``overwrite`` are as for :meth:`run`."""
+        from detflow.graph.run import default_context, run_graph_iter
+
+        context = default_context(self, output_dir=output_dir, overwrite=overwrite)
+        yield from run_graph_iter(self, executor=executor, progress=progress, sinks=sinks, context=context)
 
     def run(
         self,
@@ -345,16 +350,20 @@ class Graph:
         executor: str | Executor | None = None,
         progress: bool = False,
         sinks: list[Sink] | None = None,
+        output_dir: str | os.PathLike[str] | None = None,
+        overwrite: bool = False,
     ) -> dict[str, xr.Dataset]:
         """Run the graph; results as ``{node_id: xarray.Dataset}`` with named dims.
 
         Nav dims are ``nav_y, nav_x`` (``nav`` for 1-D), signal dims ``sig_y, sig_x``.
-        The graph's own sinks write where their paths say (``{output_dir}`` is the
-        input's folder here; :meth:`call` chooses it).
+        The graph's own sinks write where their paths say; ``{output_dir}`` in them is
+        ``output_dir`` (default: the input's folder). An output that exists is refused
+        unless ``overwrite``.
         """
-        from detflow.graph.run import run_graph
+        from detflow.graph.run import default_context, run_graph
 
-        return run_graph(self, executor=executor, progress=progress, sinks=sinks)
+        context = default_context(self, output_dir=output_dir, overwrite=overwrite)
+        return run_graph(self, executor=executor, progress=progress, sinks=sinks, context=context)
 
     def serve(
         self,
