@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Live benchmark, part 1: Merlin frames over TCP on loopback, received and decoded.
+"""Live benchmark: Merlin frames over TCP on loopback, received, decoded and analysed.
 
 The core benchmark's dataset (uint16, nav 128x128, sig 256x256; ``--small``: nav 32x32)
 is written once more as a 12-bit Merlin acquisition (``U16`` frames, cached in
@@ -13,10 +13,15 @@ acquisition per run:
 * ``MerlinDataStream``: :meth:`read_frames` in batches (``--batch``, 256 frames) into a
   preallocated ``(batch, 256, 256)`` uint16 array: receiving, checking and decoding.
 
+* ``detflow pipelined SumUDF`` / ``detflow threads SumUDF``: the whole live path,
+  ``LiveContext`` in passive mode running ``SumUDF`` (context made once, outside the
+  timing; each run opens a connection, waits for the acquisition, runs);
+* ``LiberTEM-live SumUDF``: LiberTEM-live's ``LiveContext`` and its Merlin receiver on
+  the same simulator and data (in ``benchmarks/.venv-libertem``, made by
+  ``setup_libertem.sh``), timed the same way inside its process after a warm-up run.
+
 Receivers are functions of a :class:`SimInfo` (ports, frame count, sizes) returning a
-:class:`Received`; :data:`RECEIVERS` lists them by name, so a later part can add the
-whole live path (``LiveContext`` + ``SumUDF`` on the pipelined executor) and
-LiberTEM-live's client on the same simulator and data (:func:`run_receivers`).
+:class:`Received`; :data:`RECEIVERS` lists them by name.
 
 The report gives the best of ``--repeats`` runs as frames/s and MB/s of decoded pixel
 data (1 MB = 1e6 bytes), the same against the bare socket, and against the machine's
@@ -102,6 +107,9 @@ class SimInfo:
 class Received:
     frames: int
     checksum: float | None = None
+    #: seconds the receiver timed itself (from connecting to the result), where it has
+    #: costs that are not the stream's (starting an interpreter, a context)
+    seconds: float | None = None
 
 
 Receiver = Callable[[SimInfo], Received]
@@ -112,6 +120,8 @@ class Row:
     label: str
     times: list[float] = field(default_factory=list)
     error: str | None = None
+    #: sums of every frame the receiver computed (one value if every run agreed)
+    checksums: set[float] = field(default_factory=set)
 
 
 @contextmanager
@@ -189,16 +199,91 @@ def data_stream(batch: int, checksum: bool = False) -> Receiver:
     return receive
 
 
-#: name -> receiver factory (of the parsed arguments); later parts add theirs here
+_CONTEXTS: dict[str, object] = {}
+
+
+def detflow_sum(executor: str) -> Receiver:
+    """The whole live path: ``LiveContext`` (passive mode) + ``SumUDF`` on ``executor``.
+
+    The context (its worker processes) is made once, outside the timing, as a user's
+    would be; each run opens a connection, waits for the acquisition and runs SumUDF.
+    """
+
+    def receive(info: SimInfo) -> Received:
+        import detflow as df
+        from detflow.nodes import SumUDF
+
+        ctx = _CONTEXTS.get(executor)
+        if ctx is None:
+            ctx = _CONTEXTS[executor] = df.LiveContext.make_with(executor)
+        assert isinstance(ctx, df.LiveContext)
+        t0 = time.perf_counter()
+        with ctx.make_connection("merlin").open(api_port=info.control_port, data_port=info.data_port,
+                                                timeout=30) as conn:
+            pending = conn.wait_for_acquisition(30)
+            aq = ctx.make_acquisition(conn=conn, pending_aq=pending)
+            res = ctx.run_udf(dataset=aq, udf=SumUDF())
+        dt = time.perf_counter() - t0
+        return Received(aq.meta.n_frames, float(res["intensity"].data.sum(dtype=np.float64)), dt)
+
+    return receive
+
+
+#: LiberTEM-live's client on the same simulator: a warm-up acquisition, then one timed
+_LIBERTEM_LIVE = """
+import json, sys, time
+from libertem.udf.sum import SumUDF
+from libertem_live.api import LiveContext
+port, cport = int(sys.argv[1]), int(sys.argv[2])
+with LiveContext() as ctx:
+    out = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        with ctx.make_connection("merlin").open(api_host="127.0.0.1", api_port=cport, data_host="127.0.0.1",
+                                                data_port=port, drain=False) as conn:
+            pending = conn.wait_for_acquisition(30.0)
+            aq = ctx.make_acquisition(conn=conn, pending_aq=pending)
+            res = ctx.run_udf(dataset=aq, udf=SumUDF())
+        out.append((time.perf_counter() - t0, float(res["intensity"].data.sum(dtype="float64")),
+                    int(aq.shape.nav.size)))
+print("RESULT " + json.dumps(out[-1]), flush=True)
+"""
+
+
+def libertem_live_sum(info: SimInfo) -> Received:
+    """LiberTEM-live's ``LiveContext`` + ``SumUDF`` (its default executor), in its own venv."""
+    python = bench_core.LT_PYTHON
+    if not Path(python).exists():
+        raise RuntimeError("LiberTEM-live is not installed: bash benchmarks/setup_libertem.sh")
+    proc = subprocess.run([str(python), "-c", _LIBERTEM_LIVE, str(info.data_port), str(info.control_port)],
+                          capture_output=True, text=True, timeout=600)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"LiberTEM-live failed (exit {proc.returncode}): {proc.stderr[-500:]}")
+    import json
+
+    dt, total, frames = json.loads(line[len("RESULT "):])
+    return Received(frames, total, dt)
+
+
+#: name -> receiver factory (of the parsed arguments)
 RECEIVERS: dict[str, Callable[[argparse.Namespace], Receiver]] = {
     "bare socket": lambda args: bare_socket,
     "MerlinDataStream": lambda args: data_stream(args.batch),
+    "detflow pipelined SumUDF": lambda args: detflow_sum("pipelined"),
+    "detflow threads SumUDF": lambda args: detflow_sum("threads"),
+    "LiberTEM-live SumUDF": lambda args: libertem_live_sum,
 }
 
 
 def run_receivers(info: SimInfo, receivers: dict[str, Receiver], repeats: int) -> list[Row]:
     """Each receiver ``repeats`` times, one acquisition per run, in turn."""
     rows = [Row(name) for name in receivers]
+    for name, receive in receivers.items():  # untimed: start worker processes, compile kernels, fill pools
+        try:
+            receive(info)
+        except Exception as err:
+            log(f"  [{name}] warm-up: {type(err).__name__}: {err}"[:300])
     for rep in range(repeats):
         for row, receive in zip(rows, receivers.values(), strict=True):
             t0 = time.perf_counter()
@@ -208,9 +293,11 @@ def run_receivers(info: SimInfo, receivers: dict[str, Receiver], repeats: int) -
                 row.error = f"{type(err).__name__}: {err}"[:300]
                 log(f"  [{row.label}] run {rep + 1}: {row.error}")
                 continue
-            dt = time.perf_counter() - t0
+            dt = time.perf_counter() - t0 if got.seconds is None else got.seconds
             if got.frames != info.n_frames:
                 row.error = f"received {got.frames} of {info.n_frames} frames"
+            if got.checksum is not None:
+                row.checksums.add(got.checksum)
             row.times.append(dt)
             log(f"  [{row.label}] run {rep + 1}: {dt:.3f} s, {info.pixel_bytes / dt / 1e6:.0f} MB/s")
     return rows
@@ -255,7 +342,8 @@ def report(info: SimInfo, rows: list[Row], limit: dict[int, float], check: str |
     h, w = info.sig_shape
     p(f"data:     {info.n_frames} frames of {h}x{w} U16 (12-bit), {info.pixel_bytes / 2**30:.2f} GiB of pixels, "
       f"{info.wire_bytes / 1e9:.3f} GB on the wire per acquisition")
-    p(f"runs:     best of {args.repeats}, one acquisition each; read_frames batches of {args.batch} frames")
+    p(f"runs:     best of {args.repeats} after a warm-up run, one acquisition each; read_frames batches of "
+      f"{args.batch} frames")
     p("MB/s:     decoded pixel bytes / time (1 MB = 1e6 bytes); time from connecting to the last frame")
     p("limit:    numpy sum over the memory-mapped .npy (bench_core.py): "
       + ", ".join(f"{n} thread{'s' if n > 1 else ''} {g:.2f} GB/s" for n, g in sorted(limit.items())))
@@ -277,6 +365,14 @@ def report(info: SimInfo, rows: list[Row], limit: dict[int, float], check: str |
     p(bench_core.table(header, lines))
     if bare:
         p(f"\nsimulator send rate (bare socket): {info.wire_bytes / bare / 1e9:.2f} GB/s on the wire")
+    ref = next((r for r in rows if r.label == "detflow pipelined SumUDF" and r.times), None)
+    lt = next((r for r in rows if r.label == "LiberTEM-live SumUDF" and r.times), None)
+    if ref and lt:
+        p(f"detflow pipelined / LiberTEM-live (SumUDF, same simulator and data): "
+          f"{min(lt.times) / min(ref.times):.2f}x")
+    sums = {r.label: r.checksums for r in rows if r.checksums}
+    if sums:
+        p("sums:     " + "; ".join(f"{k}: {', '.join(f'{v:.0f}' for v in sorted(c))}" for k, c in sums.items()))
     if check:
         p(f"check:    {check}")
     for row in rows:
@@ -310,7 +406,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     limit = memory_limit(npy, args.repeats)
     with merlin_sim(hdr) as info:
         log(f"simulator on data port {info.data_port}; {info.n_frames} frames per acquisition")
-        rows = run_receivers(info, {n: RECEIVERS[n](args) for n in names}, args.repeats)
+        try:
+            rows = run_receivers(info, {n: RECEIVERS[n](args) for n in names}, args.repeats)
+        finally:
+            for ctx in _CONTEXTS.values():
+                ctx.close()  # type: ignore[attr-defined]
+            _CONTEXTS.clear()
         check = None if args.no_verify else verify(info, npy, args.batch)
     report(info, rows, limit, check, args)
     return 0

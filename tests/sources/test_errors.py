@@ -83,5 +83,5 @@ def test_bad_partition_sizes(ctx) -> None:
     from detflow.errors import GraphValidationError
     from detflow.nodes import SumUDF
 
-    with pytest.raises(GraphValidationError, match="num_partitions must be an integer >= 1; got 0"):
+    with pytest.raises(GraphValidationError, match="parameter 'num_partitions': must be an integer >= 1; got 0"):
         ctx.run_udf(dataset=ds, udf=SumUDF())
