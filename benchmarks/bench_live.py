@@ -157,6 +157,49 @@ def merlin_sim(hdr: Path, *extra: str) -> Iterator[SimInfo]:
             proc.wait()
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def libertem_live_sim(hdr: Path) -> Iterator[SimInfo]:
+    """LiberTEM-live's own Merlin simulator (``libertem-live-mib-sim``), untriggered, on free ports."""
+    from detflow.sources.mib import MibSource
+
+    exe = bench_core.LT_VENV / "bin" / "libertem-live-mib-sim"
+    if not exe.exists():
+        raise SystemExit("LiberTEM-live is not installed: bash benchmarks/setup_libertem.sh")
+    src = MibSource(hdr)
+    data_port, control_port, trigger_port = _free_port(), _free_port(), _free_port()
+    proc = subprocess.Popen(
+        [str(exe), str(hdr), "--host", "127.0.0.1", "--data-port", str(data_port), "--control-port",
+         str(control_port), "--trigger-port", str(trigger_port), "--cached", "mem"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # ready once the control port answers (the data port would start a replay)
+            try:
+                socket.create_connection(("127.0.0.1", control_port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"libertem-live-mib-sim did not start (exit code {proc.poll()})") from None
+                time.sleep(0.2)
+        header = len(hdr.read_bytes().rstrip(b"\r\n")) + 15
+        yield SimInfo("127.0.0.1", data_port, control_port, src.meta.n_frames, src.layout.sig_shape,
+                      src.layout.frame_bytes, header)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 # --------------------------------------------------------------------------------------
 # receivers
 
@@ -337,7 +380,7 @@ def verify(info: SimInfo, npy: Path, batch: int) -> str:
 def report(info: SimInfo, rows: list[Row], limit: dict[int, float], check: str | None,
            args: argparse.Namespace) -> None:
     p = print
-    p("== live receive: Merlin over TCP loopback, simulator in a subprocess ==")
+    p(f"== live receive: Merlin over TCP loopback, {args.sim}'s simulator in a subprocess ==")
     p(f"machine:  {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     h, w = info.sig_shape
     p(f"data:     {info.n_frames} frames of {h}x{w} U16 (12-bit), {info.pixel_bytes / 2**30:.2f} GiB of pixels, "
@@ -388,6 +431,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--receivers", default=",".join(RECEIVERS), help=f"comma-separated, of: {', '.join(RECEIVERS)}")
     ap.add_argument("--no-verify", action="store_true", help="skip the correctness pass")
     ap.add_argument("--regen", action="store_true", help="rewrite the dataset and its MIB copy")
+    ap.add_argument("--sim", choices=("detflow", "libertem-live"), default="detflow",
+                    help="which Merlin simulator serves the data (default: detflow sim merlin)")
     return ap.parse_args(argv)
 
 
@@ -404,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"unknown receiver(s) {unknown}; known: {', '.join(RECEIVERS)}")
     log("memory limit (numpy sum) ...")
     limit = memory_limit(npy, args.repeats)
-    with merlin_sim(hdr) as info:
+    with (merlin_sim(hdr) if args.sim == "detflow" else libertem_live_sim(hdr)) as info:
         log(f"simulator on data port {info.data_port}; {info.n_frames} frames per acquisition")
         try:
             rows = run_receivers(info, {n: RECEIVERS[n](args) for n in names}, args.repeats)
