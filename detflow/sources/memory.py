@@ -14,6 +14,21 @@ from detflow.sources.readers import ArrayReader
 __all__ = ["MemorySource"]
 
 
+def check_array(data: Any, sig_dims: int, what: str, kinds: str = "biufc") -> np.ndarray:
+    """``data`` as an array of frames with ``sig_dims`` signal axes; a clear error otherwise."""
+    if data is None:
+        raise ConfigurationError(f"{what}: parameter 'data' is required")
+    arr = np.asarray(data)
+    if arr.dtype.hasobject or arr.dtype.kind not in kinds:
+        raise ConfigurationError(f"{what}: data must be numeric; got dtype {arr.dtype}")
+    if not 1 <= sig_dims < arr.ndim:
+        raise ConfigurationError(
+            f"{what}: parameter 'sig_dims' must be between 1 and {arr.ndim - 1} "
+            f"for data of shape {arr.shape}; got {sig_dims}"
+        )
+    return arr
+
+
 class MemorySource(Source):
     """A dataset from an array in memory.
 
@@ -42,16 +57,7 @@ class MemorySource(Source):
         sig_shape: Sequence[int] | None = None,
         sync_offset: int = 0,
     ) -> None:
-        if data is None:
-            raise ConfigurationError("memory source: parameter 'data' is required")
-        arr = np.asarray(data)
-        if arr.dtype.hasobject or arr.dtype.kind not in "biufc":
-            raise ConfigurationError(f"memory source: data must be numeric; got dtype {arr.dtype}")
-        if not 1 <= sig_dims < arr.ndim:
-            raise ConfigurationError(
-                f"memory source: parameter 'sig_dims' must be between 1 and {arr.ndim - 1} "
-                f"for data of shape {arr.shape}; got {sig_dims}"
-            )
+        arr = check_array(data, sig_dims, "memory source")
         self._data = np.ascontiguousarray(arr)
         self._sig_dims = sig_dims
         super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset)

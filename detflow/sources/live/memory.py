@@ -29,6 +29,7 @@ import numpy as np
 
 from detflow.errors import ConfigurationError, DetectorDisconnectedError
 from detflow.sources.live.base import Hooks, LiveAcquisition, LiveConnection, PendingAcquisition
+from detflow.sources.memory import check_array
 
 __all__ = ["MemoryAcquisition", "MemoryConnection"]
 
@@ -60,16 +61,7 @@ class MemoryConnection(LiveConnection):
         disconnect_after: int | None = None,
     ) -> None:
         super().__init__()
-        if data is None:
-            raise ConfigurationError("memory connection: parameter 'data' is required")
-        arr = np.asarray(data)
-        if arr.dtype.hasobject or arr.dtype.kind not in "biuf":
-            raise ConfigurationError(f"memory connection: data must be numeric; got dtype {arr.dtype}")
-        if not 1 <= sig_dims < arr.ndim:
-            raise ConfigurationError(
-                f"memory connection: parameter 'sig_dims' must be between 1 and {arr.ndim - 1} for data of "
-                f"shape {arr.shape}; got {sig_dims}"
-            )
+        arr = check_array(data, sig_dims, "memory connection", kinds="biuf")
         if frame_rate is not None and not frame_rate > 0:
             raise ConfigurationError(f"memory connection: parameter 'frame_rate' must be > 0; got {frame_rate}")
         self.sig_shape = tuple(arr.shape[-sig_dims:])

@@ -31,6 +31,7 @@ from detflow.errors import (
     DetectorProtocolError,
     DetectorTimeoutError,
 )
+from detflow.sources.live.merlin import protocol
 from detflow.sources.live.merlin.protocol import PREFIX_BYTES, encode_message, parse_prefix, shown
 
 __all__ = ["STATUS_REASONS", "MerlinControl"]
@@ -83,12 +84,7 @@ class MerlinControl:
         """Open the connection (a no-op when open); returns ``self``."""
         if self._sock is not None:
             return self
-        try:
-            self._sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
-        except TimeoutError as err:
-            raise DetectorTimeoutError(f"{self.where}: no connection within {self.timeout} s") from err
-        except OSError as err:
-            raise DetectorDisconnectedError(f"{self.where}: cannot connect: {err}") from err
+        self._sock = protocol.connect(self.host, self.port, self.timeout, self.where)
         return self
 
     def close(self) -> None:

@@ -66,6 +66,7 @@ from detflow.errors import (
     DetectorTimeoutError,
     SourceFormatError,
 )
+from detflow.sources.live.merlin import protocol
 from detflow.sources.live.merlin.protocol import (
     HEADER_PATTERN,
     PREFIX_BYTES,
@@ -179,13 +180,7 @@ class MerlinDataStream:
         """Connect (a no-op when connected), draining first if ``drain``; returns ``self``."""
         if self._sock is not None:
             return self
-        try:
-            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
-        except TimeoutError as err:
-            raise DetectorTimeoutError(f"{self.where}: no connection within {self.timeout} s") from err
-        except OSError as err:
-            raise DetectorDisconnectedError(f"{self.where}: cannot connect: {err}") from err
-        self._sock = sock
+        self._sock = protocol.connect(self.host, self.port, self.timeout, self.where)
         self._pending = bytearray()
         self.skipped_bytes = self.drained_bytes = 0
         self._new_acquisition(None)

@@ -29,11 +29,13 @@ b'MPX,0000000013,GET,IMAGEX,0'
 from __future__ import annotations
 
 import re
+import socket
 from dataclasses import dataclass, field
 
-from detflow.errors import DetectorProtocolError
+from detflow.errors import DetectorDisconnectedError, DetectorProtocolError, DetectorTimeoutError
 
 __all__ = [
+    "connect",
     "HEADER_PATTERN",
     "PREFIX_BYTES",
     "AcquisitionHeader",
@@ -172,3 +174,13 @@ class AcquisitionHeader:
             )
         assert n_frames is not None and fpt is not None
         return cls(fields, n_frames, fpt, depth, text)
+
+
+def connect(host: str, port: int, timeout: float, where: str) -> socket.socket:
+    """A TCP connection to ``host:port`` with ``timeout`` on every call; detector errors naming ``where``."""
+    try:
+        return socket.create_connection((host, port), timeout=timeout)
+    except TimeoutError as err:
+        raise DetectorTimeoutError(f"{where}: no connection within {timeout} s") from err
+    except OSError as err:
+        raise DetectorDisconnectedError(f"{where}: cannot connect: {err}") from err
