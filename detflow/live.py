@@ -3,7 +3,8 @@
 A :class:`LiveContext` is a :class:`~detflow.api.Context` (``run_udf``,
 ``run_udf_iter``, ``load`` for files all work) that also connects to detectors.
 Its default executor is ``pipelined``: worker processes fed partitions through
-shared memory, which is what keeps up with a detector.
+shared memory, which is what keeps up with a detector, one per core but the one
+this process needs to receive the stream.
 
 >>> import numpy as np
 >>> from detflow import LiveContext
@@ -23,11 +24,22 @@ from typing import Any
 
 from detflow.api import Context
 from detflow.errors import ConfigurationError
-from detflow.executors.base import Executor, make_executor
+from detflow.executors.base import Executor, default_cpus, make_executor
 from detflow.registry import CONNECTIONS
 from detflow.sources.live.base import Hooks, LiveAcquisition, LiveConnection, PendingAcquisition
 
-__all__ = ["LiveContext"]
+__all__ = ["LiveContext", "live_workers"]
+
+
+def live_workers() -> int:
+    """Worker processes for a live run: one core fewer than there are.
+
+    This process receives and decodes the stream at up to a core's worth of work, so
+    one worker per remaining core keeps up best (measured on 2 cores with
+    ``benchmarks/bench_live.py``: SumUDF at about 19,000 frames/s with one worker
+    against 17,000 with two).
+    """
+    return max(1, default_cpus() - 1)
 
 
 class LiveContext(Context):
@@ -36,16 +48,21 @@ class LiveContext(Context):
     Parameters
     ----------
     executor
-        An executor object, or ``None`` for the pipelined executor on all cores.
+        An executor object, or ``None`` for the pipelined executor with
+        :func:`live_workers` processes.
     """
 
     def __init__(self, executor: Executor | None = None, *, plot_class: Any = None) -> None:
-        super().__init__(executor if executor is not None else make_executor("pipelined"), plot_class=plot_class)
+        super().__init__(executor if executor is not None else make_executor("pipelined", cpus=live_workers()),
+                         plot_class=plot_class)
 
     @classmethod
     def make_with(cls, spec: str = "pipelined", *, cpus: int | None = None, plot_class: Any = None,
                   **kwargs: Any) -> LiveContext:
-        """A live context on the executor ``spec`` (default ``"pipelined"``)."""
+        """A live context on the executor ``spec`` (default ``"pipelined"``; for it, ``cpus``
+        defaults to :func:`live_workers`)."""
+        if cpus is None and spec == "pipelined":
+            cpus = live_workers()
         return cls(make_executor(spec, cpus=cpus, **kwargs), plot_class=plot_class)
 
     def make_connection(self, kind: str) -> type[LiveConnection]:

@@ -200,10 +200,14 @@ def test_wrong_frame_count_and_closed_connection(data: np.ndarray) -> None:
 
 
 def test_live_context_defaults_to_the_pipelined_executor() -> None:
+    from detflow.executors.base import default_cpus
     from detflow.executors.pipelined import PipelinedExecutor
 
     with df.LiveContext() as ctx:
         assert isinstance(ctx.executor, PipelinedExecutor)
+        assert ctx.executor.n_workers == max(1, default_cpus() - 1)  # a core is left to the receiver
+    with df.LiveContext.make_with("pipelined", cpus=2) as ctx:
+        assert ctx.executor.n_workers == 2
 
 
 def test_shared_memory_receive_leaves_no_segment(data: np.ndarray) -> None:
