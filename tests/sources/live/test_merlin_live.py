@@ -259,3 +259,15 @@ sinks:
     assert root.attrs["complete"] is True
     np.testing.assert_allclose(np.asarray(root["total_intensity"]), data.sum(axis=(2, 3)))
     np.testing.assert_allclose(np.asarray(root["frame_intensity"]), data.sum(axis=(0, 1)))
+
+
+def test_an_abandoned_run_leaves_the_connection_ready_for_the_next(scan: tuple[Path, np.ndarray]) -> None:
+    path, data = scan
+    with sim(path, continuous=True, frame_rate=2000) as s, df.LiveContext.make_with("threads", cpus=2) as ctx, \
+            open_conn(ctx, s) as conn:
+        aq = ctx.make_acquisition(conn=conn, pending_aq=conn.wait_for_acquisition(10), frames_per_partition=4)
+        it = ctx.run_udf_iter(dataset=aq, udf=SumUDF())
+        assert next(it).frames_done < 48
+        it.close()  # stop watching mid-acquisition: the data port is reconnected for a clean start
+        aq = ctx.make_acquisition(conn=conn, pending_aq=conn.wait_for_acquisition(10))
+        check_sums(ctx.run_udf(dataset=aq, udf=[SumUDF(), SumSigUDF()]), data)
