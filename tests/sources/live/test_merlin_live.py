@@ -271,3 +271,27 @@ def test_an_abandoned_run_leaves_the_connection_ready_for_the_next(scan: tuple[P
         it.close()  # stop watching mid-acquisition: the data port is reconnected for a clean start
         aq = ctx.make_acquisition(conn=conn, pending_aq=conn.wait_for_acquisition(10))
         check_sums(ctx.run_udf(dataset=aq, udf=[SumUDF(), SumSigUDF()]), data)
+
+
+def test_graph_with_a_scan_shape_validates_without_taking_an_acquisition(
+    scan: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    path, data = scan
+    with sim(path) as s:  # untriggered: every connection that reads gets an acquisition
+        graph = tmp_path / "live.yaml"
+        graph.write_text(f"""\
+schema_version: 1
+name: live-shape
+source: {{type: merlin, params: {{data_port: {s.data_port}, api_port: {s.control_port}, nav_shape: [6, 8],
+                                  wait_timeout: 10}}}}
+partition: {{frames_per_partition: 16}}
+nodes:
+  frame: {{type: sum}}
+""")
+        t0 = time.monotonic()
+        checked = CliRunner().invoke(main, ["validate", str(graph)])
+        assert checked.exit_code == 0, checked.output
+        assert "nav (6, 8) sig (32, 24) uint16" in checked.output
+        assert time.monotonic() - t0 < 5  # no waiting for an acquisition
+        res = df.Graph.from_yaml(graph).run(executor="threads")
+    np.testing.assert_allclose(res["frame"]["intensity"].values, data.sum(axis=(0, 1)))

@@ -14,9 +14,9 @@ In a graph file::
 
     source: {type: merlin, params: {data_port: 6342, api_port: 6341, nav_shape: [128, 128]}}
 
-waits (``wait_timeout`` seconds) for an acquisition that someone else starts
-(passive); ``trigger: soft`` starts one itself (active: ``STARTACQUISITION`` then
-``SOFTTRIGGER`` on the control port).
+waits (``wait_timeout`` seconds, from the start of the run) for an acquisition that
+someone else starts; ``trigger: soft`` starts one itself (active: ``STARTACQUISITION``
+then ``SOFTTRIGGER`` on the control port). See :func:`merlin_source`.
 """
 
 from __future__ import annotations
@@ -178,6 +178,8 @@ class MerlinAcquisition(LiveAcquisition):
     """One Merlin acquisition, as a dataset."""
 
     conn: MerlinConnection
+    #: seconds to wait for the acquisition header once the run listens (None: the connection's timeout)
+    header_timeout: float | None = None
 
     def describe(self) -> str:
         return f"merlin acquisition from {self.conn.data.where}"
@@ -186,7 +188,7 @@ class MerlinAcquisition(LiveAcquisition):
         stream = self.conn.data
         if self.pending_aq is None:
             self.ready_for_data()
-            header = stream.read_acquisition_header()
+            header = stream.read_acquisition_header(self.header_timeout)
             if header.n_frames and header.n_frames != self.meta.n_frames:
                 raise DetectorProtocolError(
                     f"{self.describe()}: the detector announced {header.n_frames} frames, but the scan "
@@ -245,17 +247,24 @@ def merlin_source(
     """A Merlin acquisition for a graph's source node; it owns its connection.
 
     ``trigger: none`` (default) waits up to ``wait_timeout`` s for an acquisition
-    that someone else starts (passive mode); ``trigger: soft`` arms and soft-triggers
-    the detector itself once the run is listening (active mode; ``nav_shape`` or
-    ``NUMFRAMESTOACQUIRE`` must give the frame count).
+    that someone else starts. With a complete ``nav_shape`` it waits only once the
+    run starts, so validating the graph (``detflow validate``, ``detflow serve``)
+    neither blocks nor takes an acquisition; without one it waits right away, since
+    the acquisition header decides the scan shape (passive mode). ``trigger: soft``
+    arms and soft-triggers the detector itself once the run is listening (active
+    mode; ``nav_shape`` or ``NUMFRAMESTOACQUIRE`` must give the frame count).
     """
     if trigger not in ("none", "soft"):
         raise ConfigurationError(f"merlin source: parameter 'trigger' must be 'none' or 'soft'; got {trigger!r}")
     conn = MerlinConnection(api_host=api_host, api_port=api_port, data_host=data_host, data_port=data_port,
                             drain=drain, timeout=timeout)
+    complete = nav_shape is not None and -1 not in tuple(nav_shape)
     try:
         if trigger == "soft":
             aq = conn.make_acquisition(nav_shape=nav_shape, hooks=SoftTriggerHooks())
+        elif complete:  # someone else starts it; its header is read when the run listens
+            aq = conn.make_acquisition(nav_shape=nav_shape)
+            aq.header_timeout = wait_timeout
         else:
             pending = conn.wait_for_acquisition(wait_timeout)
             if pending is None:
