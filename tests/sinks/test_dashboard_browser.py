@@ -17,6 +17,7 @@ cannot be found (set ``DETFLOW_CHROMIUM`` / ``DETFLOW_CHROMEDRIVER`` to use othe
 
 from __future__ import annotations
 
+import html
 import os
 import shutil
 import tempfile
@@ -151,6 +152,8 @@ def test_dashboard_fills_in_live_and_shows_the_final_values(browser, tmp_path) -
         assert set(page["images"]) == {"latest_frame/intensity", "sum/intensity", "slow/intensity"}
         assert _progress(page) == (0, 256) and "not started" in _status(page)
         assert np.isnan(_image(page, "slow/intensity")).all()  # nothing computed: blank, not zeros
+        # the graph's text reaches the page as text: its "<array ...>" must not be taken for an HTML tag
+        assert any("data=&lt;array (16, 16, 8, 8) uint16&gt;" in html.unescape(t) for t in page["texts"])
 
         assert browser.execute_script(_CLICK, "Start"), "no Start button on the page"
         wait_for(lambda: ctl.status != "idle", what="the Start button to start the run")

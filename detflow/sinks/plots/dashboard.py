@@ -23,6 +23,7 @@ Panel, Bokeh and HoloViews are imported only here (and in ``holoviews_``).
 from __future__ import annotations
 
 import asyncio
+import html
 import ipaddress
 import logging
 import signal
@@ -160,7 +161,8 @@ class Dashboard:
             pn.pane.Markdown(f"## {self.graph.name}"),
             pn.Row(start, stop, rerun),
             progress, progress_text, status,
-            pn.pane.Str(str(self.graph), name="graph", styles={"overflow-x": "auto"}, max_width=380),
+            # escaped here too: the page renders the pane's text as HTML, where "<array ...>" would vanish as a tag
+            pn.pane.Str(html.escape(str(self.graph)), name="graph", styles={"overflow-x": "auto"}, max_width=380),
             width=380,
         )
         images = pn.FlexBox(*[pn.pane.HoloViews(plot.dmap, name=plot.channel.key) for plot in plots])
