@@ -15,7 +15,9 @@ acquisition per run:
 
 * ``detflow pipelined SumUDF`` / ``detflow threads SumUDF``: the whole live path,
   ``LiveContext`` in passive mode running ``SumUDF`` (context made once, outside the
-  timing; each run opens a connection, waits for the acquisition, runs);
+  timing; each run opens a connection, waits for the acquisition, runs); the
+  pipelined context has its live default of one worker fewer than there are cores,
+  ``detflow pipelined all cores`` one per core;
 * ``LiberTEM-live SumUDF``: LiberTEM-live's ``LiveContext`` and its Merlin receiver on
   the same simulator and data (in ``benchmarks/.venv-libertem``, made by
   ``setup_libertem.sh``), timed the same way inside its process after a warm-up run.
@@ -245,7 +247,7 @@ def data_stream(batch: int, checksum: bool = False) -> Receiver:
 _CONTEXTS: dict[str, object] = {}
 
 
-def detflow_sum(executor: str) -> Receiver:
+def detflow_sum(executor: str, cpus: int | None = None) -> Receiver:
     """The whole live path: ``LiveContext`` (passive mode) + ``SumUDF`` on ``executor``.
 
     The context (its worker processes) is made once, outside the timing, as a user's
@@ -256,9 +258,10 @@ def detflow_sum(executor: str) -> Receiver:
         import detflow as df
         from detflow.nodes import SumUDF
 
-        ctx = _CONTEXTS.get(executor)
+        key = f"{executor}/{cpus}"
+        ctx = _CONTEXTS.get(key)
         if ctx is None:
-            ctx = _CONTEXTS[executor] = df.LiveContext.make_with(executor)
+            ctx = _CONTEXTS[key] = df.LiveContext.make_with(executor, cpus=cpus)
         assert isinstance(ctx, df.LiveContext)
         t0 = time.perf_counter()
         with ctx.make_connection("merlin").open(api_port=info.control_port, data_port=info.data_port,
@@ -314,6 +317,7 @@ RECEIVERS: dict[str, Callable[[argparse.Namespace], Receiver]] = {
     "bare socket": lambda args: bare_socket,
     "MerlinDataStream": lambda args: data_stream(args.batch),
     "detflow pipelined SumUDF": lambda args: detflow_sum("pipelined"),
+    "detflow pipelined all cores SumUDF": lambda args: detflow_sum("pipelined", os.cpu_count() or 1),
     "detflow threads SumUDF": lambda args: detflow_sum("threads"),
     "LiberTEM-live SumUDF": lambda args: libertem_live_sum,
 }
