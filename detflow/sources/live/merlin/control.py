@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import socket
 import threading
-from types import TracebackType
 
 from detflow.errors import (
     DetectorCommandError,
@@ -31,8 +30,7 @@ from detflow.errors import (
     DetectorProtocolError,
     DetectorTimeoutError,
 )
-from detflow.sources.live.merlin import protocol
-from detflow.sources.live.merlin.protocol import PREFIX_BYTES, encode_message, parse_prefix, shown
+from detflow.sources.live.merlin.protocol import PREFIX_BYTES, PortClient, encode_message, parse_prefix, shown
 
 __all__ = ["STATUS_REASONS", "MerlinControl"]
 
@@ -40,7 +38,7 @@ __all__ = ["STATUS_REASONS", "MerlinControl"]
 STATUS_REASONS = {1: "busy", 2: "unrecognised command or parameter", 3: "parameter out of range"}
 
 
-class MerlinControl:
+class MerlinControl(PortClient):
     """A connection to Merlin's control port.
 
     Parameters
@@ -65,40 +63,11 @@ class MerlinControl:
     16 12
     """
 
+    port_name = "control"
+
     def __init__(self, host: str = "127.0.0.1", port: int = 6341, timeout: float = 5.0) -> None:
-        self.host = host
-        self.port = int(port)
-        self.timeout = float(timeout)
-        self._sock: socket.socket | None = None
+        super().__init__(host, port, timeout)
         self._lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        state = "connected" if self._sock is not None else "closed"
-        return f"MerlinControl({self.host!r}, {self.port}, timeout={self.timeout}) [{state}]"
-
-    @property
-    def where(self) -> str:
-        return f"Merlin control port {self.host}:{self.port}"
-
-    def connect(self) -> MerlinControl:
-        """Open the connection (a no-op when open); returns ``self``."""
-        if self._sock is not None:
-            return self
-        self._sock = protocol.connect(self.host, self.port, self.timeout, self.where)
-        return self
-
-    def close(self) -> None:
-        """Close the connection; safe to call twice."""
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            sock.close()
-
-    def __enter__(self) -> MerlinControl:
-        return self.connect()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
     # --- commands ---------------------------------------------------------------------
     def get(self, name: str) -> str:

@@ -54,7 +54,6 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from types import TracebackType
 
 import numpy as np
 
@@ -66,11 +65,11 @@ from detflow.errors import (
     DetectorTimeoutError,
     SourceFormatError,
 )
-from detflow.sources.live.merlin import protocol
 from detflow.sources.live.merlin.protocol import (
     HEADER_PATTERN,
     PREFIX_BYTES,
     AcquisitionHeader,
+    PortClient,
     message_prefix,
     shown,
 )
@@ -92,7 +91,7 @@ _POW10 = 10 ** np.arange(5, -1, -1, dtype=np.int64)
 _FULL, _END, _HEADER, _GARBAGE, _LENGTH, _EOF, _TIMEOUT = range(7)
 
 
-class MerlinDataStream:
+class MerlinDataStream(PortClient):
     """A connection to Merlin's data port.
 
     Parameters
@@ -137,16 +136,13 @@ class MerlinDataStream:
     True
     """
 
+    port_name = "data"
+
     def __init__(self, host: str = "127.0.0.1", port: int = 6342, *, timeout: float = 5.0, drain: bool = False,
                  chunk_bytes: int = 4 << 20) -> None:
-        if timeout <= 0:
-            raise ConfigurationError(f"MerlinDataStream: timeout must be > 0 seconds; got {timeout}")
-        self.host = host
-        self.port = int(port)
-        self.timeout = float(timeout)
+        super().__init__(host, port, timeout)
         self.drain = bool(drain)
         self.chunk_bytes = max(1, int(chunk_bytes))
-        self._sock: socket.socket | None = None
         self._pending = bytearray()
         self._messages = np.empty((0, 0), dtype=np.uint8)
         self._row_views: list[memoryview] = []
@@ -167,40 +163,17 @@ class MerlinDataStream:
         self._acq_bytes = 0  # bytes of frame messages consumed in this acquisition
         self._done = header is None
 
-    def __repr__(self) -> str:
-        state = "connected" if self._sock is not None else "closed"
-        return f"MerlinDataStream({self.host!r}, {self.port}, timeout={self.timeout}) [{state}]"
-
-    @property
-    def where(self) -> str:
-        return f"Merlin data port {self.host}:{self.port}"
-
-    # --- connection -------------------------------------------------------------------
-    def connect(self) -> MerlinDataStream:
-        """Connect (a no-op when connected), draining first if ``drain``; returns ``self``."""
-        if self._sock is not None:
-            return self
-        self._sock = protocol.connect(self.host, self.port, self.timeout, self.where)
+    def _connected(self) -> None:
+        """A fresh connection: nothing pending; drain stale bytes if asked to."""
         self._pending = bytearray()
         self.skipped_bytes = self.drained_bytes = 0
         self._new_acquisition(None)
         if self.drain:
             self._drain(0.1)
-        return self
 
     def close(self) -> None:
-        """Close the connection; safe to call twice. ``connect()`` opens a new one."""
-        sock, self._sock = self._sock, None
+        super().close()
         self._pending = bytearray()
-        if sock is not None:
-            sock.close()
-
-    def __enter__(self) -> MerlinDataStream:
-        return self.connect()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
     def _socket(self) -> socket.socket:
         if self._sock is None:

@@ -31,10 +31,17 @@ from __future__ import annotations
 import re
 import socket
 from dataclasses import dataclass, field
+from typing import ClassVar, Self
 
-from detflow.errors import DetectorDisconnectedError, DetectorProtocolError, DetectorTimeoutError
+from detflow.errors import (
+    ConfigurationError,
+    DetectorDisconnectedError,
+    DetectorProtocolError,
+    DetectorTimeoutError,
+)
 
 __all__ = [
+    "PortClient",
     "connect",
     "HEADER_PATTERN",
     "PREFIX_BYTES",
@@ -184,3 +191,52 @@ def connect(host: str, port: int, timeout: float, where: str) -> socket.socket:
         raise DetectorTimeoutError(f"{where}: no connection within {timeout} s") from err
     except OSError as err:
         raise DetectorDisconnectedError(f"{where}: cannot connect: {err}") from err
+
+
+class PortClient:
+    """A TCP client of one of Merlin's ports: its address, its socket, connect and close.
+
+    Subclasses set :attr:`port_name` and may extend :meth:`_connected` (run after each
+    connect) and :meth:`close`. A context manager: ``with`` connects and closes.
+    """
+
+    #: the port's name in messages ("control", "data")
+    port_name: ClassVar[str] = ""
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        if not timeout > 0:
+            raise ConfigurationError(f"{type(self).__name__}: timeout must be > 0 seconds; got {timeout}")
+        self.host = host
+        self.port = int(port)
+        self.timeout = float(timeout)
+        self._sock: socket.socket | None = None
+
+    def __repr__(self) -> str:
+        state = "connected" if self._sock is not None else "closed"
+        return f"{type(self).__name__}({self.host!r}, {self.port}, timeout={self.timeout}) [{state}]"
+
+    @property
+    def where(self) -> str:
+        return f"Merlin {self.port_name} port {self.host}:{self.port}"
+
+    def connect(self) -> Self:
+        """Connect (a no-op when connected); returns ``self``."""
+        if self._sock is None:
+            self._sock = connect(self.host, self.port, self.timeout, self.where)
+            self._connected()
+        return self
+
+    def _connected(self) -> None:
+        """Called after each new connection."""
+
+    def close(self) -> None:
+        """Close the connection; safe to call twice. ``connect()`` opens a new one."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+    def __enter__(self) -> Self:
+        return self.connect()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
