@@ -36,8 +36,8 @@ def live_workers() -> int:
 
     This process receives and decodes the stream at up to a core's worth of work, so
     one worker per remaining core keeps up best (measured on 2 cores with
-    ``benchmarks/bench_live.py``: SumUDF at about 19,000 frames/s with one worker
-    against 17,000 with two).
+    ``benchmarks/bench_live.py``: SumUDF at about 19,600 frames/s with one worker
+    against 18,200 with two).
     """
     return max(1, default_cpus() - 1)
 
