@@ -82,6 +82,8 @@ def main() -> None:
     detflow show GRAPH.yaml [--image graph.png]                          print (or draw) it
     detflow serve GRAPH.yaml [--port 5006] [--set NODE.PARAM=VALUE ...]  a live dashboard of a run
     detflow sim merlin SCAN.hdr [--data-port 6342]                       replay it as a Merlin detector
+    detflow batch GRAPH.yaml --inputs 'data/**/*.hdr' [--queue runs.db]  run it over many inputs, resumably
+    detflow queue status|list|show|retry|purge QUEUE                     look into a batch queue
     detflow demo                                                         a self-checking example
     """
 
@@ -244,6 +246,11 @@ def sim_merlin(path: str, **options: Any) -> None:
 
     run_simulator(path, echo=click.echo, **options)
 
+
+from detflow.batch.cli import batch, queue  # noqa: E402 - the batch commands live with the batch package
+
+main.add_command(batch)
+main.add_command(queue)
 
 if __name__ == "__main__":
     main()
