@@ -163,6 +163,10 @@ def batch(graph_file: str, patterns: tuple[str, ...], queue_location: str | None
                    f"{len(listing.result.added)} new task(s), {len(listing.result.existing)} already queued"
                    + (f", {len(listing.result.reset)} reset by --force" if listing.result.reset else "")
                    + f"; queue {q.location}", err=True)
+        remembered = set(listing.result.existing) & {t.id for t in q.tasks("done")} - set(listing.result.reset)
+        if remembered:
+            click.echo(f"warning: {len(remembered)} task(s) whose outputs are missing or incomplete are done in the "
+                       "queue already, so they do not run again; --force reruns them", err=True)
         if dry_run:
             for t in listing.tasks:
                 state = "skip" if task_id(t) in listing.skipped else "run"
@@ -280,7 +284,7 @@ def list_(location: str, state: str | None, limit: int | None) -> None:
     for t in tasks:
         err = errors.get(t.id)
         click.echo(f"{t.id}  {t.state:<7}  {t.failures}/{t.max_retries}  {_describe(t.payload)}"
-                   + (f"  [{err.splitlines()[0][:100]}]" if err else ""))
+                   + (f"  [{err.splitlines()[0]}]" if err else ""))
 
 
 @queue.command("show")
