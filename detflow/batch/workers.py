@@ -193,19 +193,19 @@ class DaskProcessor:
             raise ConfigurationError(f"cannot reach the dask scheduler at {address!r}: {err}") from err
 
     def run(self, payload: dict[str, Any], *, job_id: str, worker_id: str, cancel: threading.Event) -> Any:
-        from distributed import wait
-
         fut = self.client.submit(call_task, self.fn, payload, job_id, worker_id, pure=False,
                                  key=f"detflow-batch-{uuid.uuid4().hex}")
         try:
-            while not fut.done():
+            while True:
                 if cancel.is_set():
                     raise LeaseLostError("lease lost; the dask task was cancelled")
                 if self._interrupted.is_set():
                     raise InterruptedError("interrupted; the dask task was cancelled")
-                with contextlib.suppress(TimeoutError):
-                    wait(fut, timeout=0.25)
-            return fut.result()
+                try:
+                    return fut.result(timeout=0.25)
+                except TimeoutError:
+                    if fut.done():  # the task itself raised it
+                        raise
         finally:
             if not fut.done() or cancel.is_set():
                 self.client.cancel(fut)
