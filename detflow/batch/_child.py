@@ -118,7 +118,10 @@ def main(argv: list[str]) -> None:
 
     fd, parent_pid = int(argv[0]), int(argv[1])
     _die_with_parent(parent_pid)
-    logs.install()
+    import logging
+
+    console = logs.install()
+    console.setLevel(os.environ.get("DETFLOW_BATCH_CONSOLE_LEVEL", "INFO"))
     conn = Connection(fd)
     fn = cloudpickle.loads(conn.recv_bytes())
     while True:

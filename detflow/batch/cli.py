@@ -69,6 +69,7 @@ def _console_logging(level: int) -> None:
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(min(level, logging.INFO))
+    os.environ["DETFLOW_BATCH_CONSOLE_LEVEL"] = logging.getLevelName(level)  # for the worker processes
 
 
 def _interrupt_on_sigterm() -> None:

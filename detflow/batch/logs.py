@@ -48,12 +48,12 @@ class TaskContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "task_id"):
             record.task_id, record.worker_id = _CURRENT.get()
-        return self.only is None or record.task_id == self.only
+        return self.only is None or getattr(record, "task_id", None) == self.only
 
 
-def install(level: int = logging.INFO, stream: object = None) -> logging.Handler:
-    """A console handler on the root logger printing task and worker ids on every line."""
-    handler = logging.StreamHandler(stream)  # type: ignore[arg-type]
+def install(level: int = logging.INFO) -> logging.Handler:
+    """A console handler (stderr) on the root logger printing task and worker ids on every line."""
+    handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(FORMAT))
     handler.addFilter(TaskContextFilter())
     root = logging.getLogger()

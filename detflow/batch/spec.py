@@ -113,8 +113,5 @@ def batch_enqueue(queue: Queue, spec: WorkSpecification, *, force: bool = False,
             done = list(pool.map(spec.already_done, unique.values()))
     skipped = tuple(i for i, d in zip(unique, done, strict=True) if d)
     todo = [t for t, d in zip(unique.values(), done, strict=True) if not d]
-    if dry_run:
-        result = EnqueueResult((), (), ())
-    else:
-        result = queue.enqueue(todo, max_retries=num_retries, force=force)
+    result = EnqueueResult((), (), ()) if dry_run else queue.enqueue(todo, max_retries=num_retries, force=force)
     return Listing(tuple(unique.values()), skipped, result)

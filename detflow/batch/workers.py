@@ -29,7 +29,6 @@ Processors run the callable: :class:`SequentialProcessor` in the worker thread,
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
