@@ -118,7 +118,6 @@ def main(argv: list[str]) -> None:
 
     fd, parent_pid = int(argv[0]), int(argv[1])
     _die_with_parent(parent_pid)
-    import logging
 
     console = logs.install()
     console.setLevel(os.environ.get("DETFLOW_BATCH_CONSOLE_LEVEL", "INFO"))
