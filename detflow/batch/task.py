@@ -16,6 +16,7 @@ its outputs exists and its sink's own completion marker says it is complete
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
@@ -166,7 +167,7 @@ def graph_task(*, graph: str, input: str, output_dir: str | None = None,
                 if os.path.lexists(staged):
                     _remove(staged)
             _remove(staging)
-            if os.path.isdir(staging_root) and not os.listdir(staging_root):
+            with contextlib.suppress(OSError):  # not empty: another task in this folder is running
                 os.rmdir(staging_root)
         log.info("done: %d output(s), %d partial result(s)", len(moves), partial)
     return {"outputs": [final for _, final in moves]}
@@ -199,6 +200,7 @@ class GraphWork:
     config_file: str | None = None
     executor: str = "inline"
     _matched: dict[str, int] = field(default_factory=dict, repr=False)
+    _graph: Graph | None = field(default=None, repr=False)
 
     def task_seeds(self) -> Iterable[str]:
         return list(self.patterns)
@@ -216,7 +218,10 @@ class GraphWork:
                 "executor": self.executor}
 
     def outputs(self, task: Mapping[str, Any]) -> list[Output]:
-        g = load_task_graph(task["graph"], task["input"], nodes=task["nodes"], config_file=task["config_file"])
+        """The outputs of ``task``, where its run writes them."""
+        if self._graph is None:  # read once: done-checks of thousands of inputs share it
+            self._graph = Graph.from_yaml(task["graph"])
+        g = resolve_call(self._graph, task["input"], nodes=task["nodes"], config_file=task["config_file"])
         return planned_outputs(g, default_context(g, output_dir=task["output_dir"]))
 
     def already_done(self, task: Mapping[str, Any]) -> bool:

@@ -144,3 +144,21 @@ def test_dry_run_lists_and_changes_nothing(scenario) -> None:
     conn = sqlite3.connect(s.queue)
     assert conn.execute("SELECT COUNT(*) FROM detflow_tasks").fetchone()[0] == 0
     conn.close()
+
+
+def test_batch_with_a_postgresql_queue(tmp_path, postgres_server) -> None:
+    from detflow.batch import open_queue
+
+    s = make_scenario(tmp_path, n_inputs=2)
+    s.open_gate()
+    url = postgres_server.new_database()
+    proc = detflow(*s.args("--queue", url))
+    assert proc.returncode == 0, proc.stderr
+    check_outputs(s)
+    q = open_queue(url)
+    try:
+        assert q.counts() == {"pending": 0, "leased": 0, "done": 2, "dead": 0}
+    finally:
+        q.close()
+    status = detflow("queue", "status", url)
+    assert re.search(r"^done\s+2$", status.stdout, re.M), status.stderr

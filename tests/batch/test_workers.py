@@ -196,3 +196,22 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_the_heartbeat_keeps_a_task_longer_than_the_visibility_timeout(q) -> None:
+    """A task that outlives its first lease by a second is renewed, not lost (beats every 1 s of 4 s)."""
+    q.enqueue([{"i": 0}])
+
+    def task(i: int, _job_id: str, _worker_id: str) -> None:
+        (t,) = q.tasks()
+        first_expiry = t.lease_expires
+        deadline = time.monotonic() + 120
+        while time.time() < first_expiry + 1.0:  # the event: the first lease's expiry has passed
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert q.tasks()[0].lease_expires > first_expiry  # renewed meanwhile
+
+    report = launch_workers(q, SequentialProcessor(task), visibility_timeout=4.0)
+    assert (report.done, report.lost, report.failed) == (1, 0, 0)
+    (t,) = q.tasks()
+    assert [a.outcome for a in q.get(t.id).attempts] == ["done"]
