@@ -106,3 +106,22 @@ def test_two_launchers_share_one_queue(tmp_path) -> None:
     attempts = check_done_once(s)
     launchers = {x.worker_id.rsplit("-", 3)[1] for att in attempts.values() for x in att}
     assert launchers == {str(a.pid), str(b.pid)}
+
+
+def test_sigterm_stops_the_tasks_and_releases_their_leases(tmp_path) -> None:
+    s = make_scenario(tmp_path, n_inputs=3)
+    launcher = start(s, *s.args(visibility_timeout=600))  # no lease may need to expire for the rerun
+    wait_until(lambda: len(s.started()) == 2, "two tasks at the gate", procs=(launcher,))
+    children = s.started()
+    launcher.proc.terminate()
+    rc, out, err = launcher.wait()
+    assert rc == 130 and "leases released" in err
+    assert not any(alive(p) for p in children)
+    assert sorted(_queue_states(s).values()) == ["pending"] * 3
+    assert check_no_half_written(s) == 0
+    s.open_gate()
+    again = detflow(*s.args(visibility_timeout=600))
+    assert again.returncode == 0, again.stderr
+    check_outputs(s)
+    attempts = check_done_once(s)
+    assert sorted(a.outcome for att in attempts.values() for a in att) == ["done"] * 3 + ["released"] * 2
