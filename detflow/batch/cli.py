@@ -9,6 +9,7 @@ queue status|list|show|retry|purge QUEUE`` looks into a queue and repairs it.
 from __future__ import annotations
 
 import functools
+import glob
 import logging
 import os
 import signal
@@ -149,15 +150,15 @@ def batch(graph_file: str, patterns: tuple[str, ...], queue_location: str | None
                      executor=graph_executor)
     if queue_location is None:
         queue_location = os.path.splitext(os.path.basename(graph_file))[0] + ".queue.db"
+    if not any(os.path.isfile(f) for p in patterns  # checked before the queue is made: nothing changes
+               for f in glob.iglob(os.path.expanduser(p), recursive=True)):
+        raise ConfigurationError(f"--inputs {' '.join(map(repr, patterns))}: matches no file "
+                                 f"(from {os.getcwd()!r}); quote the pattern so the shell leaves ** to detflow")
     processor = None if dry_run else _processor(executor, address)
     q = open_queue(queue_location)
     try:
         listing = batch_enqueue(q, spec, force=force, num_retries=max_retries, dry_run=dry_run)
-        unmatched = spec.unmatched()
-        if not listing.tasks:
-            raise ConfigurationError(f"--inputs {' '.join(map(repr, patterns))}: matches no file "
-                                     f"(from {os.getcwd()!r}); quote the pattern so the shell leaves ** to detflow")
-        for p in unmatched:
+        for p in spec.unmatched():
             click.echo(f"warning: --inputs {p!r} matches no file", err=True)
         ours = [t for t in listing.ids if t not in set(listing.skipped)]
         click.echo(f"{len(listing.tasks)} input(s): {len(listing.skipped)} already complete, "

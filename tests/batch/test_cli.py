@@ -109,6 +109,7 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(scenario, tmp_path) -> N
     nothing = detflow(*s.args()[:3], str(tmp_path / "nowhere" / "*.hdr"), *s.args()[4:])
     assert nothing.returncode == 2
     assert "matches no file" in nothing.stderr and "nowhere" in nothing.stderr and "Traceback" not in nothing.stderr
+    assert not s.queue.exists()  # no queue was made
 
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"\x00not sqlite\xff" * 64)

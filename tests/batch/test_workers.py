@@ -215,3 +215,28 @@ def test_the_heartbeat_keeps_a_task_longer_than_the_visibility_timeout(q) -> Non
     assert (report.done, report.lost, report.failed) == (1, 0, 0)
     (t,) = q.tasks()
     assert [a.outcome for a in q.get(t.id).attempts] == ["done"]
+
+
+def test_a_lost_lease_kills_the_child_running_the_task(q, tmp_path) -> None:
+    started = tmp_path / "started"
+    q.enqueue([{"path": str(tmp_path / "never"), "started": str(started)}])
+    processor = ProcessPoolProcessor(helpers.wait_for_file)
+    reports = []
+    thread = threading.Thread(target=lambda: reports.append(
+        launch_workers(q, processor, visibility_timeout=0.4, poll_interval=0.1)))
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not started.exists() or not started.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    child = int(started.read_text())
+    helpers.raw_execute(q.location, "UPDATE detflow_tasks SET token = 'stolen', lease_expires = lease_expires + 3600")
+    deadline = time.monotonic() + 120
+    while _alive(child):
+        assert time.monotonic() < deadline, "the child of a lost lease was not stopped"
+        time.sleep(0.02)
+    (t,) = q.tasks()
+    assert q.complete(Lease(t.id, t.payload, "stolen", "thief", 1, 0.0))
+    thread.join(120)
+    processor.close()
+    assert reports[0].lost == 1 and reports[0].done == 0
