@@ -51,9 +51,11 @@ def test_batch_runs_every_input_skips_them_next_time_and_force_reruns(scenario) 
     check_outputs(s)
 
 
-def test_every_log_line_names_the_task_and_the_worker(scenario) -> None:
+@pytest.mark.parametrize("executor", ["processes", "inline"])
+def test_every_log_line_names_the_task_and_the_worker(scenario, executor) -> None:
+    """Also with two tasks at once in one process (inline): each log file gets its own task's lines only."""
     s = scenario
-    proc = detflow(*s.args(workers=1))
+    proc = detflow(*s.args("--executor", executor, workers=2))
     assert proc.returncode == 0, proc.stderr
     conn = sqlite3.connect(s.queue)
     ids = {row[1]: row[0] for row in conn.execute("SELECT id, json_extract(payload, '$.input') FROM detflow_tasks")}
@@ -62,7 +64,7 @@ def test_every_log_line_names_the_task_and_the_worker(scenario) -> None:
         lines = (s.out / f"{inp.stem}.gated.log").read_text().splitlines()
         assert len(lines) >= 3
         for line in lines:
-            assert re.search(rf"task={ids[str(inp)]} worker=\S+-w0 ", line), line
+            assert re.search(rf"task={ids[str(inp)]} worker=\S+-w[01] ", line), line
     console = [ln for ln in proc.stderr.splitlines() if " INFO " in ln]
     assert console and all(re.search(r"task=[0-9a-f]{16} worker=\S+", ln) for ln in console)
 
