@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from detflow.batch.base import LeaseLostError, task_id
-from detflow.batch.logs import task_log_file
+from detflow.batch.logs import current_task, task_context, task_log_file
 from detflow.batch.workers import should_stop
 from detflow.errors import ConfigurationError
 from detflow.graph.model import Graph
@@ -125,11 +125,13 @@ def graph_task(*, graph: str, input: str, output_dir: str | None = None,
     """
     payload: dict[str, Any] = {"graph": graph, "input": input, "output_dir": output_dir, "nodes": nodes,
                                "config_file": config_file, "executor": executor}
-    tid = task_id(payload)
+    tid = current_task()[0]
+    if tid == "-":  # called directly, not by a worker
+        tid = task_id(payload)
     g = load_task_graph(graph, input, nodes=nodes, config_file=config_file)
     final_ctx = default_context(g, output_dir=output_dir)
     os.makedirs(final_ctx.output_dir, exist_ok=True)
-    with task_log_file(task_log_path(g, final_ctx), tid):
+    with task_context(tid, _worker_id), task_log_file(task_log_path(g, final_ctx), tid):
         log.info("job %s: %s on %s -> %s", _job_id, graph, input, final_ctx.output_dir)
         outputs = planned_outputs(g, final_ctx)
         staging_root = os.path.join(final_ctx.output_dir, STAGING)
