@@ -30,7 +30,7 @@ from detflow.batch.base import LeaseLostError, task_id
 from detflow.batch.logs import current_task, task_context, task_log_file
 from detflow.batch.workers import should_stop
 from detflow.errors import ConfigurationError
-from detflow.graph.model import Graph
+from detflow.graph import Graph
 from detflow.graph.run import RunContext, default_context, resolve_call, run_graph_iter
 from detflow.registry import SINKS
 
@@ -66,18 +66,24 @@ def load_task_graph(graph: str, input: str, *, nodes: Mapping[str, Mapping[str, 
 
 
 def planned_outputs(g: Graph, ctx: RunContext) -> list[Output]:
-    """The outputs a run of ``g`` writes: its sinks' paths and its ``save_results`` stores."""
-    skipped = {n.id for n in g.udf_nodes(include_skipped=True) if n.skip}
+    """The outputs a run of ``g`` writes: its sinks' paths and its ``save_results`` stores.
+
+    As the run decides them: a skipped sink, or one whose inputs are all skipped, writes
+    nothing; every node with ``save_results`` (and not skipped) writes
+    ``{output_dir}/{input_stem}_{node}.zarr``.
+    """
+    skipped = {n.id for n in g if getattr(n, "skip", False)}
+    sink_ids = {n.id for n in g.sink_nodes(include_skipped=True)}
     out = []
     for node in g.sink_nodes():
         path = node.params.get("path")
         if not isinstance(path, str) or all(i in skipped for i in node.inputs):
             continue
         out.append(Output(node.id, node.type, os.path.abspath(ctx.fill(path, graph=g.name, node=node.id))))
-    for udf in g.udf_nodes():
-        if udf.save_results:
-            out.append(Output(f"{udf.id}.save_results", "zarr",
-                              os.path.abspath(os.path.join(ctx.output_dir, f"{ctx.input_stem}_{udf.id}.zarr"))))
+    for n in g:
+        if n.id not in sink_ids and n.id not in skipped and getattr(n, "save_results", False):
+            out.append(Output(f"{n.id}.save_results", "zarr",
+                              os.path.abspath(os.path.join(ctx.output_dir, f"{ctx.input_stem}_{n.id}.zarr"))))
     return out
 
 
