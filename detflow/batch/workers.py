@@ -194,17 +194,15 @@ class DaskProcessor:
     def run(self, payload: dict[str, Any], *, job_id: str, worker_id: str, cancel: threading.Event) -> Any:
         fut = self.client.submit(call_task, self.fn, payload, job_id, worker_id, pure=False,
                                  key=f"detflow-batch-{uuid.uuid4().hex}")
+        finished = threading.Event()
+        fut.add_done_callback(lambda _: finished.set())
         try:
-            while True:
+            while not finished.wait(0.25):
                 if cancel.is_set():
                     raise LeaseLostError("lease lost; the dask task was cancelled")
                 if self._interrupted.is_set():
                     raise InterruptedError("interrupted; the dask task was cancelled")
-                try:
-                    return fut.result(timeout=0.25)
-                except TimeoutError:
-                    if fut.done():  # the task itself raised it
-                        raise
+            return fut.result()
         finally:
             if not fut.done() or cancel.is_set():
                 self.client.cancel(fut)
