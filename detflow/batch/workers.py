@@ -170,6 +170,11 @@ class DaskProcessor:
         The callable; it pickles to the cluster's workers, which must see the same files.
     address
         A scheduler (``tcp://host:8786``); or pass ``client``.
+
+    A task whose lease is lost is cancelled; one already running on a dask worker runs to
+    its end (dask cannot interrupt a running task) and its result is discarded: its outputs
+    are replaced whole, by a rename, by whichever run finishes last, and the queue records
+    one completion.
     """
 
     def __init__(self, fn: Callable[..., Any], *, address: str | None = None, client: Any = None,
