@@ -22,7 +22,7 @@ the series header in passive mode, and the header (and every image's
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from detflow.sources.live.dectris.codec import EncodedFramesReader
 from detflow.sources.live.dectris.control import DectrisActiveController
 from detflow.sources.live.dectris.data import SeriesHeader
 
+if TYPE_CHECKING:
+    from detflow.sources.live.dectris.connection import DectrisConnection
+
 __all__ = ["DectrisAcquisition", "TriggerHooks"]
 
 log = logging.getLogger("detflow.live.dectris")
@@ -42,6 +45,7 @@ class DectrisAcquisition(LiveAcquisition):
     """One DECTRIS series, as a dataset (``ctx.make_acquisition(conn=dectris_conn, ...)``)."""
 
     encoded = True
+    conn: DectrisConnection
     #: seconds to wait for the series header once the run listens (None: the connection's timeout)
     header_timeout: float | None = None
     #: no pending acquisition, yet someone else arms: wait for the next series when the run starts
@@ -100,9 +104,9 @@ class DectrisAcquisition(LiveAcquisition):
             stream.read_blobs(n, blobs)
         except DetectorError as err:
             error = err
-        return EncodedFrames(blobs, self._reader, error)
+        return EncodedFrames(blobs, self._make_reader, error)
 
-    def _reader(self, payload: FrameReader, offsets: np.ndarray, base: int, total: int) -> FrameReader:
+    def _make_reader(self, payload: FrameReader, offsets: np.ndarray, base: int, total: int) -> FrameReader:
         return EncodedFramesReader(payload, offsets, encoding=self.conn.stream.encoding or "<", dtype=self.meta.dtype,
                                    frame_size=self.meta.frame_size, base=base, total=total, where=self.describe())
 

@@ -58,7 +58,7 @@ __all__ = [
 BSLZ4_ENCODINGS = {8: "bs8-lz4<", 16: "bs16-lz4<", 32: "bs32-lz4<"}
 _BSLZ4_HEADER = struct.Struct(">QI")
 #: the image ``type`` names of the stream and the dtypes they decode to
-_TYPES = {"uint8": np.dtype("<u1"), "uint16": np.dtype("<u2"), "uint32": np.dtype("<u4"),
+_TYPES: dict[str, np.dtype] = {"uint8": np.dtype("<u1"), "uint16": np.dtype("<u2"), "uint32": np.dtype("<u4"),
           "int8": np.dtype("<i1"), "int16": np.dtype("<i2"), "int32": np.dtype("<i4"), "float32": np.dtype("<f4")}
 
 _limited = False
@@ -185,7 +185,8 @@ def decode(blob: bytes | memoryview | np.ndarray, encoding: str, dtype: Any, cou
         raise DetectorProtocolError(
             f"{where}: encoding {encoding!r} is not one of {', '.join(repr(e) for e in DECODERS)}"
         ) from None
-    return decoder(memoryview(blob).cast("B"), np.dtype(dtype).newbyteorder("<"), int(count), where)
+    view = memoryview(blob).cast("B")  # type: ignore[arg-type]
+    return decoder(view, np.dtype(dtype).newbyteorder("<"), int(count), where)
 
 
 def encode(frame: np.ndarray, encoding: str) -> bytes:
@@ -253,7 +254,7 @@ class EncodedFramesReader:
         if decoder is None:
             decode(b"", self.encoding, self.dtype, fsize, self.where)  # raises, naming the encoding
         assert decoder is not None
-        view = memoryview(raw)
+        view = memoryview(raw)  # type: ignore[arg-type]
         frame0 = self.base // fsize
         for k in range(first, last):
             blob = view[int(offsets[k]) - origin : int(offsets[k + 1]) - origin]

@@ -21,7 +21,6 @@ the settings an active acquisition applies before arming
 from __future__ import annotations
 
 import json
-import socket
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -168,12 +167,12 @@ class SimplonClient:
         except urllib.error.HTTPError as err:
             text = _shown(err.read())
             raise DetectorCommandError(what, err.code, text or err.reason) from None
-        except (TimeoutError, socket.timeout) as err:
+        except TimeoutError as err:
             raise DetectorTimeoutError(
                 f"simplon at {self.where}: {what} got no answer within {self.timeout:g} s (parameter 'timeout')"
             ) from err
         except urllib.error.URLError as err:
-            if isinstance(err.reason, TimeoutError | socket.timeout):
+            if isinstance(err.reason, TimeoutError):
                 raise DetectorTimeoutError(
                     f"simplon at {self.where}: {what} got no answer within {self.timeout:g} s (parameter 'timeout')"
                 ) from err

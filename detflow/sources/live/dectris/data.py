@@ -234,7 +234,8 @@ class DectrisStream:
                 break
             deadline = self._deadline(None)
             what = f"image {self.next_frame} of series {header.series}"
-            head = self._part(deadline, what)
+            head: bytes | None = self._part(deadline, what)
+            assert head is not None
             if not head.startswith(b'{"htype":"dimage-1.0"'):
                 head = self._odd_part(head, deadline, what)
                 if head is None:
@@ -259,8 +260,9 @@ class DectrisStream:
     def _odd_part(self, part: bytes, deadline: float, what: str) -> bytes | None:
         """A part where a ``dimage-1.0`` was due: the footer (series ended early), ``all``'s extras, or an error."""
         while True:
-            msg = _json(part) if part[:1] == b"{" else None
-            htype = msg.get("htype", "") if isinstance(msg, dict) else ""
+            parsed = _json(part) if part[:1] == b"{" else None
+            msg: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
+            htype = str(msg.get("htype", ""))
             if htype == "dseries_end-1.0":
                 log.warning("%s: series %s ended after %d of %d images", self.where, msg.get("series"),
                             self.next_frame, self.header.n_images if self.header else 0)

@@ -130,7 +130,7 @@ def from_array(data: np.ndarray, encoding: str | None = None, source: str = "<ar
     blobs = [encode(f, enc) for f in frames]
     compression = "lz4" if enc == "lz4<" else "none" if enc == "<" else "bslz4"
     return DectrisRecording(_config(frames.shape[1:], dtype, len(frames), {"compression": compression}),
-                            tuple(frames.shape[1:]), dtype, blobs, enc, source)  # type: ignore[arg-type]
+                            (int(frames.shape[1]), int(frames.shape[2])), dtype, blobs, enc, source)
 
 
 def load_recording(path: str | os.PathLike[str], *, encoding: str | None = None) -> DectrisRecording:
@@ -177,7 +177,8 @@ def _from_master(path: Path, encoding: str | None) -> DectrisRecording:
             try:
                 ds = data_group[name]
             except KeyError as err:
-                raise SourceNotFoundError(f"{path}: /entry/data/{name}", "the data file it links to is missing") from err
+                raise SourceNotFoundError(f"{path}: /entry/data/{name}",
+                                          "the data file it links to is missing") from err
             if ds.ndim != 3:
                 raise SourceFormatError(f"{path}: /entry/data/{name} has shape {ds.shape}; expected (n, h, w)")
             if first is None:
@@ -297,7 +298,7 @@ def _dump_parts(path: Path) -> list[bytes]:
 
 
 def _json_or_none(part: bytes) -> Any:
-    if not part[:1] == b"{":
+    if part[:1] != b"{":
         return None
     try:
         return json.loads(part)
@@ -347,7 +348,7 @@ def write_master(path: str | os.PathLike[str], frames: np.ndarray, *, frames_per
     flat = frames.reshape(-1, *frames.shape[-2:])
     p = Path(path)
     stem = p.name[: -len("_master.h5")] if p.name.endswith("_master.h5") else p.stem
-    filters = hdf5plugin.Bitshuffle(cname="lz4") if compression == "bslz4" else {}
+    filters: Any = hdf5plugin.Bitshuffle(cname="lz4") if compression == "bslz4" else {}
     with h5py.File(p, "w") as master:
         data = master.create_group("entry/data")
         for k, lo in enumerate(range(0, len(flat), frames_per_file), start=1):

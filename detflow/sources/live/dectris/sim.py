@@ -233,7 +233,8 @@ class DectrisSimulator:
             except zmq.ZMQError as err:
                 raise ConfigurationError(f"dectris simulator: cannot listen on {self.host}:{self._want_data_port} "
                                          f"(data port): {err}") from None
-            self.data_port = int(sock.getsockopt(zmq.LAST_ENDPOINT).decode().rsplit(":", 1)[1])
+            endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            self.data_port = int(endpoint.rsplit(":", 1)[1])
         except BaseException as err:  # noqa: BLE001 - reported by __init__
             self._startup_error = err
             sock.close()

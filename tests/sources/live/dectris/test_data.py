@@ -49,12 +49,12 @@ def test_parts_grouped_any_way_are_the_same_stream() -> None:
 
 def test_garbage_and_old_series_before_the_header_are_skipped() -> None:
     old = series_parts(FRAMES[:3], series=6)[1:]  # the tail of an earlier series, without its header
-    with ScriptedPush([[b"\x00junk"], [b'{"htype":"nonsense"}'], *old, *series_parts(FRAMES, series=7)]) as push:
-        with DectrisStream("127.0.0.1", push.port, timeout=5) as stream:
-            push.send()
-            header = stream.read_header(series=7)
-            blobs: list[bytes] = []
-            assert stream.read_blobs(100, blobs) == 10
+    msgs = [[b"\x00junk"], [b'{"htype":"nonsense"}'], *old, *series_parts(FRAMES, series=7)]
+    with ScriptedPush(msgs) as push, DectrisStream("127.0.0.1", push.port, timeout=5) as stream:
+        push.send()
+        header = stream.read_header(series=7)
+        blobs: list[bytes] = []
+        assert stream.read_blobs(100, blobs) == 10
     assert header.series == 7 and stream.skipped_parts == 2 + 3 * 4 + 1
     np.testing.assert_array_equal(decoded(blobs), FRAMES)
 
