@@ -39,6 +39,7 @@ import logging
 import re
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,7 +154,9 @@ class DectrisStream:
         self.done = header is None
 
     # --- parts ------------------------------------------------------------------------------
-    def _part(self, deadline: float | None, what: str) -> bytes:
+    def _part(self, deadline: float | None, what: str | Callable[[], str]) -> bytes:
+        """The next part; wait until ``deadline`` (``None``: ``timeout`` seconds from when
+        waiting starts). ``what`` (or what it returns) names the part in the timeout error."""
         parts = self._parts
         if parts:
             return parts.popleft()
@@ -161,14 +164,17 @@ class DectrisStream:
             return self._sock.recv(self._noblock)
         except self._again:
             pass
+        if deadline is None:
+            deadline = time.monotonic() + self.timeout
         while True:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if self._sock.poll(None if left is None else int(left * 1000) + 1):
+            left = max(0.0, deadline - time.monotonic())
+            if self._sock.poll(int(left * 1000) + 1):
                 return self._sock.recv(self._noblock)
-            if deadline is not None and time.monotonic() >= deadline:
+            if time.monotonic() >= deadline:
                 count = "" if self.header is None else f" ({self.next_frame} of {self.header.n_images} images arrived)"
-                raise DetectorTimeoutError(f"{self.where}: nothing arrived within {self.timeout:g} s "
-                                           f"while waiting for {what}{count}", frames_received=self._received())
+                raise DetectorTimeoutError(f"{self.where}: nothing arrived within {self.timeout:g} s while waiting "
+                                           f"for {what if isinstance(what, str) else what()}{count}",
+                                           frames_received=self._received())
 
     def _received(self) -> int | None:
         return None if self.header is None else self.next_frame
@@ -232,8 +238,8 @@ class DectrisStream:
             if self.next_frame >= total:
                 self._read_footer()
                 break
-            deadline = self._deadline(None)
-            what = f"image {self.next_frame} of series {header.series}"
+            deadline = None
+            what = self._what_image
             head: bytes | None = self._part(deadline, what)
             assert head is not None
             if not head.startswith(b'{"htype":"dimage-1.0"'):
@@ -257,7 +263,10 @@ class DectrisStream:
             self._read_footer()
         return got
 
-    def _odd_part(self, part: bytes, deadline: float, what: str) -> bytes | None:
+    def _what_image(self) -> str:
+        return f"image {self.next_frame} of series {self.header.series if self.header else '?'}"
+
+    def _odd_part(self, part: bytes, deadline: float | None, what: Callable[[], str]) -> bytes | None:
         """A part where a ``dimage-1.0`` was due: the footer (series ended early), ``all``'s extras, or an error."""
         while True:
             parsed = _json(part) if part[:1] == b"{" else None
@@ -275,7 +284,7 @@ class DectrisStream:
                 part = self._part(deadline, what)
                 continue
             raise DetectorProtocolError(
-                f"{self.where}: expected {what} (a dimage-1.0 part); got {_shown(part)} "
+                f"{self.where}: expected {what()} (a dimage-1.0 part); got {_shown(part)} "
                 f"({self.next_frame} of {self.header.n_images if self.header else '?'} images arrived)",
                 frames_received=self.next_frame)
 
@@ -310,7 +319,7 @@ class DectrisStream:
         self.done = True
         header = self.header
         try:
-            part = self._part(self._deadline(None), f"the footer of series {header.series if header else '?'}")
+            part = self._part(None, f"the footer of series {header.series if header else '?'}")
         except DetectorTimeoutError:
             log.warning("%s: no dseries_end-1.0 after the last image (the images are complete)", self.where)
             return

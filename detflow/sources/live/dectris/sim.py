@@ -294,15 +294,17 @@ class DectrisSimulator:
         end = min(s.n, s.sent + count)
         if self.stop_after is not None:
             end = min(end, self.stop_after)
-        for i in range(s.sent, end):
-            if self._abort.is_set() or self._stop.is_set():
+        jump = self.frame_jump
+        heads = [b'{"htype":"dimage-1.0","series":%d,"frame":%d,"hash":"%s"}' % (
+            s.number, i if jump is None or i < jump[0] else i + jump[1], s.hashes[i].encode())
+            for i in range(s.sent, end)]
+        tails = [b'{"htype":"dconfig-1.0","start_time":%d,"stop_time":%d,"real_time":%d}' % (
+            i * frame_ns, (i + 1) * frame_ns, frame_ns) for i in range(s.sent, end)]
+        first, blobs, abort, stop = s.sent, s.blobs, self._abort, self._stop
+        for i in range(first, end):
+            if abort.is_set() or stop.is_set():
                 return
-            number = i if self.frame_jump is None or i < self.frame_jump[0] else i + self.frame_jump[1]
-            head = b'{"htype":"dimage-1.0","series":%d,"frame":%d,"hash":"%s"}' % (
-                s.number, number, s.hashes[i].encode())
-            tail = b'{"htype":"dconfig-1.0","start_time":%d,"stop_time":%d,"real_time":%d}' % (
-                i * frame_ns, (i + 1) * frame_ns, frame_ns)
-            if not self._send([head, info, s.blobs[i], tail]):
+            if not self._send([heads[i - first], info, blobs[i], tails[i - first]]):
                 return
             s.sent = i + 1
         if self.stop_after is not None and s.sent >= self.stop_after:
