@@ -125,12 +125,35 @@ def _decode_bslz4(blob: memoryview, dtype: np.dtype, count: int, where: str) -> 
             f"{where}: the bitshuffle-LZ4 block size {block_bytes} bytes is not a multiple of 8 {dtype.name} "
             "elements"
         )
+    _check_blocks(blob, count, dtype.itemsize, block_bytes // dtype.itemsize, where)
     bitshuffle = _bitshuffle()
     body = np.frombuffer(blob, dtype=np.uint8, offset=_BSLZ4_HEADER.size)
     try:
         return bitshuffle.decompress_lz4(body, (count,), dtype, block_bytes // dtype.itemsize)
     except (RuntimeError, ValueError) as err:
         raise DetectorProtocolError(f"{where}: the bitshuffle-LZ4 blob does not decode: {err}") from err
+
+
+def _check_blocks(blob: memoryview, count: int, itemsize: int, block: int, where: str) -> None:
+    """Walk the block lengths of a bitshuffle-LZ4 blob: they must fit it exactly.
+
+    The bitshuffle library trusts them (a length that points past the blob makes it
+    read past the buffer), so a corrupt blob off the wire is caught here first.
+    """
+    tail = count % block
+    blocks = count // block + (1 if tail - tail % 8 else 0)
+    pos, end = _BSLZ4_HEADER.size, len(blob) - (count % 8) * itemsize
+    for _ in range(blocks):
+        if pos + 4 > end:
+            break
+        pos += 4 + int.from_bytes(blob[pos : pos + 4], "big")
+    else:
+        if pos == end:
+            return
+    raise DetectorProtocolError(
+        f"{where}: the bitshuffle-LZ4 blob of {len(blob)} bytes does not hold {blocks} blocks of {block} "
+        f"elements and {count % 8} plain ones: corrupt or cut short"
+    )
 
 
 def _decode_lz4(blob: memoryview, dtype: np.dtype, count: int, where: str) -> np.ndarray:

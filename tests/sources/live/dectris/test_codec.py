@@ -79,9 +79,17 @@ def test_bad_blobs_are_errors_that_name_the_frame() -> None:
     blob = encode(frame, "bs16-lz4<")
     with pytest.raises(DetectorProtocolError, match=r"frame 7: the bitshuffle-LZ4 header says 1536 bytes"):
         decode(blob, "bs16-lz4<", np.uint16, 700, "scan, frame 7")
-    corrupt = blob[:12] + bytes(len(blob) - 12)
+    corrupt = blob[:16] + b"\xff" * 24 + blob[40:]  # the block lengths are right, the LZ4 data is not
     with pytest.raises(DetectorProtocolError, match="frame 3: the bitshuffle-LZ4 blob does not decode"):
         decode(corrupt, "bs16-lz4<", np.uint16, frame.size, "scan, frame 3")
+    import struct as st
+
+    big = random_frames(4, 1, sig=(64, 129))[0]  # two whole blocks, a short one, and 8256 % 8 = 0 plain pixels
+    blob = encode(big, "bs16-lz4<")
+    total, block = st.unpack(">QI", blob[:12])
+    for bad in (st.pack(">QI", total, block // 2) + blob[12:], blob[:-7], blob + b"\x00"):  # lengths that lie
+        with pytest.raises(DetectorProtocolError, match="blob of .* bytes does not hold .* blocks.*corrupt"):
+            decode(bad, "bs16-lz4<", np.uint16, big.size)
     with pytest.raises(DetectorProtocolError, match="lz4 blob does not decode"):
         decode(b"\xff" * 40, "lz4<", np.uint16, frame.size)
     with pytest.raises(DetectorProtocolError, match="encoding 'zstd' is not one of"):
