@@ -26,8 +26,9 @@ compressed bytes cross from the receiving process to the workers.
 **Threads.** The bitshuffle library parallelises over the blocks of one image with
 OpenMP; for one 128 KiB image that costs more than it gains (the threads of several
 worker processes spin against each other: measured 10 ms instead of 50 µs per
-256x256 frame on 2 cores), so the first decode in each process limits bitshuffle's
-OpenMP runtime to one thread. Parallelism comes from the workers.
+256x256 frame on 2 cores), so the first decode in each thread limits bitshuffle's
+OpenMP runtime to one thread (an OpenMP thread count is a per-thread setting).
+Parallelism comes from the workers.
 """
 
 from __future__ import annotations
@@ -61,8 +62,10 @@ _BSLZ4_HEADER = struct.Struct(">QI")
 _TYPES: dict[str, np.dtype] = {"uint8": np.dtype("<u1"), "uint16": np.dtype("<u2"), "uint32": np.dtype("<u4"),
           "int8": np.dtype("<i1"), "int16": np.dtype("<i2"), "int32": np.dtype("<i4"), "float32": np.dtype("<f4")}
 
-_limited = False
-_limit_lock = threading.Lock()
+#: the OpenMP runtimes bitshuffle uses, found once per process; the limit is set per thread
+_openmp: list[Any] | None = None
+_openmp_lock = threading.Lock()
+_local = threading.local()
 
 
 def image_dtype(type_name: str, where: str = "dectris stream") -> np.dtype:
@@ -81,25 +84,29 @@ def _bitshuffle() -> Any:
         import bitshuffle
     except ImportError as err:  # pragma: no cover - a dependency of detflow
         raise MissingDependencyError("bitshuffle", "live", "decoding DECTRIS bitshuffle-LZ4 images") from err
-    if not _limited:
-        with _limit_lock:
-            if not _limited:
-                _limit_openmp()
-                _limited = True
+    if not getattr(_local, "limited", False):
+        _limit_openmp()
+        _local.limited = True
     return bitshuffle
 
 
 def _limit_openmp() -> None:
-    """One OpenMP thread for the runtime bitshuffle loaded (see the module docstring)."""
-    from threadpoolctl import ThreadpoolController
+    """One OpenMP thread in this thread for the runtime bitshuffle loaded (see the module docstring).
 
-    controller = ThreadpoolController()
-    own = [lib for lib in controller.lib_controllers if "bitshuffle" in lib.filepath and lib.user_api == "openmp"]
-    if own:
-        for lib in own:
-            lib.set_num_threads(1)
-    else:  # a bitshuffle linked against the system's OpenMP: limit that one
-        controller.select(user_api="openmp").limit(limits=1)
+    ``omp_set_num_threads`` sets the calling thread's value only: every thread that
+    decodes (a threaded executor's workers, say) calls this once.
+    """
+    global _openmp
+    with _openmp_lock:
+        if _openmp is None:
+            from threadpoolctl import ThreadpoolController
+
+            libs = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "openmp"]
+            own = [lib for lib in libs if "bitshuffle" in lib.filepath]
+            _openmp = own or libs  # a bitshuffle linked against the system's OpenMP: limit that one
+        libs = _openmp
+    for lib in libs:
+        lib.set_num_threads(1)
 
 
 def _lz4_block() -> Any:

@@ -113,3 +113,26 @@ def test_encoded_frames_reader_reads_any_pixel_range(encoding: str) -> None:
         np.testing.assert_array_equal(reader.read_pixels(base + lo, base + hi), flat[lo:hi])
     with pytest.raises(IndexError):
         reader.read_pixels(base - 1, base + 1)
+
+
+def test_each_decoding_thread_runs_bitshuffle_on_one_openmp_thread() -> None:
+    """OpenMP's thread count is per thread: every thread that decodes sets its own (the threads of
+    several workers spinning against each other made decoding hundreds of times slower)."""
+    import threading
+
+    from threadpoolctl import ThreadpoolController
+
+    frame = random_frames(14, 1, sig=(256, 256))[0]
+    blob = encode(frame, "bs16-lz4<")
+    seen: list[list[int]] = []
+
+    def decode_here() -> None:
+        np.testing.assert_array_equal(decode(blob, "bs16-lz4<", np.uint16, frame.size), frame.reshape(-1))
+        libs = [lib for lib in ThreadpoolController().lib_controllers if "bitshuffle" in lib.filepath]
+        seen.append([lib.num_threads for lib in libs])
+
+    threads = [threading.Thread(target=decode_here) for _ in range(2)]
+    for t in threads:
+        t.start()
+        t.join(60)
+    assert seen == [[1], [1]]
