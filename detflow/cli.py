@@ -253,6 +253,8 @@ def sim_merlin(path: str, **options: Any) -> None:
 @click.option("--data-port", default=9999, show_default=True, help="ZeroMQ stream port (0: any free port).")
 @click.option("--encoding", type=click.Choice(["bs8-lz4<", "bs16-lz4<", "bs32-lz4<", "lz4<", "<"]), default=None,
               help="Blob encoding of a .npy (default: bitshuffle-LZ4 of its element size).")
+@click.option("--trigger-mode", type=click.Choice(["exte", "inte", "exts", "ints"]), default=None,
+              help="Trigger mode to start in (clients may change it over REST); default: the file's, else exte.")
 @_errors
 def sim_dectris(path: str, **options: Any) -> None:
     """Serve PATH (.npy, HDF5 master file, or a stream dump) as a DECTRIS detector would, until Ctrl-C."""

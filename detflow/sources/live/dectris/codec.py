@@ -117,7 +117,32 @@ def _lz4_block() -> Any:
     return lz4.block
 
 
-def _decode_bslz4(blob: memoryview, dtype: np.dtype, count: int, where: str) -> np.ndarray:
+def _c_bslz4() -> Any:
+    """bitshuffle's C entry point ``bshuf_decompress_lz4(in, out, size, elem_size, block_size)``.
+
+    Called through ctypes it decodes straight into the caller's array: no output array
+    allocated per image and no copy of it (the Python wrapper has both). ``None`` where
+    the extension does not export it; the Python wrapper is used then.
+    """
+    global _c_decompress
+    if _c_decompress is None:
+        try:
+            import ctypes
+
+            fn = ctypes.CDLL(_bitshuffle().ext.__file__).bshuf_decompress_lz4
+            fn.restype = ctypes.c_int64
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_size_t]
+            _c_decompress = fn
+        except (OSError, AttributeError):  # pragma: no cover - a bitshuffle built without exported symbols
+            _c_decompress = False
+    return _c_decompress or None
+
+
+_c_decompress: Any = None
+
+
+def _decode_bslz4(blob: memoryview, out: np.ndarray, where: str) -> None:
+    dtype, count = out.dtype, out.size
     nbytes = count * dtype.itemsize
     if len(blob) < _BSLZ4_HEADER.size:
         raise DetectorProtocolError(f"{where}: a bitshuffle-LZ4 blob of {len(blob)} bytes has no 12-byte header")
@@ -132,12 +157,20 @@ def _decode_bslz4(blob: memoryview, dtype: np.dtype, count: int, where: str) -> 
             f"{where}: the bitshuffle-LZ4 block size {block_bytes} bytes is not a multiple of 8 {dtype.name} "
             "elements"
         )
-    _check_blocks(blob, count, dtype.itemsize, block_bytes // dtype.itemsize, where)
+    block = block_bytes // dtype.itemsize
+    _check_blocks(blob, count, dtype.itemsize, block, where)
     bitshuffle = _bitshuffle()
     body = np.frombuffer(blob, dtype=np.uint8, offset=_BSLZ4_HEADER.size)
-    try:
-        return bitshuffle.decompress_lz4(body, (count,), dtype, block_bytes // dtype.itemsize)
-    except (RuntimeError, ValueError) as err:
+    fn = _c_bslz4()
+    if fn is not None:
+        used = fn(body.__array_interface__["data"][0], out.ctypes.data, count, dtype.itemsize, block)
+        if used != body.size:
+            raise DetectorProtocolError(f"{where}: the bitshuffle-LZ4 blob does not decode (bitshuffle error "
+                                        f"{used}, {body.size} bytes of blocks)")
+        return
+    try:  # pragma: no cover - the fallback of _c_bslz4
+        out[:] = bitshuffle.decompress_lz4(body, (count,), dtype, block)
+    except (RuntimeError, ValueError) as err:  # pragma: no cover
         raise DetectorProtocolError(f"{where}: the bitshuffle-LZ4 blob does not decode: {err}") from err
 
 
@@ -163,29 +196,30 @@ def _check_blocks(blob: memoryview, count: int, itemsize: int, block: int, where
     )
 
 
-def _decode_lz4(blob: memoryview, dtype: np.dtype, count: int, where: str) -> np.ndarray:
-    nbytes = count * dtype.itemsize
+def _decode_lz4(blob: memoryview, out: np.ndarray, where: str) -> None:
+    nbytes = out.nbytes
     try:
         raw = _lz4_block().decompress(blob, uncompressed_size=nbytes)
     except Exception as err:  # lz4.block.LZ4BlockError derives from Exception only
         raise DetectorProtocolError(f"{where}: the lz4 blob does not decode to {nbytes} bytes: {err}") from err
     if len(raw) != nbytes:
         raise DetectorProtocolError(f"{where}: the lz4 blob decodes to {len(raw)} bytes; the image is {nbytes}")
-    return np.frombuffer(raw, dtype=dtype)
+    out[:] = np.frombuffer(raw, dtype=out.dtype)
 
 
-def _decode_plain(blob: memoryview, dtype: np.dtype, count: int, where: str) -> np.ndarray:
-    if len(blob) != count * dtype.itemsize:
+def _decode_plain(blob: memoryview, out: np.ndarray, where: str) -> None:
+    if len(blob) != out.nbytes:
         raise DetectorProtocolError(
-            f"{where}: an uncompressed image of {count} {dtype.name} pixels is {count * dtype.itemsize} bytes; "
+            f"{where}: an uncompressed image of {out.size} {out.dtype.name} pixels is {out.nbytes} bytes; "
             f"got {len(blob)}"
         )
-    return np.frombuffer(blob, dtype=dtype)
+    out[:] = np.frombuffer(blob, dtype=out.dtype)
 
 
-Decoder = Callable[[memoryview, np.dtype, int, str], np.ndarray]
+Decoder = Callable[[memoryview, np.ndarray, str], None]
 
-#: encoding name (as in ``dimage_d-1.0``) → decoder ``(blob, dtype, pixels, where) -> 1-D array``
+#: encoding name (as in ``dimage_d-1.0``) → decoder ``(blob, out, where)``, which fills the
+#: contiguous 1-D little-endian array ``out`` (its dtype and size are the image's)
 DECODERS: dict[str, Decoder] = {
     **{name: _decode_bslz4 for name in BSLZ4_ENCODINGS.values()},
     "lz4<": _decode_lz4,
@@ -216,7 +250,9 @@ def decode(blob: bytes | memoryview | np.ndarray, encoding: str, dtype: Any, cou
             f"{where}: encoding {encoding!r} is not one of {', '.join(repr(e) for e in DECODERS)}"
         ) from None
     view = memoryview(blob).cast("B")  # type: ignore[arg-type]
-    return decoder(view, np.dtype(dtype).newbyteorder("<"), int(count), where)
+    out = np.empty(int(count), dtype=np.dtype(dtype).newbyteorder("<"))
+    decoder(view, out, where)
+    return out
 
 
 def encode(frame: np.ndarray, encoding: str) -> bytes:
@@ -289,7 +325,7 @@ class EncodedFramesReader:
         for k in range(first, last):
             blob = view[int(offsets[k]) - origin : int(offsets[k + 1]) - origin]
             pos = (k - first) * fsize
-            out[pos : pos + fsize] = decoder(blob, self.dtype, fsize, f"{self.where}, frame {frame0 + k}")
+            decoder(blob, out[pos : pos + fsize], f"{self.where}, frame {frame0 + k}")
         return out[lo - first * fsize : hi - first * fsize]
 
     def restrict(self, start: int, stop: int) -> EncodedFramesReader:

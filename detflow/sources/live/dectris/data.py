@@ -58,8 +58,9 @@ REQUIRED = ("ntrigger", "nimages", "trigger_mode", "x_pixels_in_detector", "y_pi
             "bit_depth_image")
 #: the parts ``header_detail: all`` adds after the configuration (each a JSON part and a data part)
 _EXTRAS = (b"dflatfield-1.0", b"dpixelmask-1.0", b"dcountrate_table-1.0")
-#: receive buffer, in messages (one image is one message)
-_RCVHWM = 100_000
+#: parts ZeroMQ may queue on the receiving side before the sender has to wait (a few
+#: thousand images: a run's partitions are received while the previous ones are processed)
+_RCVHWM = 20_000
 
 
 def _zmq() -> Any:

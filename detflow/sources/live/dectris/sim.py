@@ -96,6 +96,9 @@ class DectrisSimulator:
         Where to listen; port 0 picks a free one (see :attr:`api_port`, :attr:`data_port`).
     encoding
         Blob encoding of an array or ``.npy`` source (default ``bs{8,16,32}-lz4<``).
+    trigger_mode
+        The trigger mode to start in, with the image count set to the recording's
+        frames (default: the recording's own, ``exte`` for arrays).
     garbage, stop_after, frame_jump
         Faults to inject (see the module docstring).
     """
@@ -108,6 +111,7 @@ class DectrisSimulator:
         api_port: int = 8910,
         data_port: int = 9999,
         encoding: str | None = None,
+        trigger_mode: str | None = None,
         garbage: bool = False,
         stop_after: int | None = None,
         frame_jump: tuple[int, int] | None = None,
@@ -121,6 +125,14 @@ class DectrisSimulator:
         self.host = host
         self.garbage, self.stop_after, self.frame_jump = garbage, stop_after, frame_jump
         self.config: dict[str, Any] = dict(self.recording.config)
+        if trigger_mode is not None:
+            mode = trigger_mode
+            if mode not in TRIGGER_MODES:
+                raise ConfigurationError(f"dectris simulator: parameter 'trigger_mode' must be one of "
+                                         f"{', '.join(TRIGGER_MODES)}; got {trigger_mode!r}")
+            n = self.recording.n_frames
+            self.config.update(trigger_mode=mode, ntrigger=n if mode in ("exte", "inte") else 1,
+                               nimages=1 if mode in ("exte", "inte") else n)
         self.stream_config: dict[str, Any] = {"mode": "enabled", "header_detail": "basic"}
         self.state = "idle"
         self.series = 0
@@ -334,7 +346,8 @@ class DectrisSimulator:
     def close(self) -> None:
         """Stop both servers and join their threads."""
         self._stop.set()
-        self._http.shutdown() if self._threads[0].is_alive() else None
+        if self._threads[0].is_alive():
+            self._http.shutdown()
         self._http.server_close()
         for t in self._threads:
             if t.is_alive():
@@ -445,9 +458,11 @@ def _make_http_server(sim: DectrisSimulator, host: str, port: int) -> ThreadingH
 
 
 def run_simulator(path: str, *, host: str = "127.0.0.1", api_port: int = 8910, data_port: int = 9999,
-                  encoding: str | None = None, echo: Callable[[str], None] = print) -> None:
+                  encoding: str | None = None, trigger_mode: str | None = None,
+                  echo: Callable[[str], None] = print) -> None:
     """Run a simulator until Ctrl-C or SIGTERM (``detflow sim dectris``), printing its ports."""
-    sim = DectrisSimulator(path, host=host, api_port=api_port, data_port=data_port, encoding=encoding)
+    sim = DectrisSimulator(path, host=host, api_port=api_port, data_port=data_port, encoding=encoding,
+                           trigger_mode=trigger_mode)
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt

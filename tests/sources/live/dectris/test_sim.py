@@ -136,3 +136,20 @@ def test_cli_errors(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "detflow.cli", "sim", "dectris", str(tmp_path / "junk.bin")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "junk.bin: 3 stray bytes at offset 0" in proc.stderr, proc.stderr
+
+
+def test_cli_starts_in_the_trigger_mode_asked_for(tmp_path: Path) -> None:
+    from detflow.sources.live.dectris.acquisition import TriggerHooks
+
+    frames = random_frames(15, 6)
+    np.save(tmp_path / "scan.npy", frames)
+    with sim_process(str(tmp_path / "scan.npy"), "--api-port", "0", "--data-port", "0", "--trigger-mode",
+                     "inte") as (_, ports, lines):
+        assert "trigger_mode inte" in lines[0]
+        api = SimplonClient("127.0.0.1", ports["api"])
+        assert (api.get_config("ntrigger"), api.get_config("nimages")) == (6, 1)
+        with df.LiveContext.make_with("inline") as ctx, ctx.make_connection("dectris").open(
+                api_port=ports["api"], data_port=ports["data"]) as conn:
+            aq = ctx.make_acquisition(conn=conn, nav_shape=(2, 3), hooks=TriggerHooks())  # one trigger per image
+            res = ctx.run_udf(dataset=aq, udf=SumUDF())
+    np.testing.assert_array_equal(res["intensity"].data, frames.sum(axis=0, dtype=np.float64))
