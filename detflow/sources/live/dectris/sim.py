@@ -21,7 +21,8 @@ recording (more than it holds is an error at ``arm``). With an external trigger
 (``exte``, ``exts``) the images follow the header at once, as if the triggers came
 in; with an internal one, each ``trigger`` sends one image (``inte``) or
 ``nimages`` (``ints``). ``disarm``, ``abort`` and ``cancel`` end the series where it
-is (the footer follows what was sent).
+is (the footer follows what was sent): the images of every trigger before them, or
+of an external-trigger series as far as it got.
 
 **Faults**, for tests: ``garbage`` sends junk parts before each series' header;
 ``stop_after=k`` ends each series after ``k`` images, without its footer (a detector
@@ -277,8 +278,8 @@ class DectrisSimulator:
                 series = _Series(number, n, mode, config, self.recording.blobs_as(enc)[:n],
                                  self.recording.hashes(enc)[:n], enc)
                 self._send_header(series, stream["header_detail"])
-                if mode in ("exte", "exts"):
-                    self._send_images(series, n)
+                if mode in ("exte", "exts"):  # a disarm while these go out cuts the series short
+                    self._send_images(series, n, interruptible=True)
             elif what == "trigger" and series is not None:
                 self._send_images(series, 1 if series.mode == "inte" else int(series.config["nimages"]))
             elif what == "end" and series is not None:
@@ -298,7 +299,7 @@ class DectrisSimulator:
         else:
             self._send([head, json.dumps(s.config).encode()])
 
-    def _send_images(self, s: _Series, count: int) -> None:
+    def _send_images(self, s: _Series, count: int, *, interruptible: bool = False) -> None:
         h, w = self.recording.sig_shape
         info = json.dumps({"htype": "dimage_d-1.0", "shape": [w, h], "type": self.recording.dtype.name,
                            "encoding": s.encoding}).encode()
@@ -314,7 +315,7 @@ class DectrisSimulator:
             i * frame_ns, (i + 1) * frame_ns, frame_ns) for i in range(s.sent, end)]
         first, blobs, abort, stop = s.sent, s.blobs, self._abort, self._stop
         for i in range(first, end):
-            if abort.is_set() or stop.is_set():
+            if (interruptible and abort.is_set()) or stop.is_set():
                 return
             if not self._send([heads[i - first], info, blobs[i], tails[i - first]]):
                 return

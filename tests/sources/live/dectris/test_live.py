@@ -162,3 +162,30 @@ def test_garbage_before_the_header_is_skipped(frames: np.ndarray) -> None:
         check(ctx.run_udf(dataset=ctx.make_acquisition(conn=conn, nav_shape=NAV), udf=[SumUDF(), SumSigUDF()]),
               frames)
         assert conn.stream.skipped_parts == 3
+
+
+class TriggerThenDisarm(Hooks):
+    """Triggers ``n`` images of an ``inte`` series, then disarms: the detector ends it early."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def on_ready_for_data(self, env: Any) -> None:
+        api = env.aq.conn.api
+        for _ in range(self.n):
+            api.trigger()
+        api.disarm()  # after the images of those triggers, the footer
+
+
+def test_a_series_disarmed_midway_ends_the_run_with_the_count(sim: DectrisSimulator, frames: np.ndarray) -> None:
+    with df.LiveContext.make_with("inline") as ctx, open_conn(ctx, sim) as conn:
+        try:
+            aq = ctx.make_acquisition(conn=conn, nav_shape=(4, 6), frames_per_partition=4,
+                                      hooks=TriggerThenDisarm(10), controller=conn.get_active_controller("inte"))
+            with pytest.raises(df.errors.DetectorError, match="ended the acquisition after 10 of 24 frames") as info:
+                ctx.run_udf(dataset=aq, udf=SumUDF())
+            assert info.value.partial_results.frames_done == 10
+            np.testing.assert_array_equal(info.value.partial_results[0]["intensity"].data,
+                                          frames[:10].sum(axis=0, dtype=np.float64))
+        finally:
+            conn.get_active_controller("exte").apply(conn.api, 48)
