@@ -17,7 +17,8 @@ arms the detector itself):
 * ``LiberTEM-live SumUDF``: LiberTEM-live's ``LiveContext`` and its DECTRIS client
   (``make_connection("dectris")``, active mode, defaults) on the same simulator, in
   its own virtualenv (``benchmarks/setup_libertem.sh``), timed inside its process
-  after a warm-up run.
+  after a warm-up run. Its runs take turns with detflow's, so that both see the same
+  load where the machine is shared.
 
 Frames/s of the best of ``--repeats`` runs (after an untimed warm-up run) are printed
 with the ratio detflow / LiberTEM-live; every SumUDF result is checked against the
@@ -116,43 +117,70 @@ def detflow_sum(cpus: int | None) -> Callable[[DectrisSim], tuple[float, float |
     return run
 
 
+#: LiberTEM-live's client as a server of timed runs: a warm-up, then one run per "run" line on stdin
 _LIBERTEM_LIVE = """
 import json, sys, time
 from libertem.udf.sum import SumUDF
 from libertem_live.api import LiveContext
 api, data, ny, nx = (int(a) for a in sys.argv[1:5])
 with LiveContext() as ctx:
-    out = []
-    for _ in range(1 + int(sys.argv[5])):
+    def once():
         t0 = time.perf_counter()
         with ctx.make_connection("dectris").open(api_host="127.0.0.1", api_port=api, data_host="127.0.0.1",
                                                  data_port=data) as conn:
             aq = ctx.make_acquisition(conn=conn, nav_shape=(ny, nx))
             res = ctx.run_udf(dataset=aq, udf=SumUDF())
-        out.append((time.perf_counter() - t0, float(res["intensity"].data.sum(dtype="float64"))))
-print("RESULT " + json.dumps(out[1:]), flush=True)
+        return time.perf_counter() - t0, float(res["intensity"].data.sum(dtype="float64"))
+    once()
+    print("READY", flush=True)
+    for line in sys.stdin:
+        if line.strip() != "run":
+            break
+        print("RESULT " + json.dumps(once()), flush=True)
 """
 
 
-def libertem_live(sim: DectrisSim, repeats: int) -> Row:
-    """LiberTEM-live's DECTRIS client, ``repeats`` timed runs after a warm-up, in its own interpreter."""
-    row = Row("LiberTEM-live SumUDF")
-    python = bench_core.LT_PYTHON
-    if not Path(python).exists():
-        row.error = "LiberTEM-live is not installed: bash benchmarks/setup_libertem.sh"
-        return row
-    proc = subprocess.run([str(python), "-c", _LIBERTEM_LIVE, str(sim.api_port), str(sim.data_port),
-                           str(sim.nav[0]), str(sim.nav[1]), str(repeats)],
-                          capture_output=True, text=True, timeout=1800)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    if line is None:
-        row.error = f"LiberTEM-live failed (exit {proc.returncode}): {proc.stderr[-800:]}"
-        return row
-    for dt, total in json.loads(line[len("RESULT "):]):
-        row.times.append(dt)
-        row.sums.add(total)
-        log(f"  [{row.label}] {dt:.3f} s, {sim.n_frames / dt:.0f} frames/s")
-    return row
+class LiberTEMLive:
+    """LiberTEM-live's DECTRIS client in its own interpreter, one timed run per call (after a warm-up).
+
+    Its runs alternate with detflow's, so both see the same load on a shared machine.
+    """
+
+    label = "LiberTEM-live SumUDF"
+
+    def __init__(self, sim: DectrisSim) -> None:
+        python = bench_core.LT_PYTHON
+        if not Path(python).exists():
+            raise RuntimeError("LiberTEM-live is not installed: bash benchmarks/setup_libertem.sh")
+        self.proc = subprocess.Popen([str(python), "-c", _LIBERTEM_LIVE, str(sim.api_port), str(sim.data_port),
+                                      str(sim.nav[0]), str(sim.nav[1])], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._expect("READY")
+
+    def _expect(self, prefix: str) -> str:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith(prefix):
+                return line[len(prefix):].strip()
+        err = self.proc.stderr.read() if self.proc.stderr else ""
+        raise RuntimeError(f"LiberTEM-live failed (exit {self.proc.poll()}): {err[-800:]}")
+
+    def __call__(self, sim: DectrisSim) -> tuple[float, float | None]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("run\n")
+        self.proc.stdin.flush()
+        dt, total = json.loads(self._expect("RESULT "))
+        return dt, total
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
 
 
 def run(args: object) -> int:
@@ -173,14 +201,22 @@ def run(args: object) -> int:
     t0 = time.perf_counter()
     with dectris_sim(npy) as sim:
         log(f"simulator up in {time.perf_counter() - t0:.1f} s: api {sim.api_port}, data {sim.data_port}")
+        lt: LiberTEMLive | None = None
+        try:
+            lt = LiberTEMLive(sim)  # its warm-up run happens here
+            receivers[lt.label] = lt
+        except RuntimeError as err:
+            log(f"  LiberTEM-live: {err}")
         rows = [Row(name) for name in receivers]
         try:
             for row, fn in zip(rows, receivers.values(), strict=True):
+                if fn is lt:
+                    continue
                 try:
                     fn(sim)  # warm-up: worker processes, kernels, pools
                 except Exception as err:
                     row.error = f"{type(err).__name__}: {err}"[:300]
-            for rep in range(repeats):
+            for rep in range(repeats):  # receivers in turn, so that each sees the machine as the others do
                 for row, fn in zip(rows, receivers.values(), strict=True):
                     try:
                         dt, total = fn(sim)
@@ -192,11 +228,13 @@ def run(args: object) -> int:
                         row.sums.add(total)
                     log(f"  [{row.label}] run {rep + 1}: {dt:.3f} s, {sim.n_frames / dt:.0f} frames/s")
         finally:
+            if lt is not None:
+                lt.close()
             for ctx in _CONTEXTS.values():
                 ctx.close()  # type: ignore[attr-defined]
             _CONTEXTS.clear()
-        log("LiberTEM-live ...")
-        rows.append(libertem_live(sim, repeats))
+        if lt is None:
+            rows.append(Row("LiberTEM-live SumUDF", error="not installed: bash benchmarks/setup_libertem.sh"))
     report(sim, rows, want, repeats)
     return 0
 
