@@ -1,0 +1,157 @@
+"""Faults in files on disk: short, inconsistent or ambiguous inputs.
+
+Never a silently wrong result: each case is an error that names the file and the
+counts, or, where the user asks for padding, exactly the data there is plus zeros.
+A new fault is one more entry in a table below.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import detflow as df
+from detflow.errors import SourceFormatError
+from detflow.sources.base import Source
+from detflow.sources.mib import MibSource
+from detflow.sources.mib_write import write_mib
+
+RNG = np.random.default_rng(5)
+DATA = RNG.integers(0, 4000, size=(4, 4, 8, 8)).astype(np.uint16)  # 16 frames, 12-bit counts
+
+
+def read_all(src: Source) -> np.ndarray:
+    return np.concatenate([p.read() for p in src.partitions()])
+
+
+def load(kind: str, **kwargs: Any) -> Source:
+    return df.Context.make_with("inline").load(kind, **kwargs)
+
+
+# --- short inputs: (make the file, then load kwargs) -> error naming the file and counts ---
+def _mib_cut_at_a_frame_boundary(tmp: Path) -> tuple[str, dict[str, Any], int]:
+    write_mib(tmp / "cut.hdr", DATA)
+    frame_bytes = os.path.getsize(tmp / "cut.mib") // 16
+    os.truncate(tmp / "cut.mib", 10 * frame_bytes)  # 6 whole frames lost: nothing in the file looks wrong
+    return "mib", {"path": str(tmp / "cut.hdr")}, 10
+
+
+def _hdr_scan_larger_than_the_data(tmp: Path) -> tuple[str, dict[str, Any], int]:
+    write_mib(tmp / "big.hdr", DATA)
+    text = (tmp / "big.hdr").read_text("latin-1").replace("ScanX:\t4", "ScanX:\t6")
+    (tmp / "big.hdr").write_text(text, "latin-1")
+    return "mib", {"path": str(tmp / "big.hdr")}, 16
+
+
+def _npy_nav_shape_larger(tmp: Path) -> tuple[str, dict[str, Any], int]:
+    np.save(tmp / "d.npy", DATA)
+    return "npy", {"path": str(tmp / "d.npy"), "nav_shape": (5, 4)}, 16
+
+
+def _zarr_missing_chunk(tmp: Path) -> tuple[str, dict[str, Any], int]:
+    import shutil
+
+    import zarr
+
+    z = zarr.create_array(tmp / "d.zarr", shape=DATA.shape, chunks=(1, 4, 8, 8), dtype=DATA.dtype)
+    z[...] = DATA
+    shutil.rmtree(tmp / "d.zarr" / "c" / "2")  # the chunk of nav row 2: 4 frames
+    return "zarr", {"path": str(tmp / "d.zarr")}, 12
+
+
+SHORT: dict[str, tuple[Callable[[Path], tuple[str, dict[str, Any], int]], str]] = {
+    "mib cut at a frame boundary": (_mib_cut_at_a_frame_boundary, r"cut\.hdr: holds 10 frames .* needs 16: 6 missing"),
+    "hdr ScanX x ScanY larger than the data": (_hdr_scan_larger_than_the_data,
+                                               r"big\.hdr: holds 16 frames .*scan shape .*\(4, 6\) needs 24"),
+    "npy with a larger nav_shape": (_npy_nav_shape_larger, r"d\.npy: holds 16 frames .*nav_shape \(5, 4\) needs 20"),
+    "zarr with a missing chunk": (_zarr_missing_chunk, r"d\.zarr: 1 of the array's 4 chunks are missing"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SHORT))
+def test_a_short_input_is_an_error_naming_the_file_and_the_counts(tmp_path: Path, case: str) -> None:
+    make, message = SHORT[case]
+    kind, kwargs, _ = make(tmp_path)
+    with pytest.raises(SourceFormatError, match=message):
+        load(kind, **kwargs)
+
+
+@pytest.mark.parametrize("case", sorted(SHORT))
+def test_allow_short_reads_what_there_is_and_zeros(tmp_path: Path, case: str) -> None:
+    make, _ = SHORT[case]
+    kind, kwargs, have = make(tmp_path)
+    src = load(kind, **kwargs, allow_short=True)
+    got = read_all(src).reshape(-1, 8, 8)
+    flat = DATA.reshape(16, 8, 8)
+    if kind == "zarr":  # the missing chunk is a hole in the middle
+        expected = flat.copy()
+        expected[8:12] = 0
+    else:
+        expected = np.zeros((src.meta.n_frames, 8, 8), DATA.dtype)
+        expected[:have] = flat[:have]
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_a_negative_sync_offset_is_padding_asked_for(tmp_path: Path) -> None:
+    np.save(tmp_path / "d.npy", DATA)
+    src = load("npy", path=str(tmp_path / "d.npy"), sync_offset=-2)  # 2 blank frames, then 14 of the 16
+    np.testing.assert_array_equal(read_all(src)[2:], DATA.reshape(16, 8, 8)[:14])
+
+
+# --- which files make up a MIB acquisition -------------------------------------------------
+def frames(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 4000, size=(n, 8, 8)).astype(np.uint16)
+
+
+def test_a_prefix_mib_that_exists_is_taken_alone(tmp_path: Path) -> None:
+    """``r1.hdr`` next to ``r12.mib`` (another acquisition, another frame count)."""
+    r1, r12 = frames(4, 1), frames(6, 2)
+    write_mib(tmp_path / "r1.hdr", r1)
+    write_mib(tmp_path / "r12.hdr", r12)
+    src = MibSource(tmp_path / "r1.hdr")
+    assert src.files == [str(tmp_path / "r1.mib")]
+    np.testing.assert_array_equal(read_all(src), r1)
+    np.testing.assert_array_equal(read_all(MibSource(tmp_path / "r12.mib")), r12)
+
+
+def test_numbered_files_with_a_header_of_their_own_belong_to_that_acquisition(tmp_path: Path) -> None:
+    r1, r12 = frames(4, 1), frames(3, 2)
+    write_mib(tmp_path / "r1.hdr", r1, frames_per_file=2)  # as r11.mib, r12.mib; renamed r1_1, r1_2
+    os.replace(tmp_path / "r11.mib", tmp_path / "r1_1.mib")
+    os.replace(tmp_path / "r12.mib", tmp_path / "r1_2.mib")
+    write_mib(tmp_path / "r12.hdr", r12, first_sequence=1)
+    src = MibSource(tmp_path / "r1.hdr")
+    assert sorted(os.path.basename(f) for f in src.files) == ["r1_1.mib", "r1_2.mib"]
+    np.testing.assert_array_equal(read_all(src), r1)
+
+
+def test_numbered_files_of_another_counter_depth_are_left_out(tmp_path: Path) -> None:
+    scan = frames(4, 3)
+    write_mib(tmp_path / "s.hdr", scan, frames_per_file=2)
+    write_mib(tmp_path / "other", (frames(2, 4) % 64).astype(np.uint8), counter_depth=6, write_hdr=False,
+              first_sequence=5)
+    os.replace(tmp_path / "other.mib", tmp_path / "s3.mib")
+    src = MibSource(tmp_path / "s.hdr")
+    assert sorted(os.path.basename(f) for f in src.files) == ["s1.mib", "s2.mib"]
+    np.testing.assert_array_equal(read_all(src), scan)
+
+
+def test_numbered_files_of_mixed_sizes_name_the_files(tmp_path: Path) -> None:
+    write_mib(tmp_path / "m.hdr", frames(4, 5), frames_per_file=2)
+    write_mib(tmp_path / "other", np.zeros((2, 16, 16), np.uint16), write_hdr=False, first_sequence=5)
+    os.replace(tmp_path / "other.mib", tmp_path / "m3.mib")
+    with pytest.raises(SourceFormatError, match=r"m3\.mib, frame 0: mixed frame sizes.*16x16.*m1\.mib has 8x8"):
+        MibSource(tmp_path / "m.hdr")
+
+
+def test_a_loose_prefix_match_is_not_taken(tmp_path: Path) -> None:
+    """``scan.hdr`` without ``scan.mib`` or ``scan<digits>.mib`` has no data, whatever ``scan*.mib`` holds."""
+    write_mib(tmp_path / "scan.hdr", frames(2, 6))
+    os.replace(tmp_path / "scan.mib", tmp_path / "scan_b.mib")
+    with pytest.raises(FileNotFoundError, match=r"scan\*\.mib"):
+        MibSource(tmp_path / "scan.hdr")
