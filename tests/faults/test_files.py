@@ -155,3 +155,64 @@ def test_a_loose_prefix_match_is_not_taken(tmp_path: Path) -> None:
     os.replace(tmp_path / "scan.mib", tmp_path / "scan_b.mib")
     with pytest.raises(FileNotFoundError, match=r"scan\*\.mib"):
         MibSource(tmp_path / "scan.hdr")
+
+
+# --- YAML graph and config files ----------------------------------------------------------
+def alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """``levels`` of lists of ``width`` aliases each: width**levels leaves in a few hundred bytes."""
+    lines = ["schema_version: 1", "name: bomb", f"l0: &l0 [{', '.join(['lol'] * width)}]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def _graph_file(path: Path) -> Any:
+    from detflow.graph.io import read_graph_file
+
+    return read_graph_file(path)
+
+
+def _config_file(path: Path) -> Any:
+    from detflow.graph.config import load_config_file
+
+    return load_config_file(path)
+
+
+YAML_READERS = {"graph file": _graph_file, "config file": _config_file}
+
+
+@pytest.mark.parametrize("reader", sorted(YAML_READERS))
+def test_a_yaml_alias_bomb_is_refused(tmp_path: Path, reader: str) -> None:
+    from detflow.errors import GraphValidationError
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(alias_bomb())
+    assert path.stat().st_size < 700  # 9**9 = 387 million nodes once expanded
+    with pytest.raises(GraphValidationError, match=r"bomb\.yaml.*YAML aliases expand the document to \d+ nodes"):
+        YAML_READERS[reader](path)
+
+
+@pytest.mark.parametrize("reader", sorted(YAML_READERS))
+def test_a_duplicate_yaml_key_is_refused_naming_the_line(tmp_path: Path, reader: str) -> None:
+    from detflow.errors import GraphValidationError
+
+    path = tmp_path / "dup.yaml"
+    path.write_text("nodes:\n  com:\n    cx: 10\n    cy: 12\n    cx: 130\n")
+    with pytest.raises(GraphValidationError, match=r"dup\.yaml:5: duplicate key 'cx' \(first at line 3\)"):
+        YAML_READERS[reader](path)
+
+
+def test_modest_aliases_still_work_and_keep_their_lines(tmp_path: Path) -> None:
+    from detflow.graph.io import read_graph_file
+
+    np.save(tmp_path / "d.npy", DATA)
+    path = tmp_path / "g.yaml"
+    path.write_text(
+        "schema_version: 1\n"
+        "source: {type: npy, params: {path: d.npy}}\n"
+        "nodes:\n"
+        "  a: {type: com, params: &disk {cx: 4.0, cy: 4.0, r: 2.0}}\n"
+        "  b: {type: com, params: *disk}\n"
+    )
+    g = read_graph_file(path)
+    assert g.nodes["b"].params == g.nodes["a"].params == {"cx": 4.0, "cy": 4.0, "r": 2.0}
+    assert g.line_of("nodes", "b") == 5 and g.line_of("nodes", "a", "params", "cx") == 4
