@@ -45,6 +45,9 @@ def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             _fail(err, 2)
         except (DetflowError, OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
             _fail(err, 1)
+        except MemoryError as err:
+            _fail(MemoryError(f"out of memory ({err or 'an allocation failed'}); use a smaller nav_shape, "
+                              "sig_shape or frames_per_partition"), 1)
 
     return click.option("--debug", is_flag=True, help="Show tracebacks instead of a short error.")(wrapper)
 

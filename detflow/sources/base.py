@@ -32,6 +32,7 @@ from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 import numpy as np
 
 from detflow.errors import ConfigurationError, SourceFormatError
+from detflow.sources.limits import format_bytes, physical_memory
 
 __all__ = [
     "DatasetMeta",
@@ -267,6 +268,11 @@ class Source(abc.ABC):
         if not sig or any(s < 1 for s in sig):
             raise ConfigurationError(f"{self.describe()}: sig_shape must be positive; got {sig}")
         fsize = math.prod(sig)
+        if fsize > reader.n_pixels and not allow_short:
+            raise SourceFormatError(
+                f"{getattr(self, 'path', None) or self.describe()}: sig_shape {sig} needs {fsize} pixels a frame; "
+                f"the data holds {reader.n_pixels} pixels in all ({math.prod(native_sig)} a frame as stored)"
+            )
         available = reader.n_pixels // fsize
         if nav_shape is None:
             nav = (
@@ -286,6 +292,7 @@ class Source(abc.ABC):
             )
         self.sync_offset = sync_offset
         self.allow_short = bool(allow_short)
+        _check_fits(self, nav, sig)
         # blank frames a negative sync_offset inserts are asked for; any other frame must exist
         wanted = math.prod(nav) + min(sync_offset, 0)
         if wanted > available and not self.allow_short:
@@ -366,6 +373,19 @@ class Source(abc.ABC):
             f"<{type(self).__name__} nav={m.nav_shape} sig={m.sig_shape} dtype={m.dtype}"
             f"{f' sync_offset={self.sync_offset}' if self.sync_offset else ''}>"
         )
+
+
+def _check_fits(source: Source, nav: tuple[int, ...], sig: tuple[int, ...]) -> None:
+    """Refuse shapes whose smallest result buffers (one float64 per frame, per pixel) cannot fit in memory."""
+    memory = physical_memory()
+    for what, shape in (("nav_shape", nav), ("sig_shape", sig)):
+        need = math.prod(shape) * 8
+        if need > memory:
+            raise ConfigurationError(
+                f"{source.describe()}: {what} {shape} is too large: one float64 result per "
+                f"{'scan position' if what == 'nav_shape' else 'pixel'} would need {format_bytes(need)}, "
+                f"more than this machine's {format_bytes(memory)} of memory"
+            )
 
 
 def check_frame_layout(what: str, n_bytes: int, itemsize: int, frame_size: int) -> int:

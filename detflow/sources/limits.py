@@ -22,9 +22,12 @@ detflow.errors.SourceFormatError: data port: header length 9999999999 bytes is a
 
 from __future__ import annotations
 
+import os
+
 from detflow.errors import SourceError, SourceFormatError
 
-__all__ = ["MAX_FRAME_BYTES", "MAX_HEADER_BYTES", "MAX_MESSAGE_BYTES", "check_size", "format_bytes"]
+__all__ = ["MAX_FRAME_BYTES", "MAX_HEADER_BYTES", "MAX_MESSAGE_BYTES", "check_size", "format_bytes",
+           "physical_memory"]
 
 #: an acquisition header (the text of a ``.hdr`` file, on a socket or on disk)
 MAX_HEADER_BYTES = 1 << 20
@@ -32,6 +35,14 @@ MAX_HEADER_BYTES = 1 << 20
 MAX_MESSAGE_BYTES = 1 << 16
 #: one detector frame, header and pixels
 MAX_FRAME_BYTES = 1 << 28
+
+
+def physical_memory() -> int:
+    """This machine's physical memory in bytes (``2**63`` where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not a POSIX system
+        return 2**63
 
 
 def format_bytes(n: int | float) -> str:

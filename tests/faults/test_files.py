@@ -216,3 +216,36 @@ def test_modest_aliases_still_work_and_keep_their_lines(tmp_path: Path) -> None:
     g = read_graph_file(path)
     assert g.nodes["b"].params == g.nodes["a"].params == {"cx": 4.0, "cy": 4.0, "r": 2.0}
     assert g.line_of("nodes", "b") == 5 and g.line_of("nodes", "a", "params", "cx") == 4
+
+
+# --- shapes too large to hold ---------------------------------------------------------------
+def test_a_sig_shape_larger_than_the_data_is_blamed_on_sig_shape(tmp_path: Path) -> None:
+    np.save(tmp_path / "d.npy", DATA)
+    with pytest.raises(SourceFormatError, match=r"d\.npy: sig_shape \(64, 64\) needs 4096 pixels a frame; "
+                                                r"the data holds 1024 pixels in all"):
+        load("npy", path=str(tmp_path / "d.npy"), sig_shape=(64, 64))
+
+
+def test_a_nav_shape_whose_buffers_cannot_fit_is_refused_with_the_size(tmp_path: Path) -> None:
+    from detflow.errors import ConfigurationError
+
+    np.save(tmp_path / "d.npy", DATA)
+    with pytest.raises(ConfigurationError, match=r"nav_shape \(1000000, 1000000\) is too large: one float64 "
+                                                 r"result per scan position would need 7.28 TiB"):
+        load("npy", path=str(tmp_path / "d.npy"), nav_shape=(10**6, 10**6), allow_short=True)
+
+
+def test_the_cli_reports_a_huge_scan_in_an_hdr_without_a_traceback(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    write_mib(tmp_path / "scan.hdr", DATA)
+    text = (tmp_path / "scan.hdr").read_text("latin-1").replace("ScanX:\t4", "ScanX:\t100000000")
+    (tmp_path / "scan.hdr").write_text(text, "latin-1")
+    (tmp_path / "g.yaml").write_text("schema_version: 1\nsource: {type: mib, params: {path: scan.hdr}}\n"
+                                     "nodes:\n  s: {type: sum}\n")
+    proc = subprocess.run([sys.executable, "-m", "detflow.cli", "run", str(tmp_path / "g.yaml")],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr and "MemoryError" not in proc.stderr
+    assert "scan.hdr: holds 16 frames" in proc.stderr and "needs 400000000" in proc.stderr
