@@ -249,3 +249,60 @@ def test_the_cli_reports_a_huge_scan_in_an_hdr_without_a_traceback(tmp_path: Pat
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr and "MemoryError" not in proc.stderr
     assert "scan.hdr: holds 16 frames" in proc.stderr and "needs 400000000" in proc.stderr
+
+
+# --- outputs: overwriting replaces only what detflow wrote -----------------------------------
+def _output_graph(kind: str, path: Path, **sink_params: Any) -> df.Graph:
+    g = df.Graph("out")
+    g.source("memory", data=DATA)
+    g.partition(num_partitions=2)
+    g.udf("sumsig", id="s")
+    inputs = ["partition"] if kind == "npy" else ["s"]
+    g.sink(kind, inputs=inputs, id="out", path=str(path), **sink_params)
+    return g
+
+
+def _not_ours(tmp: Path, what: str) -> Path:
+    target = tmp / "out"
+    if what == "file":
+        target.write_text("precious")
+    else:
+        (target / "sub").mkdir(parents=True)
+        (target / "sub" / "notes.txt").write_text("precious")
+    return target
+
+
+def _untouched(target: Path, what: str) -> None:
+    text = target.read_text() if what == "file" else (target / "sub" / "notes.txt").read_text()
+    assert text == "precious"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out"]  # no .old, no .partial
+
+
+@pytest.mark.parametrize("kind", ["zarr", "npy"])
+def test_overwrite_in_a_graph_file_is_refused(tmp_path: Path, kind: str) -> None:
+    from detflow.errors import GraphValidationError
+
+    target = _not_ours(tmp_path, "dir")
+    with pytest.raises(GraphValidationError, match=r"node 'out'.*parameter 'overwrite'.*--overwrite"):
+        _output_graph(kind, target, overwrite=True).run(executor="inline")
+    _untouched(target, "dir")
+
+
+@pytest.mark.parametrize("what", ["file", "dir"])
+@pytest.mark.parametrize("kind", ["zarr", "npy"])
+def test_user_overwrite_replaces_only_what_detflow_wrote(tmp_path: Path, kind: str, what: str) -> None:
+    target = _not_ours(tmp_path, what)
+    name = "a zarr store detflow wrote" if kind == "zarr" else "a .npy file"
+    with pytest.raises(ValueError, match=rf"out' exists and is not {name}"):
+        _output_graph(kind, target).run(executor="inline", overwrite=True)
+    _untouched(target, what)
+
+
+@pytest.mark.parametrize("kind", ["zarr", "npy"])
+def test_user_overwrite_replaces_detflows_own_output(tmp_path: Path, kind: str) -> None:
+    target = tmp_path / "out"
+    _output_graph(kind, target).run(executor="inline")
+    _output_graph(kind, target).run(executor="inline", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    if kind == "npy":
+        np.testing.assert_array_equal(np.load(target), DATA)

@@ -7,6 +7,12 @@ left behind.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -32,3 +38,49 @@ def test_partial_results_of_frames_that_never_arrived_are_nan_and_masked() -> No
     assert np.isnan(got[25:]).all()  # never arrived: not a sum of zero
     np.testing.assert_array_equal(buf.valid_mask.reshape(-1), np.arange(60) < 25)
     assert buf.masked_data.count() == 25
+
+
+# --- killed runs ----------------------------------------------------------------------------
+HANGS_IN_THE_SECOND_PARTITION = """
+import sys, time
+import numpy as np
+import detflow as df
+from detflow.nodes import UDF
+
+class HangsLater(UDF):
+    def get_result_buffers(self):
+        return {"n": self.buffer(kind="nav", dtype="float64")}
+
+    def process_tile(self, tile):
+        if (self.meta.coordinates[:, 0] >= 2).any():  # nav rows 2-3: the second partition
+            print("hanging", flush=True)
+            time.sleep(600)
+        self.results.n[:] = 1
+
+data = np.random.default_rng(3).integers(1, 100, size=(4, 4, 8, 8)).astype(np.uint16)
+g = df.Graph("killed")
+g.source("memory", data=data)
+g.partition(num_partitions=2)
+g.udf(HangsLater(), id="h")
+g.sink("npy", inputs=["partition"], id="raw", path=sys.argv[1])
+g.run(executor="inline", overwrite=True)
+"""
+
+
+def test_a_killed_npy_recording_leaves_the_old_file_and_a_partial_one(tmp_path: Path) -> None:
+    target = tmp_path / "frames.npy"
+    old = np.arange(10, dtype=np.int32)
+    np.save(target, old)
+    proc = subprocess.Popen([sys.executable, "-c", HANGS_IN_THE_SECOND_PARTITION, str(target)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    with proc:
+        try:
+            assert proc.stdout is not None and proc.stderr is not None
+            line = proc.stdout.readline()  # the event: the first partition is recorded, the second hangs
+            assert line.strip() == "hanging", proc.stderr.read()
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+    np.testing.assert_array_equal(np.load(target), old)  # the old recording is intact
+    partial = np.load(str(target) + ".partial")  # and what was recorded is there, named as partial
+    assert partial.shape == (4, 4, 8, 8) and partial[:2].any()
