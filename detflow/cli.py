@@ -89,6 +89,7 @@ def main() -> None:
     detflow batch GRAPH.yaml --inputs 'data/**/*.hdr' [--queue runs.db]  run it over many inputs, resumably
     detflow queue status|list|show|retry|purge QUEUE                     look into a batch queue
     detflow demo                                                         a self-checking example
+    detflow doctor [--clean]                                             what crashed runs left behind
     """
 
 
@@ -226,6 +227,22 @@ def demo(directory: str | None, executor: str | None, live: bool) -> None:
     else:
         ok = go(directory)
     sys.exit(0 if ok else 1)
+
+
+@main.command()
+@click.option("--clean", is_flag=True, help="Remove what it lists.")
+def doctor(clean: bool) -> None:
+    """List what crashed runs left behind (shared-memory segments of dead detflow processes); --clean removes it."""
+    from detflow.executors.shm_stale import SHM_DIR, remove_stale_segments, stale_segments
+    from detflow.sources.limits import format_bytes
+
+    found = remove_stale_segments() if clean else stale_segments()
+    for seg in found:
+        click.echo(f"{'removed' if clean else 'stale'}: {SHM_DIR}/{seg.name} ({format_bytes(seg.size)}, "
+                   f"owner pid {seg.pid} is gone)")
+    total = format_bytes(sum(s.size for s in found))
+    click.echo(f"{len(found)} stale shared-memory segment(s), {total}"
+               + ("" if clean or not found else "; run `detflow doctor --clean` to remove them"))
 
 
 @main.group()

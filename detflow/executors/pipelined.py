@@ -71,6 +71,7 @@ from detflow.errors import ConfigurationError, DetflowError
 from detflow.executors import shm
 from detflow.executors._worker import THREAD_ENV_VARS
 from detflow.executors.base import default_cpus
+from detflow.executors.shm_stale import remove_stale_segments
 
 __all__ = ["PipelinedExecutor", "WorkerLostError", "WorkerSpec"]
 
@@ -366,6 +367,7 @@ class PipelinedExecutor:
             raise ConfigurationError(
                 f"pipelined executor: max_in_flight must be an integer >= 1; got {max_in_flight!r}"
             )
+        remove_stale_segments()  # left by drivers killed together with their resource tracker
         self.n_workers = len(specs)
         self.pin_workers = pin_workers
         self.cleanup_timeout = cleanup_timeout

@@ -7,6 +7,7 @@ left behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -84,3 +85,46 @@ def test_a_killed_npy_recording_leaves_the_old_file_and_a_partial_one(tmp_path: 
     np.testing.assert_array_equal(np.load(target), old)  # the old recording is intact
     partial = np.load(str(target) + ".partial")  # and what was recorded is there, named as partial
     assert partial.shape == (4, 4, 8, 8) and partial[:2].any()
+
+
+LEAVES_A_SEGMENT = """
+from detflow.executors import shm
+array, name, release = shm.allocate(1000, "uint8")
+print(name, flush=True)
+import time; time.sleep(600)
+"""
+
+
+def _leaked_segment() -> str:
+    """A segment whose driver was killed with its whole process group (its resource tracker too)."""
+    proc = subprocess.Popen([sys.executable, "-c", LEAVES_A_SEGMENT], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    with proc:
+        assert proc.stdout is not None
+        name = proc.stdout.readline().strip()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    assert name.startswith("detflow_") and os.path.exists(f"/dev/shm/{name}")
+    return name
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="POSIX shared memory is not a folder here")
+def test_a_pipelined_executor_removes_segments_of_dead_drivers() -> None:
+    from detflow.executors.pipelined import PipelinedExecutor
+
+    name = _leaked_segment()
+    with contextlib.closing(PipelinedExecutor.make_local(cpus=1)):
+        assert not os.path.exists(f"/dev/shm/{name}")
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="POSIX shared memory is not a folder here")
+def test_detflow_doctor_lists_and_cleans_stale_segments() -> None:
+    name = _leaked_segment()
+    listed = subprocess.run([sys.executable, "-m", "detflow.cli", "doctor"], capture_output=True, text=True,
+                            timeout=120)
+    assert listed.returncode == 0 and f"stale: /dev/shm/{name}" in listed.stdout
+    assert os.path.exists(f"/dev/shm/{name}")  # listing removes nothing
+    cleaned = subprocess.run([sys.executable, "-m", "detflow.cli", "doctor", "--clean"], capture_output=True,
+                             text=True, timeout=120)
+    assert cleaned.returncode == 0 and f"removed: /dev/shm/{name}" in cleaned.stdout
+    assert not os.path.exists(f"/dev/shm/{name}")
