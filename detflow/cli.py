@@ -100,9 +100,12 @@ def main() -> None:
               help="Folder for outputs ({output_dir} in sink paths); default: the input's folder.")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist (swapped in when the run completes).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.option("--partition-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="Stop the run when one partition takes longer (threads and pipelined executors).")
 @_errors
 def run(graph_file: str, input_path: str | None, assignments: tuple[str, ...], config_file: str | None,
-        executor: str | None, output_dir: str | None, overwrite: bool, progress: bool) -> None:
+        executor: str | None, output_dir: str | None, overwrite: bool, progress: bool,
+        partition_timeout: float | None) -> None:
     """Run GRAPH_FILE: read the data once, feed every node, write every sink.
 
     Parameters win in this order: the node's default < the graph file < --config <
@@ -113,7 +116,19 @@ def run(graph_file: str, input_path: str | None, assignments: tuple[str, ...], c
 
     g = _load(graph_file, input_path, assignments, config_file)
     ctx = default_context(g, output_dir=output_dir, overwrite=overwrite)
-    results = run_graph(g, executor=executor, progress=progress, context=ctx)
+    if partition_timeout is None:
+        results = run_graph(g, executor=executor, progress=progress, context=ctx)
+    else:
+        from detflow.executors.base import make_executor
+
+        graph_ex = g.executor or {"type": "threads"}
+        name = executor or graph_ex["type"]
+        params = dict(graph_ex.get("params", {})) if name == graph_ex["type"] else {}
+        ex = make_executor(name, **{**params, "partition_timeout": partition_timeout})
+        try:
+            results = run_graph(g, executor=ex, progress=progress, context=ctx)
+        finally:
+            ex.close()
     for node_id, ds in results.items():
         names = ", ".join(f"{k} {tuple(v.shape)}" for k, v in ds.data_vars.items())
         click.echo(f"{node_id}: {names}")

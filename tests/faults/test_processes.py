@@ -41,6 +41,13 @@ def test_partial_results_of_frames_that_never_arrived_are_nan_and_masked() -> No
     assert buf.masked_data.count() == 25
 
 
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL the process and everything it started (its own session), if still there."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+
+
 # --- killed runs ----------------------------------------------------------------------------
 HANGS_IN_THE_SECOND_PARTITION = """
 import sys, time
@@ -80,7 +87,7 @@ def test_a_killed_npy_recording_leaves_the_old_file_and_a_partial_one(tmp_path: 
             line = proc.stdout.readline()  # the event: the first partition is recorded, the second hangs
             assert line.strip() == "hanging", proc.stderr.read()
         finally:
-            os.killpg(proc.pid, signal.SIGKILL)
+            _kill_group(proc)
             proc.wait(30)
     np.testing.assert_array_equal(np.load(target), old)  # the old recording is intact
     partial = np.load(str(target) + ".partial")  # and what was recorded is there, named as partial
@@ -102,8 +109,7 @@ def _leaked_segment() -> str:
     with proc:
         assert proc.stdout is not None
         name = proc.stdout.readline().strip()
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
+        _kill_group(proc)
     assert name.startswith("detflow_") and os.path.exists(f"/dev/shm/{name}")
     return name
 
@@ -128,3 +134,66 @@ def test_detflow_doctor_lists_and_cleans_stale_segments() -> None:
                              text=True, timeout=120)
     assert cleaned.returncode == 0 and f"removed: /dev/shm/{name}" in cleaned.stdout
     assert not os.path.exists(f"/dev/shm/{name}")
+
+
+# --- hangs: partition_timeout and Ctrl-C --------------------------------------------------
+HANG_UDF = """
+import os, sys, time
+import numpy as np
+import detflow as df
+from detflow.nodes import UDF
+
+class HangsLater(UDF):
+    def get_result_buffers(self):
+        return {"n": self.buffer(kind="nav", dtype="float64")}
+
+    def process_tile(self, tile):
+        if (self.meta.coordinates[:, 0] >= 2).any():  # nav rows 2-3: the second partition
+            print("hanging", flush=True)
+            time.sleep(600)
+        self.results.n[:] = 1
+"""
+
+RUN_HANGING = HANG_UDF + """
+data = np.ones((4, 4, 8, 8), np.uint16)
+kwargs = {} if sys.argv[2] == "none" else {"partition_timeout": float(sys.argv[2])}
+with df.Context.make_with(sys.argv[1], cpus=1, **kwargs) as ctx:
+    ctx.run_udf(dataset=ctx.load("memory", data=data, num_partitions=2), udf=HangsLater())
+"""
+
+
+def _run_hanging(executor: str, timeout: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", RUN_HANGING, executor, timeout], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+@pytest.mark.parametrize("executor", ["threads", "pipelined"])
+def test_partition_timeout_ends_a_run_naming_the_partition(executor: str) -> None:
+    with _run_hanging(executor, "1.5") as proc:
+        try:
+            out, err = proc.communicate(timeout=240)  # the hang is 600 s: only the timeout ends it sooner
+        finally:
+            _kill_group(proc)
+    assert "hanging" in out
+    assert proc.returncode != 0
+    assert "PartitionTimeoutError: partition 1 (frames 8:16) ran longer than partition_timeout=1.5 s" in err
+
+
+@pytest.mark.parametrize("executor", ["threads", "pipelined", "inline"])
+def test_ctrl_c_stops_a_run_whose_udf_hangs(executor: str) -> None:
+    with _run_hanging(executor, "none") as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "hanging"  # the event: a partition is stuck
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=120)  # a few seconds here; generous for a loaded machine
+        finally:
+            _kill_group(proc)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+
+
+def test_partition_timeout_is_refused_where_it_cannot_work() -> None:
+    from detflow.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="partition_timeout is not supported; the threads and pipelined"):
+        df.Context.make_with("inline", partition_timeout=5)
