@@ -48,7 +48,15 @@ class ZarrReader(ChunkedReader):
         return ("zarr", self.path, self.array_path, self.mtime)
 
     def _read_slab(self, sel: tuple[slice, ...]) -> np.ndarray:
-        return np.asarray(_open_array(self.path, self.array_path)[sel])
+        try:
+            return np.asarray(_open_array(self.path, self.array_path)[sel])
+        except Exception as err:  # a codec error deep inside zarr names no file
+            where = os.path.join(self.path, self.array_path) if self.array_path else self.path
+            span = ", ".join(f"{s.start or 0}:{'' if s.stop is None else s.stop}" for s in sel)
+            raise SourceFormatError(
+                f"{where}: cannot read [{span}]: a chunk there is corrupt or unreadable "
+                f"({type(err).__name__}: {err})"
+            ) from err
 
 
 def _mtime(path: str) -> int:

@@ -306,3 +306,15 @@ def test_user_overwrite_replaces_detflows_own_output(tmp_path: Path, kind: str) 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     if kind == "npy":
         np.testing.assert_array_equal(np.load(target), DATA)
+
+
+def test_a_corrupt_zarr_chunk_names_the_store(tmp_path: Path) -> None:
+    import zarr
+
+    z = zarr.create_array(tmp_path / "c.zarr", shape=DATA.shape, chunks=(1, 4, 8, 8), dtype=DATA.dtype)
+    z[...] = DATA
+    chunk = tmp_path / "c.zarr" / "c" / "1" / "0" / "0" / "0"
+    chunk.write_bytes(b"\x00garbage" * 7)  # not what the codec wrote
+    src = load("zarr", path=str(tmp_path / "c.zarr"))
+    with pytest.raises(SourceFormatError, match=r"c\.zarr: cannot read \[0:4, 0:\]: a chunk there is corrupt"):
+        read_all(src)
