@@ -204,10 +204,13 @@ def show(graph_file: str, dot_path: str | None, image: str | None) -> None:
               help="Start the run as soon as the server is up (else: the Start button).")
 @click.option("--max-rate", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True,
               help="Image updates per second at most.")
+@click.option("--password", envvar="DETFLOW_SERVE_PASSWORD", default=None,
+              help="Password the page asks for; required on any --address but loopback "
+                   "(better given as DETFLOW_SERVE_PASSWORD than on the command line).")
 @_errors
 def serve(graph_file: str, input_path: str | None, assignments: tuple[str, ...], config_file: str | None,
           executor: str | None, output_dir: str | None, overwrite: bool, port: int, address: str, show: bool,
-          autostart: bool, max_rate: float) -> None:
+          autostart: bool, max_rate: float, password: str | None) -> None:
     """Serve a live dashboard of GRAPH_FILE: progress, every 2-D result filling in as the
     data arrives, the latest frame and the sum frame, and start / stop / re-run buttons.
 
@@ -216,6 +219,8 @@ def serve(graph_file: str, input_path: str | None, assignments: tuple[str, ...],
     left consistent) and then the server.
     """
     g = _load(graph_file, input_path, assignments, config_file)
+    if password:  # Graph.serve reads it from there
+        os.environ["DETFLOW_SERVE_PASSWORD"] = password
     g.serve(port=port, address=address, show=show, autostart=autostart, executor=executor,
             output_dir=output_dir, overwrite=overwrite, max_rate=max_rate)
 

@@ -15,6 +15,7 @@ import contextlib
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -166,3 +167,47 @@ def test_a_trickling_peer_runs_into_the_timeout(case: str) -> None:
             client(peer.port)
         # the client gave up while the peer still had bytes to send (about 1000 of them, 20 s' worth)
         assert not peer.finished.is_set()
+
+
+# --- the dashboard server --------------------------------------------------------------------
+def _dashboard_graph() -> Any:
+    import detflow as df
+
+    g = df.Graph("d")
+    g.source("memory", data=np.ones((4, 4, 8, 8), np.uint16))
+    g.partition()
+    g.udf("sum", id="s")
+    return g
+
+
+def test_serving_beyond_loopback_needs_a_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    from detflow.errors import ConfigurationError
+    from detflow.sinks.plots.dashboard import serve
+
+    monkeypatch.delenv("DETFLOW_SERVE_PASSWORD", raising=False)
+    with pytest.raises(ConfigurationError, match=r"address '0\.0\.0\.0' is reachable from other machines.*password"):
+        serve(_dashboard_graph(), address="0.0.0.0", port=0, threaded=True, show=False, autostart=False)
+
+
+def test_a_password_protected_dashboard_asks_for_it() -> None:
+    import http.client
+
+    from detflow.sinks.plots.dashboard import serve
+
+    with serve(_dashboard_graph(), port=0, threaded=True, show=False, autostart=False, password="s3cret",
+               executor="inline") as server:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn.request("GET", "/")
+        page = conn.getresponse()
+        page.read()
+        assert page.status == 302 and "login" in (page.getheader("Location") or "")  # not the dashboard
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        conn.request("POST", "/login", body="username=u&password=wrong", headers=form)
+        bad = conn.getresponse()
+        bad.read()
+        assert bad.getheader("Set-Cookie") is None and "error" in (bad.getheader("Location") or "")
+        conn.request("POST", "/login", body="username=u&password=s3cret", headers=form)
+        good = conn.getresponse()
+        good.read()
+        assert good.getheader("Set-Cookie") is not None and good.getheader("Location") == "/"
+        conn.close()
