@@ -52,7 +52,6 @@ import contextlib
 import itertools
 import os
 import pickle
-import reprlib
 import signal
 import subprocess
 import sys
@@ -70,7 +69,7 @@ import cloudpickle
 from detflow.errors import ConfigurationError, DetflowError
 from detflow.executors import shm
 from detflow.executors._worker import THREAD_ENV_VARS
-from detflow.executors.base import check_partition_timeout, default_cpus, timed_out
+from detflow.executors.base import check_partition_timeout, default_cpus, describe_item, timed_out
 from detflow.executors.shm_stale import remove_stale_segments
 
 __all__ = ["PipelinedExecutor", "WorkerLostError", "WorkerSpec"]
@@ -215,7 +214,7 @@ class _Pool:
         staged, release = shm.stage(item)
         try:
             item_bytes = cloudpickle.dumps(staged, protocol=pickle.HIGHEST_PROTOCOL)
-            task = _Task(next(self.ids), run, _describe(item, n), release)
+            task = _Task(next(self.ids), run, describe_item(item, n), release)
             for _ in range(len(self.workers) + 1):
                 worker = self.free_worker()
                 assert worker is not None, "submit() needs a free worker"
@@ -330,14 +329,6 @@ class _Pool:
                 worker.stop(deadline)
             self.workers = []
             shm.trim()
-
-
-def _describe(item: Any, n: int) -> str:
-    part = getattr(item, "partition", None)
-    frames = getattr(part, "frames", None)
-    if isinstance(frames, slice):
-        return f"partition {getattr(part, 'index', n)} (frames {frames.start}:{frames.stop})"
-    return f"item {n} ({reprlib.repr(item)})"
 
 
 def _close_pool(pool: _Pool, cleanup_timeout: float) -> None:
