@@ -35,9 +35,8 @@ __all__ = ["CsrPayloadReader", "CsrReader", "CsrSource", "densify", "load_csr", 
 
 @numba.njit(cache=True, nogil=True)
 def _scatter(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, out: np.ndarray) -> None:
-    base = indptr[0]
     for r in range(len(indptr) - 1):
-        for j in range(indptr[r] - base, indptr[r + 1] - base):
+        for j in range(indptr[r], indptr[r + 1]):
             out[r, indices[j]] += values[j]
 
 
