@@ -80,16 +80,24 @@ class _CsrFrames:
         rel = ip - a
         if before or after:
             rel = np.concatenate([np.zeros(before, rel.dtype), rel, np.full(after, rel[-1], rel.dtype)])
-        return scipy.sparse.csr_array((values[a:b], indices[a:b], rel), shape=(f1 - f0, self.frame_size))
+        vals = values[a:b]
+        if not vals.dtype.isnative:
+            vals = vals.astype(vals.dtype.newbyteorder("="))
+        return scipy.sparse.csr_array((vals, indices[a:b], rel), shape=(f1 - f0, self.frame_size))
 
     def read_pixels(self, start: int, stop: int) -> np.ndarray:
         fs = self.frame_size
         f0, f1 = start // fs, -(-stop // fs)
         ip, indices, values, before, after = self._rows(f0, f1)
-        dense = np.zeros((f1 - f0, fs), dtype=self.dtype)  # type: ignore[attr-defined]
+        dtype: np.dtype = self.dtype  # type: ignore[attr-defined]
+        dense = np.zeros((f1 - f0, fs), dtype=dtype.newbyteorder("="))  # compiled code takes native order
         if len(ip) > 1 and ip[-1] > ip[0]:
+            if not values.dtype.isnative:
+                a, b = int(ip[0]), int(ip[-1])
+                ip, values, indices = ip - a, values[a:b].astype(dense.dtype), indices[a:b]
             _scatter(ip, indices, values, dense[before:f1 - f0 - after])
-        return dense.reshape(-1)[start - f0 * fs: stop - f0 * fs]
+        flat = dense.reshape(-1)[start - f0 * fs: stop - f0 * fs]
+        return flat if dtype.isnative else flat.astype(dtype)
 
 
 @dataclass(frozen=True)
@@ -176,11 +184,14 @@ def save_csr(path: str | os.PathLike[str], matrix: Any, *, nav_shape: Sequence[i
     """
     import scipy.sparse
 
+    dtype = None
     if not scipy.sparse.issparse(matrix):
         dense = np.asarray(matrix)
+        dtype = dense.dtype  # kept as it is, byte order included (scipy holds native order only)
         nav_shape = nav_shape if nav_shape is not None else dense.shape[:-2]
         sig_shape = sig_shape if sig_shape is not None else dense.shape[-2:]
-        matrix = scipy.sparse.csr_array(dense.reshape(math.prod(nav_shape), math.prod(sig_shape)))
+        matrix = scipy.sparse.csr_array(
+            dense.astype(dtype.newbyteorder("="), copy=False).reshape(math.prod(nav_shape), math.prod(sig_shape)))
     m = scipy.sparse.csr_array(matrix)
     extra: dict[str, Any] = {}
     if nav_shape is not None:
@@ -188,7 +199,7 @@ def save_csr(path: str | os.PathLike[str], matrix: Any, *, nav_shape: Sequence[i
     if sig_shape is not None:
         extra["sig_shape"] = np.asarray(sig_shape, dtype=np.int64)
     np.savez(path, indices=m.indices, indptr=m.indptr, format=np.array(b"csr"), shape=np.asarray(m.shape),
-             data=m.data, **extra)
+             data=m.data if dtype is None else m.data.astype(dtype), **extra)
 
 
 @dataclass(frozen=True)

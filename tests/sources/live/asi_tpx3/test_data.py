@@ -112,9 +112,9 @@ def test_a_truncated_header_on_a_silent_line_times_out_naming_the_offset(frames:
 
 def test_a_partial_header_while_waiting_is_not_a_quiet_none() -> None:
     with ScriptedServer(START[:7], hang_up=False) as srv, df.LiveContext.make_with("inline") as ctx, \
-            ctx.make_connection("asi_tpx3").open(data_port=srv.port) as conn:
-        with pytest.raises(DetectorTimeoutError, match="7 of 32 bytes"):
-            conn.wait_for_acquisition(0.5)
+            ctx.make_connection("asi_tpx3").open(data_port=srv.port) as conn, \
+            pytest.raises(DetectorTimeoutError, match="7 of 32 bytes"):
+        conn.wait_for_acquisition(0.5)
 
 
 def test_an_early_acquisition_end_is_an_error_with_the_count(frames: np.ndarray) -> None:
