@@ -273,7 +273,7 @@ class CsrSource(Source):
     name: ClassVar[str] = "csr"
 
     def __init__(self, path: str | os.PathLike[str], *, nav_shape: Sequence[int] | None = None,
-                 sig_shape: Sequence[int] | None = None, sync_offset: int = 0) -> None:
+                 sig_shape: Sequence[int] | None = None, sync_offset: int = 0, allow_short: bool = False) -> None:
         self.path = os.fspath(path)
         self._file = load_csr(self.path)
         f = self._file
@@ -284,7 +284,7 @@ class CsrSource(Source):
                                      f"pixels, but the matrix rows have {f.frame_size}")
         self._native = (f.nav_shape if f.nav_shape is not None and math.prod(f.nav_shape) == f.n_frames
                         else (f.n_frames,), tuple(native_sig))
-        super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset)
+        super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset, allow_short=allow_short)
 
     def _open(self) -> tuple[tuple[int, ...], tuple[int, ...], FrameReader]:
         f = self._file

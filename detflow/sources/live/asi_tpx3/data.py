@@ -11,8 +11,8 @@ Policy:
   all end in a :class:`~detflow.errors.DetectorError` within bounded time; a header
   is checked (tag, dtype codes, sizes against the acquisition's shapes) before
   anything it announces is read.
-* ScanStart metadata is read by its length and kept (:attr:`CsrStream.scan_metadata`),
-  never parsed as a header. ScanStart/ScanEnd only frame the chunks: the frames of an
+* ScanStart metadata is read by its length (at most 64 MiB) and kept
+  (:attr:`CsrStream.scan_metadata`), never parsed as a header. ScanStart/ScanEnd only frame the chunks: the frames of an
   acquisition are counted across its scans.
 * A chunk of any size is read whole into its own buffer (bounded only by
   ``max_chunk_bytes``, a guard against garbage that happens to look like a header),
@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from detflow.errors import DetectorDisconnectedError, DetectorError, DetectorProtocolError, DetectorTimeoutError
+from detflow.sources.limits import check_size
 from detflow.sources.live.asi_tpx3.protocol import (
     FORMAT_CSR,
     HEADER_SIZE,
@@ -47,8 +48,8 @@ __all__ = ["CsrBlock", "CsrStream"]
 
 #: the largest chunk payload accepted (bigger is taken for garbage)
 MAX_CHUNK_BYTES = 2**31
-#: metadata kept per scan (longer metadata is read and dropped past this)
-MAX_METADATA = 16 * 2**20
+#: the longest ScanStart metadata accepted (longer is taken for garbage)
+MAX_METADATA = 64 * 2**20
 
 
 @dataclass
@@ -205,14 +206,14 @@ class CsrStream:
         self.acquisition = None
 
     def _skip_metadata(self, head: ScanStart) -> None:
-        left = head.metadata_length
+        left = check_size(head.metadata_length, MAX_METADATA, field="ScanStart metadata_length",
+                          where=f"{self.where}: byte {self.offset - HEADER_SIZE}", error=DetectorProtocolError)
         kept = bytearray()
         buf = bytearray(min(left, 2**20))
         while left:
             k = min(left, len(buf))
             self._recv_into(memoryview(buf)[:k], "the ScanStart metadata")
-            if len(kept) < MAX_METADATA:
-                kept += buf[:k]
+            kept += buf[:k]
             left -= k
         self.scan_metadata = bytes(kept)
 

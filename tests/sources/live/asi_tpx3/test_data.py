@@ -164,3 +164,14 @@ def test_metadata_is_skipped_by_its_length_and_kept(frames: np.ndarray) -> None:
         assert conn.stream.scan_metadata == meta
     np.testing.assert_array_equal(res["intensity"].data, frames.sum(axis=(0, 1), dtype=np.float64))
     assert ScanStart._unpack(data[32:64]).metadata_length == len(meta)
+
+
+def test_a_metadata_length_no_detector_sends_is_refused_at_once(frames: np.ndarray) -> None:
+    data = bytearray(stream_bytes(frames))
+    data[32:64] = ScanStart(0, 2**62).pack()
+    with ScriptedServer(bytes(data), hang_up=False) as srv, df.LiveContext.make_with("inline") as ctx, \
+            ctx.make_connection("asi_tpx3").open(data_port=srv.port, timeout=30) as conn:
+        aq = ctx.make_acquisition(conn=conn, pending_aq=conn.wait_for_acquisition(10))
+        with pytest.raises(DetectorProtocolError, match="byte 32: ScanStart metadata_length 4611686018427387904 "
+                                                        "bytes is above the limit of 64 MiB"):
+            ctx.run_udf(dataset=aq, udf=SumUDF())
