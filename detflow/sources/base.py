@@ -201,6 +201,21 @@ class Partition:
         """All frames, shaped ``(n_frames, *sig_shape)``."""
         return self.read_frames(0, self.n_frames, dtype=dtype)
 
+    def read_sparse(self) -> Any:
+        """All frames as a ``scipy.sparse.csr_array`` of shape ``(n_frames, frame_size)``.
+
+        Only for sources that keep frames sparse (readers with ``read_csr``: the
+        ``csr`` source, the ASI Timepix3 stream); others raise a ConfigurationError.
+        """
+        read_csr = getattr(self.reader, "read_csr", None)
+        if read_csr is None or self.meta.frame_size != getattr(self.reader, "frame_size", None):
+            raise ConfigurationError(
+                f"partition {self.index}: read_sparse() needs a sparse source with its native frame size; "
+                f"{type(self.reader).__name__} holds dense frames: use read()"
+            )
+        first = self.frames.start + self.sync_offset
+        return read_csr(first, first + self.n_frames)
+
     def read_frames(self, start: int, stop: int, dtype: Any = None) -> np.ndarray:
         """Frames ``start:stop`` *relative to this partition*, shaped ``(n, *sig_shape)``.
 
