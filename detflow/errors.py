@@ -17,6 +17,10 @@ builtin that a caller would naturally catch, so ``except ValueError`` keeps work
     │       ├── DetectorProtocolError (ValueError)         bytes on the wire that break its protocol
     │       └── DetectorCommandError                      a control command answered with an error
     ├── UDFError (RuntimeError)                a UDF broke the UDF contract
+    │   ├── UDFMergeError (NotImplementedError)  sig/single buffers and no merge()
+    │   ├── UDFMethodError (TypeError)          no process_* method
+    │   ├── BufferAssignmentError (ValueError)  a value that does not fit a result buffer
+    │   └── InvalidMaskError (ValueError)       a with_mask() mask that does not fit its data
     └── MissingDependencyError (ImportError)   an optional extra is not installed
 
 An exception raised by user code inside a partition task is *not* wrapped: it reaches
@@ -45,6 +49,8 @@ __all__ = [
     "SourceFormatError",
     "SourceNotFoundError",
     "UDFError",
+    "UDFMergeError",
+    "UDFMethodError",
     "UnknownNameError",
     "annotate_node_error",
 ]
@@ -189,6 +195,14 @@ class DetectorCommandError(DetectorError):
 
 class UDFError(DetflowError, RuntimeError):
     """A UDF broke the UDF contract (e.g. a ``result_only`` buffer it never produced)."""
+
+
+class UDFMergeError(UDFError, NotImplementedError):
+    """A UDF with ``sig`` or ``single`` buffers and no ``merge`` (LiberTEM: ``NotImplementedError``)."""
+
+
+class UDFMethodError(UDFError, TypeError):
+    """A UDF that implements none of the ``process_*`` methods (LiberTEM: ``TypeError``)."""
 
 
 class MissingDependencyError(DetflowError, ImportError):

@@ -166,7 +166,8 @@ class CoMUDF(UDF):
 
     def _derivatives(self, field: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         nav = tuple(self.meta.nav_shape)
-        valid = self.meta.get_valid_nav_mask()
+        roi = self.meta.roi
+        valid = None if roi is None else roi.reshape(-1)
 
         def grid(values: np.ndarray) -> np.ndarray:
             full = np.full(math.prod(nav), np.nan)

@@ -107,7 +107,7 @@ def combine(a: PartialGroup, b: PartialGroup, ctx: ReduceContext) -> PartialGrou
         except Exception as err:
             raise annotate_node_error(err, node_id=ctx.specs[i].node_id, node_type=ctx.specs[i].cls.__name__,
                                       where="in merge (tree reduction)") from None
-        rests.append({k: dest[k] for k in a.rest[i]})
+        rests.append({k: dest.get_buffer(k) for k in a.rest[i]})
     return PartialGroup(a.pieces + b.pieces, tuple(rests), a.indices + b.indices)
 
 

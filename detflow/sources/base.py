@@ -24,11 +24,12 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 from detflow.errors import ConfigurationError, SourceFormatError
+from detflow.sources.shape import Shape
 
 __all__ = [
     "DatasetMeta",
@@ -47,23 +48,6 @@ _DEFAULT_PARTITION_BYTES = 128 * 2**20
 
 def default_partition_bytes() -> int:
     return int(os.environ.get("DETFLOW_PARTITION_BYTES", _DEFAULT_PARTITION_BYTES))
-
-
-class Shape(NamedTuple):
-    """A dataset shape split into its navigation and signal parts.
-
-    Behaves like the full shape tuple for ``len``/indexing via :attr:`full`.
-    """
-
-    nav: tuple[int, ...]
-    sig: tuple[int, ...]
-
-    @property
-    def full(self) -> tuple[int, ...]:
-        return self.nav + self.sig
-
-    def __repr__(self) -> str:
-        return f"Shape(nav={self.nav}, sig={self.sig})"
 
 
 @dataclass(frozen=True)
