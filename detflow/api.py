@@ -69,12 +69,15 @@ class Context:
         *args: Any,
         num_partitions: int | None = None,
         frames_per_partition: int | None = None,
+        io_backend: Any = None,
         **kwargs: Any,
     ) -> Source:
         """Open a dataset: ``ctx.load("npy", path=...)``, ``"raw"``, ``"memory"``, ...
 
         ``nav_shape``, ``sig_shape`` and ``sync_offset`` work for every type;
         ``num_partitions`` / ``frames_per_partition`` set how it is cut for runs.
+        ``io_backend`` (LiberTEM's mmap/buffered/direct choice) is accepted and not
+        needed: each source reads its format in the way that suits it.
         """
         cls = SOURCES.get(filetype.lower())
         try:
@@ -85,7 +88,8 @@ class Context:
         return source
 
     # --- running --------------------------------------------------------------------
-    def _graph(self, dataset: Source, udfs: Sequence[UDF], roi: Any, corrections: Any = None) -> Graph:
+    def _graph(self, dataset: Source, udfs: Sequence[UDF], roi: Any, corrections: Any = None,
+               backends: Any = None) -> Graph:
         if not isinstance(dataset, Source):
             raise ConfigurationError(
                 f"dataset must be a dataset from ctx.load(); got {type(dataset).__name__}"
@@ -93,7 +97,8 @@ class Context:
         g = Graph("run_udf")
         g.source(dataset)
         fpp, nparts = getattr(dataset, "partition_sizing", (None, None))
-        g.partition(frames_per_partition=fpp, num_partitions=nparts, roi=roi, corrections=corrections)
+        g.partition(frames_per_partition=fpp, num_partitions=nparts, roi=roi, corrections=corrections,
+                    backends=backends)
         for udf in udfs:
             if not isinstance(udf, UDF):
                 raise ConfigurationError(f"udf must be a UDF instance; got {udf!r}")
@@ -127,7 +132,7 @@ class Context:
         the plot objects are kept in ``ctx.plots`` (see ``plot_class``)."""
         self._check_unsupported(sync)
         udfs = [udf] if isinstance(udf, UDF) else list(udf)
-        graph = self._graph(dataset, udfs, roi, corrections)
+        graph = self._graph(dataset, udfs, roi, corrections, backends)
         sinks: list[Sink] = []
         if plots is not None and plots is not False:
             from detflow.sinks.plots import LivePlotSink

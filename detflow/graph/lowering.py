@@ -33,12 +33,14 @@ from detflow.errors import (
     GraphValidationError,
     ParameterError,
     UDFError,
+    UDFMethodError,
     UnknownNameError,
     annotate_node_error,
 )
 from detflow.graph.model import Graph, PartitionNode, SourceNode, UDFNode, as_flat_roi
 from detflow.graph.results import ResultBuffer, UDFResults, check_returned, result_buffer
 from detflow.graph.stream import ResultStream, RunInfo, Update
+from detflow.nodes.backends import choose_backend
 from detflow.nodes.base import UDF, BufferDecl, UDFData, UDFMeta
 from detflow.nodes.runner import (
     PartialResult,
@@ -73,6 +75,7 @@ class Plan:
     roi: np.ndarray | None
     udfs: list[tuple[str, UDF]]
     corrections: CorrectionSet | None = None
+    backends: tuple[str, ...] | None = None
     #: the source was opened from the graph's parameters (not handed in), so the plan closes it
     owns_source: bool = False
 
@@ -215,6 +218,11 @@ def _compile(graph: Graph, src_node: SourceNode, part_node: PartitionNode, udf_n
             udf.meta = main_meta(udf, meta, roi, corrections)
             udf.get_method()
             udf.get_result_buffers()
+            choose_backend(udf.get_backends(), part_node.backends, udf_name=type(udf).__name__)
+        except (UDFMethodError, TypeError, NotImplementedError) as err:
+            # LiberTEM raises these types for these contract breaks: ported tests catch them
+            raise annotate_node_error(err, node_id=node.id, node_type=type(udf).__name__,
+                                      where="while checking the UDF") from None
         except ParameterError as err:
             raise GraphValidationError(
                 err.reason, node=node.id, node_type=node.type, parameter=err.parameter
@@ -232,6 +240,7 @@ def _compile(graph: Graph, src_node: SourceNode, part_node: PartitionNode, udf_n
         roi=roi,
         udfs=udfs,
         corrections=corrections,
+        backends=part_node.backends,
         owns_source=src_node.obj is None,
     )
 
@@ -334,7 +343,7 @@ def run_plan(
     """Run ``plan`` on ``executor``; yield results after each merged partition."""
     meta = plan.meta
     roi = plan.roi
-    specs = tuple(UDFSpec.of(node_id, udf) for node_id, udf in plan.udfs)
+    specs = tuple(UDFSpec.of(node_id, udf, plan.backends) for node_id, udf in plan.udfs)
     live = bool(getattr(plan.source, "is_live", False))
     tasks: list[PartitionTask] | _LiveTasks
     if live:
@@ -411,7 +420,8 @@ def run_plan(
             # the executor merges in a task tree; the driver merges the root once
             from detflow.nodes.reduce import ReduceContext
 
-            yield stream.emit(reduce_tree(run_partition, tasks, ReduceContext(specs, meta, plan.corrections))).results
+            ctx = ReduceContext(specs, meta, plan.corrections, roi)
+            yield stream.emit(reduce_tree(run_partition, tasks, ctx)).results
         else:
             for partial in executor.map_unordered(run_partition, tasks):
                 yield stream.emit(partial).results

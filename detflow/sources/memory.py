@@ -56,8 +56,11 @@ class MemorySource(Source):
         nav_shape: Sequence[int] | None = None,
         sig_shape: Sequence[int] | None = None,
         sync_offset: int = 0,
+        tileshape: Sequence[int] | None = None,
     ) -> None:
         arr = check_array(data, sig_dims, "memory source")
+        #: LiberTEM's tile shape argument: accepted and kept; detflow chooses its own tiles
+        self.tileshape = None if tileshape is None else tuple(int(t) for t in tileshape)
         self._data = np.ascontiguousarray(arr)
         self._sig_dims = sig_dims
         super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset)

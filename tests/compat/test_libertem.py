@@ -1,0 +1,459 @@
+"""LiberTEM 0.16 conformance: UDF code written against LiberTEM's interface, run on detflow.
+
+Every UDF here is written as a LiberTEM user writes one: imports from ``libertem.*``
+(served by :mod:`detflow.compat.libertem`, the one added line), buffers, ``self.meta``,
+``merge``, ``get_results``. Each test runs on every executor (the ``ctx`` fixture) and
+compares with plain numpy. Expected behaviour is LiberTEM's, read from its source
+(``udf/base.py``, ``common/buffers.py``); the numbers in comments cite what it does.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+# the hook must be in place before the libertem imports
+# isort: off
+import detflow.compat.libertem  # noqa: F401  (the one line a port adds)
+from libertem.common import Shape, Slice
+from libertem.common.buffers import (
+    InvalidMaskError,
+    get_bbox,
+    get_bbox_slice,
+    get_inner_slice,
+    reshaped_view,
+)
+from libertem.common.exceptions import UDFException
+from libertem.common.udf import UDFMethod
+from libertem.udf.base import UDF, NoOpUDF
+from libertem.warnings import UseDiscouragedWarning
+# isort: on
+
+
+def _data(nav=(6, 5), sig=(4, 3), dtype="uint16", seed=3):
+    return np.random.default_rng(seed).integers(0, 500, size=(*nav, *sig)).astype(dtype)
+
+
+def _roi(nav=(6, 5)):
+    roi = np.zeros(nav, dtype=bool)
+    roi[1:4, 1:4] = True
+    roi[5, 0] = True
+    return roi
+
+
+# --- 1. aux data -----------------------------------------------------------------------
+class EchoAuxUDF(UDF):
+    """Copies its per-frame aux parameter into a nav buffer, by frame, tile or partition."""
+
+    def __init__(self, aux, method="tile"):
+        super().__init__(aux=aux, method=method)
+
+    def get_result_buffers(self):
+        return {"echo": self.buffer(kind="nav", extra_shape=(2,), dtype="float32")}
+
+    def get_method(self):
+        return {"tile": UDFMethod.TILE, "frame": UDFMethod.FRAME, "partition": UDFMethod.PARTITION}[
+            self.params.method]
+
+    def process_tile(self, tile):
+        assert self.params.aux.shape == (tile.shape[0], 2)
+        self.results.echo[:] = self.params.aux
+
+    def process_frame(self, frame):
+        assert self.params.aux.shape == (2,)
+        self.results.echo[:] = self.params.aux
+
+    def process_partition(self, partition):
+        assert self.params.aux.shape == (partition.shape[0], 2)
+        self.results.echo[:] = self.params.aux
+
+
+@pytest.mark.parametrize("method", ["tile", "frame", "partition"])
+@pytest.mark.parametrize("with_roi", [False, True])
+def test_aux_data_arrives_sliced(ctx, method, with_roi) -> None:
+    data = _data()
+    aux = np.arange(30 * 2, dtype="float32").reshape(6, 5, 2)
+    ds = ctx.load("memory", data=data, num_partitions=3)
+    roi = _roi() if with_roi else None
+    udf = EchoAuxUDF(aux=EchoAuxUDF.aux_data(data=aux, kind="nav", extra_shape=(2,), dtype="float32"), method=method)
+    res = ctx.run_udf(dataset=ds, udf=udf, roi=roi)
+    expect = aux if roi is None else np.where(roi[..., None], aux, np.nan)
+    np.testing.assert_array_equal(res["echo"].data, expect)
+
+
+# --- 2. with_mask ----------------------------------------------------------------------
+class MaskedResultUDF(UDF):
+    """Marks the left column invalid in get_results, as LiberTEM's `udf valid data masking` docs."""
+
+    def get_result_buffers(self):
+        return {"s": self.buffer(kind="nav", dtype="float64")}
+
+    def process_tile(self, tile):
+        self.results.s[:] = tile.reshape(len(tile), -1).sum(axis=1)
+
+    def get_results(self):
+        nav = tuple(self.meta.dataset_shape.nav)
+        full = np.zeros(nav, dtype=bool)
+        full[:, 1:] = True
+        mask = full.reshape(-1) if self.meta.roi is None else full.reshape(-1)[self.meta.roi.reshape(-1)]
+        return {"s": self.with_mask(self.results.s, mask)}
+
+
+def test_with_mask_kept_through_iter_and_final(ctx) -> None:
+    data = _data()
+    ds = ctx.load("memory", data=data, num_partitions=3)
+    roi = _roi()
+    parts = []
+    for part in ctx.run_udf_iter(dataset=ds, udf=MaskedResultUDF(), roi=roi):
+        buf = part.buffers[0]["s"]
+        damage = part.damage.data
+        np.testing.assert_array_equal(buf.valid_mask, damage & roi & (np.arange(5) >= 1)[None, :])
+        parts.append(buf)
+    final = parts[-1]
+    expect_valid = roi.copy()
+    expect_valid[:, 0] = False
+    np.testing.assert_array_equal(final.valid_mask, expect_valid)
+    np.testing.assert_array_equal(final.masked_data.mask, ~expect_valid)
+    np.testing.assert_array_equal(final.raw_masked_data.mask, ~expect_valid[roi])
+    assert final.valid_slice_bounding == (slice(1, 4), slice(1, 4))
+    np.testing.assert_allclose(final.masked_data.compressed(), data.sum(axis=(2, 3))[expect_valid])
+
+
+def test_with_mask_shape_mismatch_is_invalid_mask_error() -> None:
+    with pytest.raises(InvalidMaskError):
+        UDF.with_mask(np.zeros((3, 4)), np.zeros((2,), dtype=bool))
+    with pytest.raises(InvalidMaskError):
+        UDF.with_mask(np.zeros((3,)), np.zeros((3,), dtype=int))
+
+
+# --- 3. methods, backends, helpers --------------------------------------------------------
+class FrameWhenAskedUDF(UDF):
+    """Has process_tile and process_frame; get_method picks frame (LiberTEM >= 0.13)."""
+
+    def get_result_buffers(self):
+        return {"n": self.buffer(kind="nav", dtype="int64")}
+
+    def get_method(self):
+        return self.UDF_METHOD.FRAME
+
+    def process_tile(self, tile):
+        self.results.n[:] = -1
+
+    def process_frame(self, frame):
+        assert frame.shape == tuple(self.meta.dataset_shape.sig)
+        self.results.n[:] = 1
+
+
+def test_get_method_overrides_precedence(ctx) -> None:
+    ds = ctx.load("memory", data=_data(), num_partitions=2)
+    res = ctx.run_udf(dataset=ds, udf=FrameWhenAskedUDF())
+    np.testing.assert_array_equal(res["n"].data, 1)
+    assert UDF.UDF_METHOD is UDFMethod
+    assert EchoAuxUDF(aux=None, method="partition").get_method() is UDFMethod.PARTITION
+
+
+class BackendProbeUDF(UDF):
+    """Declares sparse backends; records which array type it got; sums via forbuf."""
+
+    def get_backends(self):
+        return (self.BACKEND_SCIPY_CSR, self.BACKEND_SPARSE_COO, self.BACKEND_NUMPY)
+
+    def get_result_buffers(self):
+        return {"sum": self.buffer(kind="sig", dtype="float64"),
+                "kind": self.buffer(kind="nav", dtype="int64")}
+
+    def process_tile(self, tile):
+        kinds = {self.BACKEND_NUMPY: 0, self.BACKEND_SCIPY_CSR: 1, self.BACKEND_SPARSE_COO: 2}
+        assert self.meta.array_backend in kinds
+        self.results.kind[:] = kinds[self.meta.array_backend]
+        self.results.sum[:] += self.forbuf(tile.sum(axis=0), self.results.sum)
+
+    def merge(self, dest, src):
+        dest.sum[:] += src.sum
+        dest.kind[:] = src.kind
+
+
+@pytest.mark.parametrize(("backends", "code"), [
+    (None, 0),  # dense data: the UDF gets numpy, no conversion
+    (("scipy.sparse.csr_matrix",), 1),
+    (("sparse.COO",), 2),
+])
+def test_backends_restrict_and_convert(ctx, backends, code) -> None:
+    data = _data()
+    ds = ctx.load("memory", data=data, num_partitions=2)
+    res = ctx.run_udf(dataset=ds, udf=BackendProbeUDF(), backends=backends)
+    np.testing.assert_array_equal(res["kind"].data, code)
+    np.testing.assert_allclose(res["sum"].data, data.sum(axis=(0, 1)))
+
+
+def test_backend_constants_and_no_common_backend(ctx) -> None:
+    assert UDF.BACKEND_NUMPY == "numpy" and UDF.BACKEND_SCIPY_CSR == "scipy.sparse.csr_matrix"
+    assert UDF.BACKEND_SPARSE_COO in UDF.BACKEND_ALL and UDF.BACKEND_NUMPY in UDF.CPU_BACKENDS
+    ds = ctx.load("memory", data=_data(), num_partitions=2)
+    with pytest.raises(Exception, match="no array backend"):
+        ctx.run_udf(dataset=ds, udf=FrameWhenAskedUDF(), backends=("sparse.COO",))
+
+
+def test_noop_udf_runs(ctx) -> None:
+    ds = ctx.load("memory", data=_data(), num_partitions=2)
+    assert ctx.run_udf(dataset=ds, udf=NoOpUDF()) == {}
+
+
+def test_buffer_helpers_match_numpy() -> None:
+    a = np.zeros((6, 7))
+    a[2:4, 1:6] = 1
+    assert get_bbox(a) == (2, 3, 1, 5)
+    assert get_bbox_slice(a) == (slice(2, 4), slice(1, 6))
+    m = np.zeros((5, 3), dtype=bool)
+    m[1:3] = True
+    m[4] = True
+    assert get_inner_slice(m, axis=0) == (slice(1, 3), slice(None))
+    b = np.arange(12.0)
+    v = reshaped_view(b, (3, 4))
+    v[0, 0] = 99
+    assert b[0] == 99
+    with pytest.raises(AttributeError):
+        reshaped_view(np.arange(12.0).reshape(3, 4).T, (12,))
+
+
+# --- 4. meta -------------------------------------------------------------------------
+class MetaProbeUDF(UDF):
+    """Checks self.meta against what LiberTEM's UDFMeta gives, and records slice origins."""
+
+    def get_result_buffers(self):
+        return {"row": self.buffer(kind="nav", dtype="int64"),
+                "coord": self.buffer(kind="nav", extra_shape=(2,), dtype="int64"),
+                "ok": self.buffer(kind="single", dtype="int64")}
+
+    def get_task_data(self):
+        coords = self.meta.coordinates
+        assert coords.shape == (self.meta.partition_shape[0], 2)
+        return {"first": coords[0].copy()}
+
+    def process_tile(self, tile):
+        m = self.meta
+        assert isinstance(m.slice, Slice) and isinstance(m.slice.shape, Shape)
+        assert tuple(m.slice.shape.sig) == tuple(m.dataset_shape.sig)
+        assert m.slice.shape.nav[0] == tile.shape[0]
+        assert m.slice.get(sig_only=True) == tuple(slice(0, s) for s in m.dataset_shape.sig)
+        assert m.sig_slice.shape == m.dataset_shape.sig and m.tiling_scheme is not None
+        assert m.get_valid_nav_mask() is None  # LiberTEM: only in merge and get_results
+        assert m.dataset_dtype == np.dtype("uint16") and m.input_dtype == np.dtype("float32")
+        assert m.device_class == "cpu" and m.array_backend == self.BACKEND_NUMPY
+        assert m.dataset_shape.sig.size == 12 and m.dataset_shape.nav.dims == 2
+        origin = m.slice.origin[0]
+        self.results.row[:] = np.arange(origin, origin + tile.shape[0])
+        self.results.coord[:] = m.coordinates
+        self.results.ok[:] = 1
+
+    def merge(self, dest, src):
+        valid = self.meta.get_valid_nav_mask()
+        full = self.meta.get_valid_nav_mask(full_nav=True)
+        # before this partition merges: its own rows are not yet marked
+        assert not valid[src.row].any()
+        assert full.shape == (30,) and full.sum() == valid.sum()
+        dest.row[:] = src.row
+        dest.coord[:] = src.coord
+        dest.ok[:] += src.ok
+
+    def get_results(self):
+        assert self.meta.get_valid_nav_mask().all()
+        return {}
+
+
+@pytest.mark.parametrize("with_roi", [False, True])
+def test_meta_as_libertem(ctx, with_roi) -> None:
+    data = _data()
+    ds = ctx.load("memory", data=data, num_partitions=3)
+    roi = _roi() if with_roi else None
+    res = ctx.run_udf(dataset=ds, udf=MetaProbeUDF(), roi=roi)
+    n = 30 if roi is None else int(roi.sum())
+    # LiberTEM: "navigation dimension flattened and reduced to the ROI"
+    np.testing.assert_array_equal(res["row"].raw_data, np.arange(n))
+    yy, xx = np.mgrid[:6, :5]
+    coords = np.stack([yy, xx], axis=-1).reshape(-1, 2)
+    np.testing.assert_array_equal(res["coord"].raw_data, coords if roi is None else coords[roi.reshape(-1)])
+
+
+# --- 5. buffers, and issue 13 item 5 ----------------------------------------------------
+class AssignUDF(UDF):
+    """Assigns to buffers instead of writing into them: LiberTEM turns that into `buf[:] = v`."""
+
+    def get_result_buffers(self):
+        return {"per_frame": self.buffer(kind="nav", dtype="float64"),
+                "total": self.buffer(kind="sig", dtype="float64"),
+                "count": self.buffer(kind="single", dtype="int64")}
+
+    def process_frame(self, frame):
+        self.results.per_frame = frame.sum()
+        self.results.total = self.results.total + frame
+        self.results.count = self.results.count + 1
+
+    def merge(self, dest, src):
+        dest.per_frame = src.per_frame
+        dest.total = dest.total + src.total
+        dest.count = dest.count + src.count
+
+
+def test_assignment_writes_into_buffers(ctx) -> None:
+    data = _data()
+    ds = ctx.load("memory", data=data, num_partitions=3)
+    res = ctx.run_udf(dataset=ds, udf=AssignUDF())
+    np.testing.assert_allclose(res["per_frame"].data, data.sum(axis=(2, 3)))
+    np.testing.assert_allclose(res["total"].data, data.sum(axis=(0, 1)))
+    assert res["count"].data[0] == 30
+
+
+class RebindWrongShapeUDF(UDF):
+    def get_result_buffers(self):
+        return {"s": self.buffer(kind="sig", dtype="float32")}
+
+    def process_tile(self, tile):
+        self.results.s = np.zeros(7)
+
+    def merge(self, dest, src):
+        dest.s[:] += src.s
+
+
+class AssignUndeclaredUDF(RebindWrongShapeUDF):
+    def process_tile(self, tile):
+        self.results.not_a_buffer = np.zeros(3)
+
+
+def test_assignment_that_cannot_write_names_udf_and_buffer(ctx) -> None:
+    ds = ctx.load("memory", data=_data(), num_partitions=2)
+    with pytest.raises(ValueError, match=r"RebindWrongShapeUDF.*buffer 's'.*\(4, 3\).*\(7,\)"):
+        ctx.run_udf(dataset=ds, udf=RebindWrongShapeUDF())
+    with pytest.raises(AttributeError, match="AssignUndeclaredUDF: 'not_a_buffer' is not a result buffer"):
+        ctx.run_udf(dataset=ds, udf=AssignUndeclaredUDF())
+
+
+class ResultOnlyUDF(UDF):
+    def get_result_buffers(self):
+        return {"s": self.buffer(kind="nav", dtype="float32"),
+                "double": self.buffer(kind="nav", dtype="float32", use="result_only"),
+                "scratch": self.buffer(kind="nav", dtype="float32", use="private"),
+                "warned": self.buffer(kind="nav", dtype="bool")}
+
+    def process_tile(self, tile):
+        assert self.results.double is None  # LiberTEM: PlaceholderBufferWrapper views are None
+        assert "double" in self.results
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            self.results["s"][:] = tile.reshape(len(tile), -1).sum(axis=1)
+        self.results.warned[:] = any(issubclass(w.category, UseDiscouragedWarning) for w in seen)
+        self.results.scratch[:] = 1
+
+    def get_results(self):
+        return {"double": 2 * self.results.s}
+
+
+def test_result_only_none_on_workers_and_dict_access_warns(ctx) -> None:
+    data = _data()
+    ds = ctx.load("memory", data=data, num_partitions=2)
+    res = ctx.run_udf(dataset=ds, udf=ResultOnlyUDF())
+    assert sorted(res) == ["double", "s", "warned"]
+    np.testing.assert_allclose(res["double"].data, 2 * data.sum(axis=(2, 3)))
+    assert res["warned"].data.all()
+    buf = res["s"]
+    assert buf.kind == "nav" and buf.extra_shape == () and buf.dtype == np.float32
+    assert buf.raw_data.shape == (30,) and buf.valid_mask.all()
+
+
+class ReturnsUndeclaredUDF(ResultOnlyUDF):
+    def get_results(self):
+        return {"double": 2 * self.results.s, "surprise": self.results.s}
+
+
+class ReturnsPrivateUDF(ResultOnlyUDF):
+    def get_results(self):
+        return {"double": 2 * self.results.s, "scratch": self.results.scratch}
+
+
+def test_get_results_undeclared_or_private_is_udf_exception(ctx) -> None:
+    ds = ctx.load("memory", data=_data(), num_partitions=2)
+    with pytest.raises(UDFException, match="'surprise' is not declared"):
+        ctx.run_udf(dataset=ds, udf=ReturnsUndeclaredUDF())
+    with pytest.raises(UDFException, match="use='private'"):
+        ctx.run_udf(dataset=ds, udf=ReturnsPrivateUDF())
+
+
+class FullNavResultUDF(UDF):
+    """Returns a nav-shaped result that covers the whole nav space, also with a ROI."""
+
+    def get_result_buffers(self):
+        return {"s": self.buffer(kind="nav", dtype="float32"),
+                "grid": self.buffer(kind="nav", dtype="float32", use="result_only")}
+
+    def process_tile(self, tile):
+        self.results.s[:] = 1
+
+    def get_results(self):
+        return {"grid": np.arange(30, dtype="float32").reshape(self.meta.dataset_shape.nav)}
+
+
+def test_full_nav_result_with_roi_keeps_values(ctx) -> None:
+    ds = ctx.load("memory", data=_data(), num_partitions=2)
+    res = ctx.run_udf(dataset=ds, udf=FullNavResultUDF(), roi=_roi())
+    # LiberTEM's BufferWrapper.data: a buffer already shaped like the nav space is returned as is
+    np.testing.assert_array_equal(res["grid"].data, np.arange(30).reshape(6, 5))
+
+
+# --- 6. exception types ------------------------------------------------------------------
+class SigNoMergeUDF(UDF):
+    def get_result_buffers(self):
+        return {"s": self.buffer(kind="sig", dtype="float32")}
+
+    def process_tile(self, tile):
+        self.results.s[:] += tile.sum(axis=0)
+
+
+class SingleNoMergeUDF(SigNoMergeUDF):
+    def get_result_buffers(self):
+        return {"s": self.buffer(kind="single", dtype="float32")}
+
+    def process_tile(self, tile):
+        self.results.s[:] += tile.sum()
+
+
+class NoProcessUDF(UDF):
+    def get_result_buffers(self):
+        return {"s": self.buffer(kind="nav")}
+
+
+@pytest.mark.parametrize("cls", [SigNoMergeUDF, SingleNoMergeUDF])
+def test_missing_merge_is_not_implemented_error(ctx, cls) -> None:
+    ds = ctx.load("memory", data=_data(), num_partitions=2)
+    with pytest.raises(NotImplementedError, match="Default merging only works for kind='nav' buffers"):
+        ctx.run_udf(dataset=ds, udf=cls())
+
+
+def test_missing_process_method_is_type_error(ctx) -> None:
+    ds = ctx.load("memory", data=_data(), num_partitions=2)
+    with pytest.raises(TypeError, match="should implement one of the `process_\\*` methods"):
+        ctx.run_udf(dataset=ds, udf=NoProcessUDF())
+
+
+# --- 12. module paths ----------------------------------------------------------------------
+def test_libertem_module_paths_are_served() -> None:
+    import importlib
+
+    from detflow.compat.libertem.modules import MODULES
+    from detflow.nodes.sum import SumUDF
+
+    for name in MODULES:
+        importlib.import_module(name)
+    import libertem.udf.sum as lt_sum
+    from libertem.api import Context
+    from libertem.io.dataset.memory import MemoryDataSet
+
+    assert lt_sum.SumUDF is SumUDF
+    with Context.make_with("inline") as c:
+        data = _data()
+        ds = MemoryDataSet(data=data, tileshape=(2, 4, 3), num_partitions=2, sig_dims=2)
+        np.testing.assert_allclose(c.run_udf(dataset=ds, udf=lt_sum.SumUDF())["intensity"].data,
+                                   data.sum(axis=(0, 1)))
+    with pytest.raises(ModuleNotFoundError, match="not one of the LiberTEM modules detflow serves"):
+        importlib.import_module("libertem.io.dataset.k2is")
