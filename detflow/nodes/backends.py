@@ -128,6 +128,8 @@ def choose_backend(
 
 def to_numpy(arr: Any) -> np.ndarray:
     """Any supported array as a dense numpy array (same shape)."""
+    if isinstance(arr, np.matrix):  # what scipy.sparse reductions return
+        return np.asarray(arr)
     if isinstance(arr, np.ndarray):
         return arr
     if hasattr(arr, "toarray"):  # scipy.sparse
@@ -173,3 +175,31 @@ def make_like(arr: Any, target: np.ndarray) -> Any:
     if dense.size == target.size:
         return dense.reshape(target.shape)
     return dense
+
+
+#: the CPU backends the built-in UDFs take (numpy first: dense data is never converted)
+BUILTIN_BACKENDS: tuple[str, ...] = (
+    NUMPY, SCIPY_CSR, SCIPY_CSC, SCIPY_COO, SCIPY_CSR_ARRAY, SCIPY_CSC_ARRAY, SCIPY_COO_ARRAY,
+    SPARSE_COO, SPARSE_GCXS,
+)
+
+
+def is_sparse(arr: Any) -> bool:
+    """Whether ``arr`` is a scipy.sparse or pydata sparse array."""
+    return get_backend(arr) in SPARSE_BACKENDS
+
+
+def as_scipy_2d(tile: Any) -> Any:
+    """A sparse tile as a scipy CSR matrix ``(n_frames, n_pixels)``."""
+    import scipy.sparse as sp
+
+    if sp.issparse(tile):
+        return sp.csr_matrix(tile)
+    flat = tile.reshape((tile.shape[0], -1))
+    return sp.csr_matrix(flat.tocsr() if hasattr(flat, "tocsr") else flat.to_scipy_sparse())
+
+
+def dense_tile(tile: Any, sig_shape: tuple[int, ...]) -> np.ndarray:
+    """Any tile as a dense ``(n_frames, *sig_shape)`` array (sparse input is densified)."""
+    arr = to_numpy(tile)
+    return arr.reshape((arr.shape[0], *sig_shape))

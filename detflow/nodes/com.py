@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from detflow.errors import ConfigurationError, ParameterError
+from detflow.nodes import backends as bk
 from detflow.nodes.base import UDF, BufferDecl
 from detflow.nodes.masks import MaskStack, circular, ring
 from detflow.nodes.masks_udf import apply_mask_stack
@@ -134,6 +135,10 @@ class CoMUDF(UDF):
         y, x = np.indices((h, w), dtype=dtype)
         dense = np.stack([sel.reshape(-1), (y * sel).reshape(-1), (x * sel).reshape(-1)], axis=1)
         return {"stack": MaskStack(3, dense.dtype, dense=np.ascontiguousarray(dense, dtype))}
+
+    def get_backends(self) -> Any:
+        """numpy, scipy.sparse and pydata sparse input (LiberTEM's built-ins take these too)."""
+        return bk.BUILTIN_BACKENDS
 
     def process_tile(self, tile: np.ndarray) -> None:
         apply_mask_stack(tile, self.task_data.stack, self.results.raw_mask_result)

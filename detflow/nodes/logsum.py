@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from detflow.nodes import backends as bk
 from detflow.nodes.base import UDF, BufferDecl, UDFData
 from detflow.nodes.sum import flat_view, tile_2d
 
@@ -40,7 +41,13 @@ class LogsumUDF(UDF):
     def get_result_buffers(self) -> dict[str, BufferDecl]:
         return {"logsum": self.buffer(kind="sig", dtype="float32")}
 
+    def get_backends(self) -> Any:
+        """numpy, scipy.sparse and pydata sparse input (sparse tiles are densified: same numbers)."""
+        return bk.BUILTIN_BACKENDS
+
     def process_tile(self, tile: np.ndarray) -> None:
+        if bk.is_sparse(tile):
+            tile = bk.dense_tile(tile, tuple(self.meta.dataset_shape.sig))
         out = flat_view(self.results.logsum)
         t2 = tile_2d(tile)
         work = np.result_type(t2.dtype, np.float32)

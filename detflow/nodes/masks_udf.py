@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from detflow.errors import ParameterError
+from detflow.nodes import backends as bk
 from detflow.nodes.base import UDF, BufferDecl
 from detflow.nodes.masks import MaskStack, check_mask_spec, make_mask_stack, mask_from_spec
 from detflow.nodes.params import Param, one_of
@@ -33,7 +34,16 @@ KERNEL_MAX_MASKS = 4
 
 
 def apply_mask_stack(tile: np.ndarray, stack: MaskStack, out: np.ndarray) -> None:
-    """``out += tile_2d(tile) @ masks``; ``out`` is ``(n_frames, n_masks)``."""
+    """``out += tile_2d(tile) @ masks``; ``out`` is ``(n_frames, n_masks)``.
+
+    A sparse tile (scipy.sparse or pydata sparse) is multiplied as CSR, reading only
+    its stored pixels, whatever the masks are.
+    """
+    if bk.is_sparse(tile):
+        t_csr = bk.as_scipy_2d(tile)
+        prod = t_csr @ stack.dense if stack.dense is not None else (t_csr @ stack.csr.T).toarray()
+        out += np.asarray(prod).astype(out.dtype, copy=False)
+        return
     t2 = tile_2d(tile)
     if stack.dense is not None:
         dense = stack.dense
@@ -119,7 +129,8 @@ class ApplyMasksUDF(UDF):
         Param("mask_count", int, default=None, doc="number of masks, if known"),
         Param("mask_dtype", "dtype", default=None, doc="dtype of the masks, if known"),
         Param("preferred_dtype", "dtype", default=None, doc="base dtype instead of float32"),
-        Param("backends", object, default=None, doc="ignored; only numpy runs"),
+        Param("backends", object, default=None,
+              doc="array backends to take the input in (default: numpy, scipy.sparse, pydata sparse)"),
         Param("shifts", object, default=None, doc="not supported; must be None"),
     )
     extra_dims = {"intensity": ("mask",)}
@@ -208,6 +219,9 @@ class ApplyMasksUDF(UDF):
         if stack.dense is not None and stack.dense.dtype != dtype:
             stack = MaskStack(stack.count, stack.dtype, dense=np.ascontiguousarray(stack.dense, dtype))
         return {"stack": stack}
+
+    def get_backends(self) -> Any:
+        return bk.BUILTIN_BACKENDS if self.params.backends is None else self.params.backends
 
     def process_tile(self, tile: np.ndarray) -> None:
         apply_mask_stack(tile, self.task_data.stack, self.results.intensity)

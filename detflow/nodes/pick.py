@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from detflow.errors import UDFError
+from detflow.nodes import backends as bk
 from detflow.nodes.base import UDF, BufferDecl, UDFData
 
 __all__ = ["PickUDF"]
@@ -62,7 +63,13 @@ class PickUDF(UDF):
         order = self.task_data.order
         return flat if order is None else order[flat]
 
+    def get_backends(self) -> Any:
+        """numpy, scipy.sparse and pydata sparse input (sparse tiles are densified: same numbers)."""
+        return bk.BUILTIN_BACKENDS
+
     def process_tile(self, tile: np.ndarray) -> None:
+        if bk.is_sparse(tile):
+            tile = bk.dense_tile(tile, tuple(self.meta.dataset_shape.sig))
         n = tile.shape[0]
         if n == 0:
             return

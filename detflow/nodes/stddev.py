@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from detflow.nodes import backends as bk
 from detflow.nodes.base import UDF, BufferDecl, UDFData
 from detflow.nodes.params import Param
 from detflow.nodes.sum import flat_view, tile_2d
@@ -80,7 +81,13 @@ class StdDevUDF(UDF):
             "s2": np.zeros(size, dtype=np.float64),
         }
 
+    def get_backends(self) -> Any:
+        """numpy, scipy.sparse and pydata sparse input (sparse tiles are densified: same numbers)."""
+        return bk.BUILTIN_BACKENDS
+
     def process_tile(self, tile: np.ndarray) -> None:
+        if bk.is_sparse(tile):
+            tile = bk.dense_tile(tile, tuple(self.meta.dataset_shape.sig))
         td = self.task_data
         t2 = tile_2d(tile)
         if t2.shape[0] == 0:
