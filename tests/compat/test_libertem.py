@@ -497,3 +497,75 @@ def test_builtin_udfs_take_sparse_input(ctx, backend) -> None:
             np.testing.assert_allclose(s[name].data, d[name].data, rtol=1e-5, atol=1e-6,
                                        err_msg=f"{type(udfs[i]).__name__}.{name} on {backend}")
     np.testing.assert_allclose(dense[0]["intensity"].data, data[roi].sum(axis=0), rtol=1e-6)
+
+
+# --- 9. CoM: CoMParams, regression, errors, result names ----------------------------------
+LIBERTEM_COM_RESULTS = {  # LiberTEM 0.16 CoMUDF.get_result_buffers, minus the private one
+    "raw_com": ("nav", (2,)), "raw_shifts": ("nav", (2,)), "field": ("nav", (2,)), "field_y": ("nav", ()),
+    "field_x": ("nav", ()), "magnitude": ("nav", ()), "divergence": ("nav", ()), "curl": ("nav", ()),
+    "regression": ("single", (3, 2)),
+}
+
+
+def _tilted_disk_data():
+    """A disk whose centre moves linearly across the scan: a plane the regression can remove."""
+    ny, nx, h, w = 6, 5, 16, 16
+    yy, xx = np.mgrid[:h, :w]
+    data = np.zeros((ny, nx, h, w), dtype="float32")
+    for iy in range(ny):
+        for ix in range(nx):
+            cy, cx = 7.5 + 0.3 * iy - 0.1 * ix, 7.0 + 0.2 * ix + 0.05 * iy
+            data[iy, ix] = 100 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 8) + 1
+    return data
+
+
+def _field(data, cy, cx):
+    h, w = data.shape[-2:]
+    yy, xx = np.mgrid[:h, :w]
+    s = data.sum(axis=(2, 3))
+    com = np.stack([(data * yy).sum(axis=(2, 3)) / s, (data * xx).sum(axis=(2, 3)) / s], axis=-1)
+    return com - [cy, cx]
+
+
+@pytest.mark.parametrize("with_roi", [False, True])
+def test_com_regression_as_libertem(ctx, with_roi) -> None:
+    from libertem.udf.com import CoMParams, CoMUDF, RegressionOptions
+
+    data = _tilted_disk_data()
+    ds = ctx.load("memory", data=data, num_partitions=3)
+    roi = _roi() if with_roi else None
+    none, mean, linear, given = ctx.run_udf(dataset=ds, roi=roi, udf=[
+        CoMUDF(com_params=CoMParams(cy=7.5, cx=7.0, regression=RegressionOptions.NO_REGRESSION)),
+        CoMUDF.with_params(cy=7.5, cx=7.0, regression=RegressionOptions.SUBTRACT_MEAN),
+        CoMUDF.with_params(cy=7.5, cx=7.0, regression=RegressionOptions.SUBTRACT_LINEAR),
+        CoMUDF.with_params(cy=7.5, cx=7.0, regression=np.array([[0.5, -0.5], [0, 0], [0, 0]])),
+    ])
+    field = _field(data.astype(np.float64), 7.5, 7.0)
+    sel = np.ones((6, 5), dtype=bool) if roi is None else roi
+    for res in (none, mean, linear, given):
+        assert {k: (v.kind, v.extra_shape) for k, v in res.items()} == LIBERTEM_COM_RESULTS
+        assert res["field"].dtype == np.float32 and res["regression"].dtype == np.float64
+    np.testing.assert_allclose(none["regression"].data, 0)
+    np.testing.assert_allclose(none["field"].data[sel], field[sel], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(mean["regression"].data[0], field[sel].mean(axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(mean["field"].data[sel], field[sel] - field[sel].mean(axis=0), atol=1e-4)
+    yy, xx = np.nonzero(sel)
+    inp = np.stack([np.ones_like(yy), yy, xx], axis=1).astype(np.float64)
+    coeffs = np.linalg.lstsq(inp, field[sel], rcond=None)[0]
+    np.testing.assert_allclose(linear["regression"].data, coeffs, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(linear["field"].data[sel], 0, atol=1e-3)  # the shift is a plane
+    np.testing.assert_allclose(linear["magnitude"].data[sel], 0, atol=1e-3)
+    np.testing.assert_allclose(given["field"].data[sel], field[sel] - [0.5, -0.5], atol=1e-4)
+
+
+def test_com_errors_as_libertem(ctx) -> None:
+    from libertem.udf.com import CoMUDF
+
+    with pytest.raises(ValueError):
+        CoMUDF.with_params(r=3, ri=4)
+    ds1 = ctx.load("memory", data=_data(nav=(30,)), num_partitions=2)
+    with pytest.raises(ValueError, match="only works with 2D nav shape"):
+        ctx.run_udf(dataset=ds1, udf=CoMUDF.with_params())
+    ds = ctx.load("memory", data=_data(), num_partitions=2)
+    with pytest.raises(ValueError, match="regression"):
+        ctx.run_udf(dataset=ds, udf=CoMUDF.with_params(regression=7))
