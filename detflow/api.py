@@ -6,8 +6,9 @@ node per UDF) and runs it; there is no second engine behind the convenience API.
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
@@ -24,6 +25,19 @@ if TYPE_CHECKING:
     from detflow.sinks.base import Sink
 
 __all__ = ["Context"]
+
+
+async def _aiter(gen: Generator[UDFResults, None, None]) -> AsyncIterator[UDFResults]:
+    """``gen`` stepped in a worker thread, one item per ``await``."""
+    done = object()
+    try:
+        while True:
+            item = await asyncio.to_thread(next, gen, done)
+            if item is done:
+                return
+            yield item  # type: ignore[misc]
+    finally:
+        gen.close()
 
 
 class Context:
@@ -105,11 +119,6 @@ class Context:
             g.udf(udf)
         return g
 
-    @staticmethod
-    def _check_unsupported(sync: bool) -> None:
-        if not sync:
-            raise ConfigurationError("run_udf: sync=False is not supported; use run_udf_iter")
-
     def run_udf_iter(
         self,
         dataset: Source,
@@ -129,8 +138,18 @@ class Context:
         frames done (ROI frames only). ``plots=True`` draws every 2-D result live
         (in a notebook they fill in as the run goes), ``plots=[["intensity"],
         [("magnitude", np.log1p)]]`` chosen buffers per UDF, optionally transformed;
-        the plot objects are kept in ``ctx.plots`` (see ``plot_class``)."""
-        self._check_unsupported(sync)
+        the plot objects are kept in ``ctx.plots`` (see ``plot_class``).
+
+        ``sync=False`` returns an asynchronous iterator instead (LiberTEM's asyncio API):
+        ``async for part in ctx.run_udf_iter(..., sync=False)``; the run proceeds in a
+        worker thread, one partial result at a time, so the event loop stays free."""
+        if not sync:
+            # an AsyncIterator: typed as the common case, sync=True
+            return _aiter(self._iter(dataset, udf, roi, progress, plots, corrections, backends))  # type: ignore[return-value]
+        return self._iter(dataset, udf, roi, progress, plots, corrections, backends)
+
+    def _iter(self, dataset: Source, udf: UDF | Sequence[UDF], roi: Any, progress: bool, plots: Any,
+              corrections: Any, backends: Any) -> Generator[UDFResults, None, None]:
         udfs = [udf] if isinstance(udf, UDF) else list(udf)
         graph = self._graph(dataset, udfs, roi, corrections, backends)
         sinks: list[Sink] = []
@@ -165,12 +184,13 @@ class Context:
         sync: bool = True,
     ) -> dict[str, ResultBuffer] | tuple[dict[str, ResultBuffer], ...]:
         """Run one UDF (returns its results) or a list of UDFs (a tuple, one per UDF)
-        in one pass over the data."""
+        in one pass over the data. ``sync=False`` returns an awaitable of the same
+        (the run proceeds in a worker thread)."""
+        if not sync:
+            kw = dict(progress=progress, plots=plots, corrections=corrections, backends=backends)
+            return asyncio.to_thread(self.run_udf, dataset, udf, roi, **kw)  # type: ignore[arg-type, return-value]
         last = None
-        for last in self.run_udf_iter(  # noqa: B007
-            dataset, udf, roi, progress=progress, plots=plots, corrections=corrections,
-            backends=backends, sync=sync,
-        ):
+        for last in self._iter(dataset, udf, roi, progress, plots, corrections, backends):  # noqa: B007
             pass
         assert last is not None
         buffers = last.buffers

@@ -10,7 +10,7 @@ from detflow.nodes import backends as bk
 from detflow.nodes.base import UDF, BufferDecl, UDFData
 from detflow.nodes.sum import flat_view, tile_2d
 
-__all__ = ["LogsumUDF"]
+__all__ = ["LogsumUDF", "run_logsum"]
 
 #: bound on the float temporary of one step, in elements (32 MiB of float32)
 _CHUNK_ELEMENTS = 8 * 2**20
@@ -62,3 +62,8 @@ class LogsumUDF(UDF):
 
     def merge(self, dest: UDFData, src: UDFData) -> None:
         dest.logsum[:] += src.logsum
+
+
+def run_logsum(ctx: Any, dataset: Any, roi: Any = None) -> Any:
+    """LiberTEM's ``run_logsum``: the results of :class:`LogsumUDF` over ``dataset``."""
+    return ctx.run_udf(dataset=dataset, udf=LogsumUDF(), roi=roi)

@@ -20,7 +20,7 @@ from detflow.nodes.base import UDF, BufferDecl, UDFData
 from detflow.nodes.params import Param
 from detflow.nodes.sum import flat_view, tile_2d
 
-__all__ = ["StdDevUDF"]
+__all__ = ["StdDevUDF", "consolidate_result", "run_stddev"]
 
 
 class StdDevUDF(UDF):
@@ -141,3 +141,20 @@ class StdDevUDF(UDF):
             "std": np.sqrt(var),
             "mean": (self.results.sum / n).astype(dtype, copy=False),
         }
+
+
+def consolidate_result(udf_result: Any) -> dict[str, Any]:
+    """LiberTEM's ``consolidate_result``: the ``StdDevUDF`` results as plain arrays
+    (``num_frames`` as a number)."""
+    return {
+        "num_frames": udf_result["num_frames"].data[0],
+        **{k: udf_result[k].data for k in ("varsum", "sum", "var", "std", "mean")},
+    }
+
+
+def run_stddev(
+    ctx: Any, dataset: Any, roi: Any = None, progress: bool = False, use_numba: bool = True
+) -> dict[str, Any]:
+    """LiberTEM's ``run_stddev``: run :class:`StdDevUDF` and :func:`consolidate_result` it."""
+    return consolidate_result(ctx.run_udf(dataset=dataset, udf=StdDevUDF(use_numba=use_numba), roi=roi,
+                                          progress=progress))

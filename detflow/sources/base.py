@@ -282,8 +282,22 @@ class Source(abc.ABC):
     def dtype(self) -> np.dtype:
         return self.meta.dtype
 
+    def _sized_plan(self) -> PartitionPlan:
+        fpp, nparts = getattr(self, "partition_sizing", (None, None))
+        return PartitionPlan(frames_per_partition=fpp, num_partitions=nparts,
+                             min_partitions=getattr(self, "_num_cores", 1))
+
     def get_num_partitions(self, plan: PartitionPlan | None = None) -> int:
-        return len((plan or PartitionPlan()).ranges(self.meta, self._logical_boundaries()))
+        """How many partitions a run cuts (by default with the sizes given to ``ctx.load``)."""
+        return len((plan or self._sized_plan()).ranges(self.meta, self._logical_boundaries()))
+
+    def get_partitions(self) -> list[Partition]:
+        """The partitions a run would cut, as LiberTEM's ``DataSet.get_partitions()``."""
+        return list(self.partitions(self._sized_plan()))
+
+    def set_num_cores(self, cores: int) -> None:
+        """Cut at least ``cores`` partitions where the data allows (LiberTEM's ``set_num_cores``)."""
+        self._num_cores = max(1, int(cores))
 
     def partition_boundaries(self) -> list[int] | None:
         """Native frames where the source's natural blocks start, or ``None``.

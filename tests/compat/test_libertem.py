@@ -569,3 +569,56 @@ def test_com_errors_as_libertem(ctx) -> None:
     ds = ctx.load("memory", data=_data(), num_partitions=2)
     with pytest.raises(ValueError, match="regression"):
         ctx.run_udf(dataset=ds, udf=CoMUDF.with_params(regression=7))
+
+
+# --- 10. helpers of LiberTEM's UDF modules --------------------------------------------------
+def test_run_stddev_run_logsum_and_auto_monitor(ctx) -> None:
+    from libertem.udf.auto import AutoUDF
+    from libertem.udf.logsum import run_logsum
+    from libertem.udf.stddev import run_stddev
+
+    data = _data()
+    ds = ctx.load("memory", data=data, num_partitions=3)
+    stats = run_stddev(ctx, ds)
+    assert stats["num_frames"] == 30
+    np.testing.assert_allclose(stats["std"], data.std(axis=(0, 1)), rtol=1e-5)
+    np.testing.assert_allclose(stats["mean"], data.mean(axis=(0, 1)), rtol=1e-5)
+    logsum = run_logsum(ctx, ds)["logsum"].data
+    f = data.astype(np.float64)
+    np.testing.assert_allclose(logsum, np.log1p(f - f.min(axis=(2, 3), keepdims=True)).sum(axis=(0, 1)), rtol=1e-5)
+    parts = list(ctx.run_udf_iter(dataset=ds, udf=AutoUDF(f=np.max, monitor=True)))
+    final = parts[-1].buffers[0]
+    assert final["monitor"].kind == "single"
+    np.testing.assert_allclose(final["monitor"].data, data[-1, -1].max())  # the last position merged
+
+
+# --- 8. asyncio API -----------------------------------------------------------------------
+def test_sync_false_awaitable_and_async_iterator(ctx) -> None:
+    import asyncio
+
+    from libertem.udf.sum import SumUDF
+
+    data = _data()
+    ds = ctx.load("memory", data=data, num_partitions=3)
+
+    async def main():
+        res = await ctx.run_udf(dataset=ds, udf=SumUDF(), sync=False)
+        parts = [p async for p in ctx.run_udf_iter(dataset=ds, udf=SumUDF(), sync=False)]
+        return res, parts
+
+    res, parts = asyncio.run(main())
+    np.testing.assert_allclose(res["intensity"].data, data.sum(axis=(0, 1)))
+    assert len(parts) >= 1 and parts[-1].finished
+    np.testing.assert_allclose(parts[-1].buffers[0]["intensity"].data, data.sum(axis=(0, 1)))
+
+
+# --- 11. datasets ---------------------------------------------------------------------------
+def test_dataset_shape_and_partitions(ctx) -> None:
+    data = _data()
+    ds = ctx.load("memory", data=data, num_partitions=3, io_backend=None)
+    assert tuple(ds.shape) == data.shape and len(ds.shape) == 4
+    assert ds.shape.nav == (6, 5) and ds.shape.sig == (4, 3)
+    assert ds.shape.sig.size == 12 and ds.shape.nav.size == 30 and ds.shape.dims == 4 and ds.shape.sig.dims == 2
+    assert ds.get_num_partitions() == 3
+    parts = ds.get_partitions()
+    assert [p.frames for p in parts] == [slice(0, 10), slice(10, 20), slice(20, 30)]
