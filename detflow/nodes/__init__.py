@@ -21,6 +21,8 @@ _LAZY = {
     "CoMUDF": "detflow.nodes.com",
     "AutoUDF": "detflow.nodes.auto",
     "RecordUDF": "detflow.nodes.record",
+    "FEMUDF": "detflow.nodes.fem",
+    "CrystallinityUDF": "detflow.nodes.crystallinity",
     "SignalMonitorUDF": "detflow.nodes.monitor",
     "PartitionMonitorUDF": "detflow.nodes.monitor",
     "masks": "detflow.nodes.masks",

@@ -622,3 +622,23 @@ def test_dataset_shape_and_partitions(ctx) -> None:
     assert ds.get_num_partitions() == 3
     parts = ds.get_partitions()
     assert [p.frames for p in parts] == [slice(0, 10), slice(10, 20), slice(20, 30)]
+
+
+def test_fem_and_crystallinity_match_numpy(ctx) -> None:
+    from libertem.udf.crystallinity import run_analysis_crystall
+    from libertem.udf.FEM import run_fem
+
+    data = _data(sig=(12, 10)).astype("float32")
+    ds = ctx.load("memory", data=data, num_partitions=3)
+    yy, xx = np.mgrid[:12, :10]
+    d2 = (yy - 5) ** 2 + (xx - 4) ** 2
+    ring = (d2 <= 4.5**2) & ~(d2 <= 1.5**2)
+    fem = run_fem(ctx, ds, center=(5, 4), rad_in=1.5, rad_out=4.5)["intensity"].data
+    np.testing.assert_allclose(fem, data[..., ring].std(axis=-1), rtol=1e-5)
+
+    f2 = (yy - 6) ** 2 + (xx - 5) ** 2  # rings around the centre of the (shifted) spectrum
+    fring = np.fft.fftshift(((f2 <= 4**2) & ~(f2 <= 1**2)).astype(float))[:, :6]
+    real = ~((yy - 6) ** 2 + (xx - 5) ** 2 <= 2**2)
+    got = run_analysis_crystall(ctx, ds, rad_in=1, rad_out=4, real_center=(6, 5), real_rad=2)["intensity"].data
+    want = (np.abs(np.fft.rfft2(data * real)) * fring).sum(axis=(-2, -1))
+    np.testing.assert_allclose(got, want, rtol=1e-5)

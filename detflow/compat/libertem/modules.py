@@ -205,6 +205,9 @@ MODULES: dict[str, Callable[[], dict[str, Any]]] = {
     "libertem.udf.auto": _builtin("detflow.nodes.auto", "AutoUDF"),
     "libertem.udf.raw": _builtin("detflow.nodes.pick", "PickUDF"),
     "libertem.udf.record": _builtin("detflow.nodes.record", "RecordUDF"),
+    "libertem.udf.FEM": _builtin("detflow.nodes.fem", "FEMUDF", "run_fem"),
+    "libertem.udf.crystallinity": _builtin("detflow.nodes.crystallinity", "CrystallinityUDF",
+                                           "run_analysis_crystall"),
 }
 
 #: names that are packages in LiberTEM (they hold submodules)
