@@ -109,8 +109,8 @@ def input_dtype_for(udf: UDF, native: np.dtype, corrections: CorrectionSet | Non
     return np.result_type(native, preferred)
 
 
-def _tile_depth(udfs: Sequence[UDF], frame_bytes: int, n: int) -> int:
-    depth = max(1, TILE_BYTES // max(1, frame_bytes))
+def _tile_depth(udfs: Sequence[UDF], frame_bytes: int, n: int, source_depth: int | None = None) -> int:
+    depth = max(1, TILE_BYTES // max(1, frame_bytes)) if source_depth is None else source_depth
     for udf in udfs:
         pref = udf.get_tiling_preferences().get("depth", UDF.TILE_DEPTH_DEFAULT)
         if isinstance(pref, int | np.integer) and pref > 0:
@@ -182,7 +182,7 @@ def run_partition(task: PartitionTask) -> PartialResult:
         r = _guarded(task, spec, _start, task, spec, base_meta, rows, part_coords)
         specs[id(r)] = spec
         running.append(r)
-    depth = _tile_depth([r.udf for r in running], dmeta.frame_bytes, n)
+    depth = _tile_depth([r.udf for r in running], dmeta.frame_bytes, n, getattr(part, "tile_depth", None))
     scheme = whole_sig_scheme(sig, depth)
     for r in running:
         r.udf.meta = r.udf.meta.replace(tiling_scheme=scheme)

@@ -172,6 +172,8 @@ class Partition:
     meta: DatasetMeta
     reader: FrameReader = field(repr=False)
     sync_offset: int = 0
+    #: frames per tile the source asks for (LiberTEM's ``tileshape[0]``); None: the runner chooses
+    tile_depth: int | None = None
 
     @property
     def n_frames(self) -> int:
@@ -328,7 +330,12 @@ class Source(abc.ABC):
                 meta=self.meta,
                 reader=self._reader.restrict(lo, hi),
                 sync_offset=self.sync_offset,
+                tile_depth=self._tile_depth(),
             )
+
+    def _tile_depth(self) -> int | None:
+        tileshape = getattr(self, "tileshape", None)
+        return None if not tileshape else max(1, int(tileshape[0]))
 
     def close(self) -> None:  # noqa: B027 - most sources hold nothing open
         """Release what the source holds; partitions already handed out stay valid."""

@@ -59,7 +59,7 @@ class MemorySource(Source):
         tileshape: Sequence[int] | None = None,
     ) -> None:
         arr = check_array(data, sig_dims, "memory source")
-        #: LiberTEM's tile shape argument: accepted and kept; detflow chooses its own tiles
+        #: LiberTEM's tile shape: its first entry is the tile depth; tiles are always whole frames
         self.tileshape = None if tileshape is None else tuple(int(t) for t in tileshape)
         self._data = np.ascontiguousarray(arr)
         self._sig_dims = sig_dims

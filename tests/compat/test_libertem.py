@@ -642,3 +642,22 @@ def test_fem_and_crystallinity_match_numpy(ctx) -> None:
     got = run_analysis_crystall(ctx, ds, rad_in=1, rad_out=4, real_center=(6, 5), real_rad=2)["intensity"].data
     want = (np.abs(np.fft.rfft2(data * real)) * fring).sum(axis=(-2, -1))
     np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+# --- 7. tiling (the depth of a dataset's tile shape) ------------------------------------------
+class TileDepthUDF(UDF):
+    def get_result_buffers(self):
+        return {"depth": self.buffer(kind="nav", dtype="int64")}
+
+    def process_tile(self, tile):
+        assert self.meta.sig_slice.get() == (slice(0, 4), slice(0, 3))
+        assert self.meta.tiling_scheme.depth == 2
+        self.results.depth[:] = tile.shape[0]
+
+
+def test_memory_tileshape_sets_tile_depth(ctx) -> None:
+    from libertem.io.dataset.memory import MemoryDataSet
+
+    ds = MemoryDataSet(data=_data(), tileshape=(2, 4, 3), num_partitions=3, sig_dims=2)
+    res = ctx.run_udf(dataset=ds, udf=TileDepthUDF())
+    np.testing.assert_array_equal(res["depth"].data, 2)
