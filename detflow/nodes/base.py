@@ -25,7 +25,14 @@ Buffers, by kind:
 * ``single``: shape ``extra_shape`` (or ``(1,)``), merged by ``merge``.
 
 ``use="private"`` hides a buffer from the user's results; ``use="result_only"`` is not
-allocated on workers and must be returned by ``get_results``.
+allocated on workers (it reads as ``None`` there) and must be returned by ``get_results``.
+Assigning to a buffer (``self.results.maxima = v``, ``dest.s = src.s``) writes into it, as
+in LiberTEM (:mod:`detflow.nodes.buffers`); ``self.meta`` is described in
+:mod:`detflow.nodes.meta`, array backends in :mod:`detflow.nodes.backends`.
+
+Contract breaks raise what LiberTEM raises: no ``process_*`` method is a ``TypeError``
+(:class:`~detflow.errors.UDFMethodError`), ``sig``/``single`` buffers without ``merge`` a
+``NotImplementedError`` (:class:`~detflow.errors.UDFMergeError`).
 
 This module holds the contract only; running it is :mod:`detflow.nodes.runner`.
 """
