@@ -661,3 +661,36 @@ def test_memory_tileshape_sets_tile_depth(ctx) -> None:
     ds = MemoryDataSet(data=_data(), tileshape=(2, 4, 3), num_partitions=3, sig_dims=2)
     res = ctx.run_udf(dataset=ds, udf=TileDepthUDF())
     np.testing.assert_array_equal(res["depth"].data, 2)
+
+
+# --- 10. the analysis helpers of LiberTEM's Context ------------------------------------------
+def test_create_analyses_and_run(ctx) -> None:
+    from libertem import masks
+    from libertem.api import Context
+
+    lctx = Context(ctx.executor)
+    data = _data(sig=(12, 10))
+    ds = lctx.load("memory", data=data, num_partitions=3)
+    f = data.astype(np.float64)
+    h, w = 12, 10
+    res = lctx.run(lctx.create_sum_analysis(dataset=ds))
+    np.testing.assert_allclose(res.intensity.raw_data, f.sum(axis=(0, 1)))
+    assert res.keys() == ["intensity", "intensity_lin"]
+    disk = masks.circular(w / 2, h / 2, w, h, min(h, w) / 2 * 0.3)
+    res = lctx.run(lctx.create_disk_analysis(dataset=ds))
+    np.testing.assert_allclose(res["intensity"].raw_data, (f * disk).sum(axis=(2, 3)), rtol=1e-5)
+    ring = masks.ring(4, 5, w, h, 5, 2)
+    res = lctx.run(lctx.create_ring_analysis(dataset=ds, cx=4, cy=5, ri=2, ro=5))
+    np.testing.assert_allclose(res.intensity.raw_data, (f * ring).sum(axis=(2, 3)), rtol=1e-5)
+    res = lctx.run(lctx.create_point_analysis(dataset=ds, x=3, y=7))
+    np.testing.assert_allclose(res[0].raw_data, f[..., 7, 3])
+    res = lctx.run(lctx.create_mask_analysis(dataset=ds, factories=[lambda: disk, lambda: ring]))
+    assert res.keys() == ["mask_0", "mask_1"]
+    np.testing.assert_allclose(res.mask_1.raw_data, (f * ring).sum(axis=(2, 3)), rtol=1e-5)
+    res = lctx.run(lctx.create_com_analysis(dataset=ds, cx=4.5, cy=5.5, mask_radius=4))
+    assert res.keys() == ["field", "magnitude", "divergence", "curl", "x", "y"]
+    sel = masks.circular(4.5, 5.5, w, h, 4)
+    yy, xx = np.mgrid[:h, :w]
+    s = (f * sel).sum(axis=(2, 3))
+    np.testing.assert_allclose(res.x.raw_data, (f * sel * xx).sum(axis=(2, 3)) / s - 4.5, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(res.y.raw_data, (f * sel * yy).sum(axis=(2, 3)) / s - 5.5, rtol=1e-4, atol=1e-4)

@@ -134,9 +134,15 @@ def _warnings() -> dict[str, Any]:
 
 
 def _api() -> dict[str, Any]:
-    from detflow.api import Context
+    from detflow.compat.libertem.analysis import Context  # detflow's, with the analysis helpers
 
     return {"Context": Context}
+
+
+def _analysis() -> dict[str, Any]:
+    from detflow.compat.libertem import analysis
+
+    return {"AnalysisResult": analysis.AnalysisResult, "AnalysisResultSet": analysis.AnalysisResultSet}
 
 
 def _memory() -> dict[str, Any]:
@@ -174,6 +180,8 @@ def _masks() -> dict[str, Any]:
 MODULES: dict[str, Callable[[], dict[str, Any]]] = {
     "libertem": lambda: {},
     "libertem.api": _api,
+    "libertem.analysis": _analysis,
+    "libertem.analysis.base": _analysis,
     "libertem.udf": _udf_package,
     "libertem.udf.base": _udf_base,
     "libertem.common": _common,
