@@ -34,7 +34,7 @@ from detflow.nodes import backends as bk
 from detflow.nodes.base import UDF, UDFMeta
 from detflow.nodes.buffers import UseDiscouragedWarning
 from detflow.nodes.meta import Slice
-from detflow.nodes.running import RunningUDF, coords_of, visible_decls, whole_sig_scheme
+from detflow.nodes.running import RunningUDF, coords_of, visible_decls
 from detflow.sources.base import Partition
 from detflow.sources.corrections import CorrectionSet
 from detflow.sources.shape import Shape
@@ -183,9 +183,9 @@ def run_partition(task: PartitionTask) -> PartialResult:
         specs[id(r)] = spec
         running.append(r)
     depth = _tile_depth([r.udf for r in running], dmeta.frame_bytes, n, getattr(part, "tile_depth", None))
-    scheme = whole_sig_scheme(sig, depth)
     for r in running:
-        r.udf.meta = r.udf.meta.replace(tiling_scheme=scheme)
+        scheme = r.plan_bands(depth, sig)
+        r.udf.meta = r.udf.meta.replace(tiling_scheme=scheme, sig_slice=scheme[0])
         _guarded(task, specs[id(r)], r.udf.preprocess)
 
     whole: np.ndarray | None = None
@@ -255,7 +255,12 @@ def _process_tile(
     all_coords = coords(idx)
     if r.method == "tile":
         r.enter(row, k, idx, all_coords)
-        _guarded(task, spec, r.udf.process_tile, data)
+        if not r.bands:
+            _guarded(task, spec, r.udf.process_tile, data)
+            return
+        for i, (y0, y1) in enumerate(r.bands):  # the UDF asked for tiles cut in the signal
+            r.enter_band(i)
+            _guarded(task, spec, r.udf.process_tile, data[:, y0:y1])
         return
     for i in range(k):
         r.enter(row + i, 1, idx[i : i + 1], all_coords[i : i + 1], frame=True)

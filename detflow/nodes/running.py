@@ -43,6 +43,8 @@ def whole_sig_scheme(sig_shape: tuple[int, ...], depth: int) -> TilingScheme:
 class RunningUDF:
     """One UDF in one task (see the module docstring)."""
 
+    bands: list[tuple[int, int]]
+
     def __init__(
         self,
         udf: UDF,
@@ -66,6 +68,7 @@ class RunningUDF:
         self.result_only = [k for k, d in all_decls.items() if d.use == "result_only"]
         self.buffers = {k: d.allocate(dmeta, n_rows) for k, d in self.decls.items()}
         self.owner = type(udf).__name__
+        self.bands = []
         self.aux = {k: v for k, v in udf._kwargs.items() if isinstance(v, AuxBufferWrapper)}
         self._base_params = udf.params
         self.set_results(self.buffers)
@@ -78,8 +81,42 @@ class RunningUDF:
             data[k] = None
         self.udf.results = UDFData(data, owner=self.owner)
 
-    def rows(self, lo: int, hi: int) -> dict[str, Any]:
-        return {k: (b[lo:hi] if self.decls[k].kind == "nav" else b) for k, b in self.buffers.items()}
+    def rows(self, lo: int, hi: int, band: tuple[int, int] | None = None) -> dict[str, Any]:
+        out = {}
+        for k, b in self.buffers.items():
+            kind = self.decls[k].kind
+            out[k] = b[lo:hi] if kind == "nav" else (b[band[0] : band[1]] if band and kind == "sig" else b)
+        return out
+
+    def plan_bands(self, depth: int, sig_shape: tuple[int, ...]) -> TilingScheme:
+        """Cut the signal into row bands if this tile UDF asks for tiles smaller than frames.
+
+        A UDF asks through ``get_tiling_preferences()["total_size"]``: a byte count below
+        ``depth`` whole frames in its input dtype. Only this UDF sees the cut tiles; the
+        others of the run keep whole frames.
+        """
+        self.bands: list[tuple[int, int]] = []
+        total = self.udf.get_tiling_preferences().get("total_size")
+        row_bytes = int(np.prod(sig_shape[1:], dtype=np.int64)) * np.dtype(self.udf.meta.input_dtype).itemsize
+        want = isinstance(total, int | float | np.integer | np.floating) and np.isfinite(total)
+        if self.method != "tile" or self.backend != bk.NUMPY or len(sig_shape) < 2 or not want:
+            return whole_sig_scheme(sig_shape, depth)
+        rows = max(1, int(total or 0) // max(1, depth * row_bytes))
+        if rows >= sig_shape[0]:
+            return whole_sig_scheme(sig_shape, depth)
+        self.bands = [(y, min(y + rows, sig_shape[0])) for y in range(0, sig_shape[0], rows)]
+        n = len(sig_shape)
+        return TilingScheme(tuple(
+            Slice((y0,) + (0,) * (n - 1), Shape((y1 - y0, *sig_shape[1:]), n)) for y0, y1 in self.bands
+        ), depth)
+
+    def enter_band(self, i: int) -> None:
+        """Point ``self.results``' sig buffers and ``meta.sig_slice`` at signal band ``i``."""
+        meta = self.udf.meta
+        assert meta.tiling_scheme is not None and meta.slice is not None
+        row = meta.slice.origin[0] - self.row0
+        self.udf.meta = meta.replace(sig_slice=meta.tiling_scheme[i], tiling_scheme_idx=i)
+        self.set_results(self.rows(row, row + meta.slice.shape[0], self.bands[i]))
 
     def frame(self, i: int) -> dict[str, Any]:
         out = {}

@@ -694,3 +694,40 @@ def test_create_analyses_and_run(ctx) -> None:
     s = (f * sel).sum(axis=(2, 3))
     np.testing.assert_allclose(res.x.raw_data, (f * sel * xx).sum(axis=(2, 3)) / s - 4.5, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(res.y.raw_data, (f * sel * yy).sum(axis=(2, 3)) / s - 5.5, rtol=1e-4, atol=1e-4)
+
+
+class BandedTileUDF(UDF):
+    """Asks for tiles smaller than a frame; checks each tile against its sig_slice."""
+
+    def get_tiling_preferences(self):
+        return {"depth": 2, "total_size": 2 * 3 * 4}  # 2 frames of one 3-pixel row of float32
+
+    def get_result_buffers(self):
+        return {"sig_sum": self.buffer(kind="sig", dtype="float64"),
+                "nav_sum": self.buffer(kind="nav", dtype="float64"),
+                "rows": self.buffer(kind="single", dtype="int64")}
+
+    def process_tile(self, tile):
+        sl = self.meta.sig_slice
+        assert tile.shape[1:] == tuple(sl.shape) and self.results.sig_sum.shape == tuple(sl.shape)
+        assert self.meta.tiling_scheme[self.meta.tiling_scheme_idx] == sl
+        self.results.sig_sum[:] += tile.sum(axis=0)
+        self.results.nav_sum[:] += tile.reshape(len(tile), -1).sum(axis=1)
+        self.results.rows[:] = max(self.results.rows[0], tile.shape[1])
+
+    def merge(self, dest, src):
+        dest.sig_sum[:] += src.sig_sum
+        dest.nav_sum[:] = src.nav_sum
+        dest.rows[:] = np.maximum(dest.rows, src.rows)
+
+
+def test_sig_cut_tiles_when_the_udf_asks(ctx) -> None:
+    from libertem.udf.sum import SumUDF
+
+    data = _data()
+    ds = ctx.load("memory", data=data, num_partitions=3)
+    banded, whole = ctx.run_udf(dataset=ds, udf=[BandedTileUDF(), SumUDF()])
+    assert banded["rows"].data[0] == 1  # one signal row per tile (the frames are 4 x 3)
+    np.testing.assert_allclose(banded["sig_sum"].data, data.sum(axis=(0, 1)))
+    np.testing.assert_allclose(banded["nav_sum"].data, data.sum(axis=(2, 3)))
+    np.testing.assert_allclose(whole["intensity"].data, data.sum(axis=(0, 1)))  # others keep whole frames
