@@ -2,7 +2,7 @@
 
 State per task: fresh UDF instances rebuilt from their keyword arguments (so nothing
 a previous partition left behind leaks in), their partition-sized buffers, and one
-converted copy of the current tile per input dtype that some UDF asked for.
+converted copy of the current tile per (input dtype, array backend) some UDF asked for.
 
 Policy:
 
@@ -18,6 +18,13 @@ Policy:
   by one, which is the only per-frame Python here, and theirs by choice.
 * An exception from UDF code keeps its type and gains notes naming the node and the
   partition (:func:`detflow.errors.annotate_node_error`).
+* Each UDF gets its input in the array backend chosen for it
+  (:func:`detflow.nodes.backends.choose_backend`), converted once per tile for all
+  UDFs that want the same (dtype, backend); a source's tile depth (a memory dataset's
+  ``tileshape``) bounds the tile; a tile UDF that asks for tiles smaller than its frames
+  gets them cut in signal bands (:meth:`~detflow.nodes.running.RunningUDF.plan_bands`).
+* Per-unit state (``self.meta``, the buffer views, aux data in ``self.params``) is set
+  by :class:`~detflow.nodes.running.RunningUDF`, with LiberTEM's conventions.
 """
 
 from __future__ import annotations
