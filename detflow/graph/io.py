@@ -47,7 +47,7 @@ _UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 _TOP_KEYS = {"schema_version", "name", "description", "source", "partition", "nodes", "sinks", "executor"}
 _UDF_KEYS = {"type", "params", "input", "skip", "save_results"}
 _SINK_KEYS = {"type", "params", "inputs", "skip"}
-_PARTITION_KEYS = {"frames_per_partition", "num_partitions", "roi", "corrections"}
+_PARTITION_KEYS = {"frames_per_partition", "num_partitions", "roi", "corrections", "backends"}
 
 
 def load_yaml(path: str | os.PathLike[str]) -> tuple[Any, dict[tuple[Any, ...], int]]:
@@ -155,7 +155,8 @@ def graph_from_dict(
             if base is not None and isinstance(corrections.get(key), str):
                 corrections[key] = _resolve(base, corrections[key])
     g.partition("source", id="partition", frames_per_partition=part.get("frames_per_partition"),
-                num_partitions=part.get("num_partitions"), roi=roi, corrections=corrections)
+                num_partitions=part.get("num_partitions"), roi=roi, corrections=corrections,
+                backends=part.get("backends"))
 
     nodes = c.mapping(spec.get("nodes"), "nodes", "nodes")
     if not nodes:
@@ -303,6 +304,8 @@ def graph_to_dict(g: Graph) -> dict[str, Any]:
                                                "give corrections as a mapping of .npy paths",
                                                node=n.id, parameter="corrections")
                 part["corrections"] = _plain(dict(n.corrections), n.id)
+            if n.backends is not None:
+                part["backends"] = list(n.backends)
             out["partition"] = part
         elif isinstance(n, UDFNode):
             body: dict[str, Any] = {"type": n.type}

@@ -33,12 +33,14 @@ from detflow.errors import (
     GraphValidationError,
     ParameterError,
     UDFError,
+    UDFMethodError,
     UnknownNameError,
     annotate_node_error,
 )
 from detflow.graph.model import Graph, PartitionNode, SourceNode, UDFNode, as_flat_roi
-from detflow.graph.results import ResultBuffer, UDFResults
+from detflow.graph.results import ResultBuffer, UDFResults, check_returned, result_buffer
 from detflow.graph.stream import ResultStream, RunInfo, Update
+from detflow.nodes.backends import choose_backend
 from detflow.nodes.base import UDF, BufferDecl, UDFData, UDFMeta
 from detflow.nodes.runner import (
     PartialResult,
@@ -73,6 +75,7 @@ class Plan:
     roi: np.ndarray | None
     udfs: list[tuple[str, UDF]]
     corrections: CorrectionSet | None = None
+    backends: tuple[str, ...] | None = None
     #: the source was opened from the graph's parameters (not handed in), so the plan closes it
     owns_source: bool = False
 
@@ -215,6 +218,11 @@ def _compile(graph: Graph, src_node: SourceNode, part_node: PartitionNode, udf_n
             udf.meta = main_meta(udf, meta, roi, corrections)
             udf.get_method()
             udf.get_result_buffers()
+            choose_backend(udf.get_backends(), part_node.backends, udf_name=type(udf).__name__)
+        except (UDFMethodError, TypeError, NotImplementedError) as err:
+            # LiberTEM raises these types for these contract breaks: ported tests catch them
+            raise annotate_node_error(err, node_id=node.id, node_type=type(udf).__name__,
+                                      where="while checking the UDF") from None
         except ParameterError as err:
             raise GraphValidationError(
                 err.reason, node=node.id, node_type=node.type, parameter=err.parameter
@@ -232,6 +240,7 @@ def _compile(graph: Graph, src_node: SourceNode, part_node: PartitionNode, udf_n
         roi=roi,
         udfs=udfs,
         corrections=corrections,
+        backends=part_node.backends,
         owns_source=src_node.obj is None,
     )
 
@@ -265,15 +274,22 @@ class _Merger:
         # row of each frame's result in the (ROI-filtered) nav buffers
         self.rows_before = None if roi is None else np.concatenate(([0], np.cumsum(roi)))
 
-    def merge(self, partial: PartialResult, buffers: dict[str, np.ndarray]) -> None:
+    def _with_valid(self, valid: np.ndarray) -> None:
+        # LiberTEM's get_valid_nav_mask(): over the ROI positions, what is merged so far
+        mask = valid if self.roi is None else valid[self.roi]
+        self.udf.meta = self.udf.meta.replace(valid_nav_mask=mask.copy())
+
+    def merge(self, partial: PartialResult, buffers: dict[str, np.ndarray], valid: np.ndarray) -> None:
         start = partial.frames.start
         lo = start if self.rows_before is None else int(self.rows_before[start])
         hi = lo + partial.n_processed
+        owner = type(self.udf).__name__
         dest = UDFData(
-            {k: (b[lo:hi] if self.decls[k].kind == "nav" else b) for k, b in self.dest.items()}
+            {k: (b[lo:hi] if self.decls[k].kind == "nav" else b) for k, b in self.dest.items()}, owner=owner
         )
+        self._with_valid(valid)
         try:
-            self.udf.merge(dest, UDFData(buffers))
+            self.udf.merge(dest, UDFData(buffers, owner=owner))
         except Exception as err:
             raise annotate_node_error(
                 err, node_id=self.node_id, node_type=type(self.udf).__name__,
@@ -281,9 +297,11 @@ class _Merger:
             ) from None
 
     def results(self, valid: np.ndarray) -> dict[str, ResultBuffer]:
-        self.udf.results = UDFData(self.dest)
+        self.udf.results = UDFData(self.dest, owner=type(self.udf).__name__)
+        self._with_valid(valid)
         try:
             computed = self.udf.get_results() or {}
+            check_returned(self.udf, computed, self.decls)
         except Exception as err:
             raise annotate_node_error(
                 err, node_id=self.node_id, node_type=type(self.udf).__name__,
@@ -292,17 +310,12 @@ class _Merger:
         check_result_only(self.udf, computed, self.node_id)
         out = {}
         names = [k for k, d in self.decls.items() if d.use != "private"]
-        names += [k for k in computed if k not in self.decls]
         for name in names:
-            decl = self.decls.get(name)
-            value = np.asarray(computed[name] if name in computed else self.dest[name])
-            if decl is None:
-                decl = BufferDecl(kind="single", extra_shape=value.shape, dtype=value.dtype)
-            elif decl.kind == "nav":
-                value = self._flat_nav(name, value)
-            out[name] = ResultBuffer(
+            decl = self.decls[name]
+            value = computed[name] if name in computed else self.dest[name]
+            out[name] = result_buffer(
                 value, decl, nav_shape=self.meta.nav_shape, sig_shape=self.meta.sig_shape,
-                roi=self.roi, valid=valid,
+                roi=self.roi, valid=valid, flat_nav=lambda v, n=name: self._flat_nav(n, v),
             )
         return out
 
@@ -311,9 +324,8 @@ class _Merger:
         rows = self.meta.n_frames if self.roi is None else int(np.count_nonzero(self.roi))
         if value.ndim >= 1 and value.shape[0] == rows:
             return value
-        if value.shape[: len(nav)] == nav:  # returned nav-shaped: flatten, filter
-            flat = value.reshape((self.meta.n_frames, *value.shape[len(nav):]))
-            return flat if self.roi is None else flat[self.roi]
+        if value.shape[: len(nav)] == nav:  # returned nav-shaped: flatten (a ROI keeps it whole)
+            return value.reshape((self.meta.n_frames, *value.shape[len(nav):]))
         raise UDFError(
             f"node {self.node_id!r} ({type(self.udf).__name__}): get_results() returned nav "
             f"buffer {name!r} with shape {value.shape}; expected ({rows}, ...) "
@@ -331,7 +343,7 @@ def run_plan(
     """Run ``plan`` on ``executor``; yield results after each merged partition."""
     meta = plan.meta
     roi = plan.roi
-    specs = tuple(UDFSpec.of(node_id, udf) for node_id, udf in plan.udfs)
+    specs = tuple(UDFSpec.of(node_id, udf, plan.backends) for node_id, udf in plan.udfs)
     live = bool(getattr(plan.source, "is_live", False))
     tasks: list[PartitionTask] | _LiveTasks
     if live:
@@ -359,7 +371,7 @@ def run_plan(
             tasks.done(partial.index)
         for merger, buffers in zip(mergers, partial.buffers, strict=True):
             if partial.n_processed:
-                merger.merge(partial, buffers)
+                merger.merge(partial, buffers, valid)
         frames = partial.frames
         valid[frames] = True if roi is None else roi[frames]
         done["frames"] += partial.n_processed
@@ -408,7 +420,8 @@ def run_plan(
             # the executor merges in a task tree; the driver merges the root once
             from detflow.nodes.reduce import ReduceContext
 
-            yield stream.emit(reduce_tree(run_partition, tasks, ReduceContext(specs, meta, plan.corrections))).results
+            ctx = ReduceContext(specs, meta, plan.corrections, roi)
+            yield stream.emit(reduce_tree(run_partition, tasks, ctx)).results
         else:
             for partial in executor.map_unordered(run_partition, tasks):
                 yield stream.emit(partial).results

@@ -67,6 +67,8 @@ class PartitionNode:
     roi: Any = field(default=None, compare=False)
     #: a CorrectionSet, or a mapping of dark/gain/excluded_pixels (arrays or .npy paths)
     corrections: Any = field(default=None, compare=False)
+    #: array backends the UDFs may take their input in (LiberTEM's ``run_udf(backends=)``)
+    backends: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -162,11 +164,16 @@ class Graph:
         num_partitions: int | None = None,
         roi: Any = None,
         corrections: Any = None,
+        backends: Any = None,
     ) -> str:
-        """Add the partition node: how the source is cut, the ROI, and the detector
+        """Add the partition node: how the source is cut, the ROI, the detector
         corrections applied to every frame read (a
-        :class:`~detflow.sources.corrections.CorrectionSet` or a mapping of its arguments)."""
-        return self._add(PartitionNode(id, input, frames_per_partition, num_partitions, roi, corrections))
+        :class:`~detflow.sources.corrections.CorrectionSet` or a mapping of its arguments),
+        and the array ``backends`` UDFs may get their input in (``None``: any they take)."""
+        if isinstance(backends, str):
+            backends = (backends,)
+        return self._add(PartitionNode(id, input, frames_per_partition, num_partitions, roi, corrections,
+                                       None if backends is None else tuple(backends)))
 
     def udf(self, udf: str | UDF, *, id: str | None = None, input: str = "partition",
             skip: bool = False, save_results: bool = False, **params: Any) -> str:
