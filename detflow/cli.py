@@ -228,13 +228,19 @@ def serve(graph_file: str, input_path: str | None, assignments: tuple[str, ...],
 
 @main.command()
 @click.option("--dir", "directory", type=click.Path(file_okay=False), default=None,
-              help="Where to write the generated scan (default: a temporary directory).")
+              help="Keep the generated scan (scan.npy; scan.hdr + scan.mib with --live) in this folder "
+                   "(default: a temporary folder, deleted at the end).")
 @click.option("--executor", default=None,
               help="Executor to run on (default: threads; pipelined with --live).")
 @click.option("--live", is_flag=True,
               help="Stream the scan from the Merlin simulator and analyse it as it arrives.")
 def demo(directory: str | None, executor: str | None, live: bool) -> None:
-    """Generate a small 4D-STEM scan and analyse it end to end, checking every result."""
+    """Generate a small 4D-STEM scan and analyse it end to end, checking every result.
+
+    \b
+    detflow demo --dir examples/graphs && detflow run examples/graphs/bright-field.yaml
+    keeps the scan where the example graphs look for it, then runs one of them on it.
+    """
     from detflow.demo import run_demo, run_live_demo
 
     def go(where: str) -> bool:
@@ -244,9 +250,16 @@ def demo(directory: str | None, executor: str | None, live: bool) -> None:
 
     if directory is None:
         with tempfile.TemporaryDirectory(prefix="detflow-demo-") as tmp:
+            click.echo(f"(a temporary folder, {tmp}, deleted when the demo ends; "
+                       "keep the scan with --dir DIR)")
             ok = go(tmp)
     else:
         ok = go(directory)
+        if not live:
+            click.echo(f"\nnext: detflow run {os.path.join(directory, 'bright-field.yaml')}"
+                       if os.path.exists(os.path.join(directory, "bright-field.yaml")) else
+                       f"\nthe scan stays in {directory}; try: detflow run GRAPH.yaml --input "
+                       f"{os.path.join(directory, 'scan.npy')}")
     sys.exit(0 if ok else 1)
 
 

@@ -54,7 +54,7 @@ def run_demo(directory: str | Path, *, executor: str = "threads") -> bool:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     data, shifts = make_scan()
-    path = directory / "demo-scan.npy"
+    path = directory / "scan.npy"  # the name examples/graphs/*.yaml read
     np.save(path, data)
     ny, nx, sy, sx = data.shape
     print(f"wrote {path}: nav {(ny, nx)}, sig {(sy, sx)}, {data.dtype}, {data.nbytes / 2**20:.1f} MiB")
@@ -114,7 +114,7 @@ def run_live_demo(directory: str | Path, *, executor: str = "pipelined", frame_r
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     data, shifts = make_scan()
-    hdr = directory / "demo-scan.hdr"
+    hdr = directory / "scan.hdr"
     write_mib(hdr, data, counter_depth=12)
     ny, nx, sy, sx = data.shape
     c = sy / 2

@@ -33,6 +33,8 @@ on it as an attribute as well.
 from __future__ import annotations
 
 import contextlib
+import importlib
+from types import ModuleType
 from typing import Any
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "UDFMethodError",
     "UnknownNameError",
     "annotate_node_error",
+    "import_optional",
 ]
 
 
@@ -213,10 +216,55 @@ class MissingDependencyError(DetflowError, ImportError):
     """An optional dependency is missing; the message names the extra to install."""
 
     def __init__(self, package: str, extra: str, what: str) -> None:
+        self.package = package
+        self.extra = extra
         super().__init__(
-            f"{what} needs the package {package!r}; install it with "
-            f"pip install 'detflow[{extra}]'"
+            f"{what} needs the package {package!r}, which is not installed; install it with "
+            f"pip install 'detflow[{extra}]'",
+            name=package,
         )
+
+
+#: top-level module -> (the name pip knows it by, the extra of pyproject.toml that installs it)
+OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
+    "h5py": ("h5py", "hdf5"),
+    "hdf5plugin": ("hdf5plugin", "hdf5"),
+    "holoviews": ("holoviews", "plots"),
+    "bokeh": ("bokeh", "plots"),
+    "panel": ("panel", "plots"),
+    "distributed": ("distributed", "distributed"),
+    "rsciio": ("rosettasciio", "formats"),
+    "mrcfile": ("mrcfile", "formats"),
+    "psycopg": ("psycopg", "postgres"),
+}
+
+
+def import_optional(module: str, what: str, *, extra: str | None = None) -> ModuleType:
+    """Import ``module`` for ``what``; if it is missing, say which extra installs it.
+
+    Every optional import in detflow goes through here, so the message is the same
+    everywhere: ``the hdf5 source needs the package 'h5py', which is not installed;
+    install it with pip install 'detflow[hdf5]'``.
+
+    Examples
+    --------
+    >>> import_optional("json", "the example").__name__
+    'json'
+    >>> import_optional("h5py_not_a_module", "the example", extra="hdf5")
+    Traceback (most recent call last):
+    ...
+    detflow.errors.MissingDependencyError: the example needs the package 'h5py_not_a_module', ...
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        top = module.partition(".")[0]
+        missing = (err.name or top).partition(".")[0]
+        # an installed module that fails on something else than an optional package is a bug, not "missing"
+        if missing != top and missing not in OPTIONAL_MODULES:
+            raise
+        package, default_extra = OPTIONAL_MODULES.get(missing, (missing, "all"))
+        raise MissingDependencyError(package, extra or default_extra, what) from err
 
 
 def annotate_node_error(

@@ -35,7 +35,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from detflow.errors import ConfigurationError, MissingDependencyError
+from detflow.errors import ConfigurationError, import_optional
 from detflow.executors.base import default_cpus
 
 __all__ = ["DaskExecutor", "worker_env"]
@@ -48,11 +48,7 @@ def worker_env() -> dict[str, str]:
 
 
 def _distributed() -> Any:
-    try:
-        import distributed
-    except ImportError as err:  # pragma: no cover - distributed is a dependency
-        raise MissingDependencyError("distributed", "dask", "the dask executor") from err
-    return distributed
+    return import_optional("distributed", "the dask executor")
 
 
 class DaskExecutor:

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from detflow.errors import ConfigurationError, MissingDependencyError, SourceFormatError, SourceNotFoundError
+from detflow.errors import ConfigurationError, SourceFormatError, SourceNotFoundError, import_optional
 from detflow.sources.base import FrameReader, Source
 from detflow.sources.chunked import ChunkedReader, block_frames
 
@@ -33,10 +33,7 @@ _FILES_LOCK = threading.Lock()
 
 
 def _h5py() -> Any:
-    try:
-        import h5py
-    except ImportError as err:  # pragma: no cover - a regular dependency
-        raise MissingDependencyError("h5py", "hdf5", "the hdf5 source") from err
+    h5py = import_optional("h5py", "the hdf5 source")
     with contextlib.suppress(ImportError):  # only compressed files need it
         import hdf5plugin  # noqa: F401 - registers the compression filters
     return h5py

@@ -33,7 +33,7 @@ import socket
 import threading
 from typing import TYPE_CHECKING, Any
 
-from detflow.errors import ConfigurationError
+from detflow.errors import ConfigurationError, import_optional
 from detflow.sinks.plots.controller import RunController
 
 if TYPE_CHECKING:
@@ -110,6 +110,7 @@ class Dashboard:
         refresh_ms: int = 250,
         title: str | None = None,
     ) -> None:
+        import_optional("panel", "the dashboard")  # before anything starts: the message names the extra
         self.controller = RunController(graph, executor=executor, context=context, max_rate=max_rate,
                                         monitor=monitor)
         self.graph = self.controller.graph

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from detflow.errors import import_optional
 from detflow.sinks.plots.base import Channel, LivePlot
 
 if TYPE_CHECKING:
@@ -24,9 +25,8 @@ __all__ = ["HoloViewsPlot"]
 
 
 def _holoviews() -> Any:
-    import holoviews as hv
-    import holoviews.plotting.bokeh  # noqa: F401  (registers the bokeh backend)
-
+    hv = import_optional("holoviews", "live plots")
+    import_optional("holoviews.plotting.bokeh", "live plots")  # registers the bokeh backend
     return hv
 
 
