@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
-from detflow.errors import ConfigurationError
+from detflow.errors import ConfigurationError, ParameterError
 from detflow.executors.base import Executor, make_executor
 from detflow.graph.model import Graph
 from detflow.graph.results import ResultBuffer, UDFResults
 from detflow.nodes.base import UDF
 from detflow.registry import SOURCES
 from detflow.sources.base import Source
+from detflow.sources.params import open_source
 
 if TYPE_CHECKING:
     from detflow.sinks.base import Sink
@@ -100,7 +101,9 @@ class Context:
         """
         cls = SOURCES.get(filetype.lower())
         try:
-            source = cls(*args, **kwargs)
+            source = open_source(cls, *args, **kwargs)
+        except ParameterError as err:
+            raise ConfigurationError(f"{filetype} source, parameter {err.parameter!r}: {err.reason}") from err
         except TypeError as err:
             raise ConfigurationError(f"{filetype} source: {err}") from err
         source.partition_sizing = (frames_per_partition, num_partitions)

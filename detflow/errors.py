@@ -33,7 +33,9 @@ on it as an attribute as well.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib
+from collections.abc import Iterable
 from types import ModuleType
 from typing import Any
 
@@ -57,7 +59,9 @@ __all__ = [
     "UDFMethodError",
     "UnknownNameError",
     "annotate_node_error",
+    "did_you_mean",
     "import_optional",
+    "unknown_name_text",
 ]
 
 
@@ -69,6 +73,37 @@ class ConfigurationError(DetflowError, ValueError):
     """An argument, option or name given by the user is not acceptable."""
 
 
+def did_you_mean(name: object, known: Iterable[str]) -> str:
+    """``"did you mean 'r'? "`` for the known name closest to ``name``, or ``""``.
+
+    Every report of an unknown name (registry names, parameters, node ids, mask
+    types) goes through here, so the suggestions are the same everywhere.
+
+    >>> did_you_mean("thread", ["inline", "threads", "dask"])
+    "did you mean 'threads'? "
+    >>> did_you_mean("radius", ["cx", "cy", "r", "ri"])
+    "did you mean 'r'? "
+    >>> did_you_mean("zzz", ["cx", "cy"])
+    ''
+    """
+    if not isinstance(name, str):
+        return ""
+    known = list(known)
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if not close:
+        # a short name the user abbreviated or spelled out (r / radius, circle / circular)
+        low = name.lower()
+        close = [k for k in known if k.lower().startswith(low) or low.startswith(k.lower())][:1]
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def unknown_name_text(kind: str, name: object, known: Iterable[str], *, known_label: str | None = None) -> str:
+    """``unknown executor 'thread'; did you mean 'threads'? known executors: inline, threads``."""
+    names = sorted(known)
+    label = known_label or f"known {kind}s"
+    return f"unknown {kind} {name!r}; {did_you_mean(name, names)}{label}: {', '.join(names) or '(none)'}"
+
+
 class UnknownNameError(ConfigurationError):
     """A short name (source, UDF, executor, ...) that no registry knows."""
 
@@ -76,9 +111,7 @@ class UnknownNameError(ConfigurationError):
         self.kind = kind
         self.name = name
         self.known = sorted(known)
-        super().__init__(
-            f"unknown {kind} {name!r}; known {kind}s: {', '.join(self.known) or '(none)'}"
-        )
+        super().__init__(unknown_name_text(kind, name, self.known))
 
 
 class GraphValidationError(ConfigurationError):

@@ -111,6 +111,19 @@ def _graph_file(tmp_path: Path, body: str) -> Path:
          r"g\.yaml:4: node 'com' \(com\), parameter 'radius': unknown parameter"),
         ("schema_version: 1\nsource: {type: npy, params: {path: scan.npy}}\nnodes:\n  com: {type: com}\n",
          ("--set", "com.r=wide"), r"--set 'com.r=wide': must be float; got 'wide'"),
+        # a --set error names --set (not the graph file's line), with the closest names
+        ("schema_version: 1\nsource: {type: npy, params: {path: scan.npy}}\nnodes:\n  com: {type: com}\n",
+         ("--set", "com.radius=3"),
+         r"^error: --set 'com.radius=3': unknown parameter; did you mean 'r'\? com takes: .*\br\b"),
+        ("schema_version: 1\nsource: {type: npy, params: {path: scan.npy}}\nnodes:\n  com: {type: com}\n",
+         ("--set", "cmo.r=3"), r"^error: --set 'cmo.r=3': no node 'cmo'; did you mean 'com'\? nodes: "),
+        ("schema_version: 1\nsource: {type: npy, params: {path: scan.npy}}\nnodes:\n  com: {type: com}\n",
+         ("--set", "source.pth=x.npy"),
+         r"^error: --set 'source.pth=x.npy': unknown parameter; did you mean 'path'\? npy takes: nav_shape, path"),
+        ("schema_version: 1\nsource: {type: npy, params: {path: scan.npy}}\nnodes:\n  com: {type: com}\n",
+         ("--executor", "thread"), r"unknown executor 'thread'; did you mean 'threads'\?"),
+        ("schema_version: 1\nsource: {type: npy, params: {pth: scan.npy}}\nnodes:\n  com: {type: com}\n",
+         (), r"g\.yaml:2: node 'source' \(npy\), parameter 'pth': unknown parameter; did you mean 'path'\?"),
     ],
 )
 def test_bad_input_gives_one_paragraph_and_exit_2(scan, tmp_path, body, args, pattern) -> None:

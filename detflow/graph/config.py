@@ -24,9 +24,9 @@ from typing import Any
 
 import yaml
 
-from detflow.errors import GraphValidationError, ParameterError
+from detflow.errors import GraphValidationError, ParameterError, did_you_mean
 from detflow.graph.model import Graph, PartitionNode, SinkNode, SourceNode, UDFNode
-from detflow.nodes.params import Param
+from detflow.nodes.params import Param, unknown_parameter
 
 __all__ = ["apply_overrides", "load_config_file", "parse_set"]
 
@@ -87,6 +87,36 @@ def _declared(graph: Graph, node_id: str, name: str) -> Param | None:
     return None
 
 
+def _known_names(graph: Graph, node_id: str) -> list[str] | None:
+    """Every parameter node ``node_id`` declares, or ``None`` where it declares none."""
+    node = graph.nodes[node_id]
+    if isinstance(node, PartitionNode):
+        return [*_PARTITION_PARAMS, "roi", "corrections"]
+    from detflow.registry import SOURCES, UDFS, import_object
+
+    try:
+        if isinstance(node, UDFNode):
+            cls = type(node.obj) if node.obj is not None else (
+                import_object(node.type) if ":" in node.type else UDFS.get(node.type))
+        elif isinstance(node, SourceNode):
+            cls = SOURCES.get(node.type)
+        else:
+            return None
+    except Exception:  # an unknown type is reported when the graph is checked, with its line
+        return None
+    names = [p.name for p in getattr(cls, "params_spec", ())]
+    if names and isinstance(node, UDFNode):
+        names += list(_UDF_OPTIONS)
+    return names or None
+
+
+def _set_error(text: str, node_id: str, name: str) -> GraphValidationError:
+    """An error that reads as the ``--set`` the user typed, yet knows its node and parameter."""
+    err = GraphValidationError(text)
+    err.node, err.parameter = node_id, name
+    return err
+
+
 def parse_set(graph: Graph, assignments: Iterable[str]) -> dict[str, dict[str, Any]]:
     """``["com.r=35", "bf.skip=true"]`` -> ``{"com": {"r": 35.0}, "bf": {"skip": True}}``."""
     out: dict[str, dict[str, Any]] = {}
@@ -97,20 +127,20 @@ def parse_set(graph: Graph, assignments: Iterable[str]) -> dict[str, dict[str, A
             raise GraphValidationError(f"--set {text!r}: expected NODE.PARAMETER=VALUE, e.g. com.r=35")
         if node_id not in graph.nodes:
             raise GraphValidationError(
-                f"--set {text!r}: no node {node_id!r}; nodes: {', '.join(sorted(graph.nodes))}"
+                f"--set {text!r}: no node {node_id!r}; {did_you_mean(node_id, graph.nodes)}"
+                f"nodes: {', '.join(sorted(graph.nodes))}"
             )
         param = _declared(graph, node_id, name)
+        known = _known_names(graph, node_id)
+        if param is None and known is not None:
+            node_type = getattr(graph.nodes[node_id], "type", node_id)
+            raise _set_error(f"--set {text!r}: {unknown_parameter(name, known, node_type).reason}", node_id, name)
         try:
             parsed = param.parse(value) if param is not None else yaml.safe_load(value)
         except ParameterError as err:
-            node = graph.nodes[node_id]
-            raise GraphValidationError(
-                f"--set {text!r}: {err.reason}", node=node_id, node_type=getattr(node, "type", None),
-                parameter=name,
-            ) from err
+            raise _set_error(f"--set {text!r}: {err.reason}", node_id, name) from err
         except yaml.YAMLError as err:
-            raise GraphValidationError(f"--set {text!r}: cannot parse the value: {err}",
-                                       node=node_id, parameter=name) from err
+            raise _set_error(f"--set {text!r}: cannot parse the value: {err}", node_id, name) from err
         out.setdefault(node_id, {})[name] = parsed
     return out
 
@@ -128,8 +158,9 @@ def apply_overrides(
     for node_id, params in overrides.items():
         if node_id not in g.nodes:
             raise GraphValidationError(
-                f"overrides name node {node_id!r}, which the graph does not have; nodes: "
-                f"{', '.join(sorted(g.nodes))}", file=file, line=lines.get((node_id,)),
+                f"overrides name node {node_id!r}, which the graph does not have; "
+                f"{did_you_mean(node_id, g.nodes)}nodes: {', '.join(sorted(g.nodes))}",
+                file=file, line=lines.get((node_id,)),
             )
         node = g.nodes[node_id]
         params = dict(params)
@@ -154,7 +185,7 @@ def apply_overrides(
             for k in params:
                 if k not in allowed:
                     raise GraphValidationError(
-                        f"unknown parameter; partition takes: {', '.join(allowed)}",
+                        unknown_parameter(k, allowed, "partition").reason,
                         node=node_id, parameter=k, file=file, line=lines.get((node_id, k)),
                     )
             # one sizing replaces the other: a later level's choice wins whole

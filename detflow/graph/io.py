@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from detflow.errors import GraphValidationError
+from detflow.errors import GraphValidationError, did_you_mean
 from detflow.graph.model import Graph, PartitionNode, SinkNode, SourceNode, UDFNode
 from detflow.graph.yaml_ import loads
 
@@ -237,7 +237,8 @@ def check_structure(g: Graph) -> None:
         for i, name in enumerate(inputs):
             if name not in nodes:
                 raise GraphValidationError(
-                    f"input {name!r} is not a node of this graph; nodes: {', '.join(sorted(nodes))}",
+                    f"input {name!r} is not a node of this graph; {did_you_mean(name, nodes)}"
+                    f"nodes: {', '.join(sorted(nodes))}",
                     node=node_id, node_type=getattr(node, "type", None), parameter=key,
                     file=g.source_file,
                     line=g.line_of(group, node_id, key, i) if isinstance(node, SinkNode)

@@ -42,6 +42,7 @@ from detflow.graph.results import ResultBuffer, UDFResults, check_returned, resu
 from detflow.graph.stream import ResultStream, RunInfo, Update
 from detflow.nodes.backends import choose_backend
 from detflow.nodes.base import UDF, BufferDecl, UDFData, UDFMeta
+from detflow.nodes.params import unknown_parameter
 from detflow.nodes.runner import (
     PartialResult,
     PartitionTask,
@@ -54,6 +55,7 @@ from detflow.registry import SINKS, SOURCES, UDFS, import_object
 from detflow.sources.base import DatasetMeta, PartitionPlan, Source
 from detflow.sources.corrections import CorrectionSet
 from detflow.sources.live.base import LiveAcquisition, LivePartitions
+from detflow.sources.params import open_source
 
 if TYPE_CHECKING:
     from detflow.executors.base import Executor
@@ -126,8 +128,10 @@ def _open_source(node: SourceNode) -> Source:
     except ConfigurationError as err:
         raise GraphValidationError(str(err), node=node.id, parameter="type") from err
     try:
-        return cls(**node.params)
-    except TypeError as err:  # an unknown keyword
+        return open_source(cls, **node.params)
+    except ParameterError as err:
+        raise GraphValidationError(err.reason, node=node.id, node_type=node.type, parameter=err.parameter) from err
+    except TypeError as err:  # an unknown keyword of a source that declares no parameters
         raise GraphValidationError(str(err), node=node.id, node_type=node.type) from err
     except ConfigurationError as err:
         raise GraphValidationError(str(err), node=node.id, node_type=node.type) from err
@@ -205,10 +209,8 @@ def _compile(graph: Graph, src_node: SourceNode, part_node: PartitionNode, udf_n
                 known = {p.name for p in cls.params_spec}
                 for name in node.params:
                     if name not in known:
-                        raise GraphValidationError(
-                            f"unknown parameter; {node.type} takes: {', '.join(sorted(known))}",
-                            node=node.id, node_type=node.type, parameter=name,
-                        )
+                        reason = unknown_parameter(name, known, node.type).reason
+                        raise GraphValidationError(reason, node=node.id, node_type=node.type, parameter=name)
             try:
                 udf = cls(**node.params)
             except (TypeError, ValueError) as err:

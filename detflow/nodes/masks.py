@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from detflow.errors import ParameterError
+from detflow.errors import ParameterError, did_you_mean, unknown_name_text
 
 __all__ = [
     "MaskStack",
@@ -283,7 +283,7 @@ def check_mask_spec(spec: Any, index: int) -> str | None:
         return f"mask {index} must be a mapping with a 'type'; got {spec!r}"
     kind = _SPEC_KINDS.get(spec["type"])
     if kind is None:
-        return f"mask {index}: unknown type {spec['type']!r}; known: {', '.join(sorted(_SPEC_KINDS))}"
+        return f"mask {index}: {unknown_name_text('type', spec['type'], _SPEC_KINDS, known_label='known')}"
     _, required, optional = kind
     given = set(spec) - {"type"}
     missing = [k for k in required if k not in given]
@@ -291,7 +291,8 @@ def check_mask_spec(spec: Any, index: int) -> str | None:
     if missing:
         return f"mask {index} ({spec['type']}) needs {', '.join(missing)}"
     if unknown:
-        return f"mask {index} ({spec['type']}): unknown key {unknown[0]!r}; takes {', '.join(required)}"
+        return (f"mask {index} ({spec['type']}): unknown key {unknown[0]!r}; "
+                f"{did_you_mean(unknown[0], (*required, *optional))}takes {', '.join((*required, *optional))}")
     return _check_spec_values(spec, index)
 
 

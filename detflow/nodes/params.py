@@ -17,20 +17,21 @@ detflow.errors.ParameterError: parameter 'r' must be > 0; got -3
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import yaml
 
-from detflow.errors import ParameterError
+from detflow.errors import ParameterError, did_you_mean
 
 __all__ = [
     "REQUIRED",
     "Param",
     "check_params",
     "in_range",
+    "unknown_parameter",
     "non_negative",
     "one_of",
     "positive",
@@ -146,14 +147,22 @@ class Param:
         return self.validate(value)
 
 
-def check_params(spec: tuple[Param, ...], given: Mapping[str, Any]) -> dict[str, Any]:
+def unknown_parameter(name: str, known: Iterable[str], owner: str) -> ParameterError:
+    """The error for a parameter ``owner`` does not take, with the closest known name.
+
+    >>> print(unknown_parameter("radius", ["cx", "cy", "r"], "com"))
+    parameter 'radius' unknown parameter; did you mean 'r'? com takes: cx, cy, r
+    """
+    known = sorted(known)
+    return ParameterError(name, f"unknown parameter; {did_you_mean(name, known)}{owner} takes: {', '.join(known)}")
+
+
+def check_params(spec: tuple[Param, ...], given: Mapping[str, Any], owner: str = "this node") -> dict[str, Any]:
     """Validate ``given`` against ``spec``: unknown names, missing required ones, types."""
     known = {p.name: p for p in spec}
     unknown = sorted(set(given) - set(known))
     if unknown:
-        raise ParameterError(
-            unknown[0], f"is not a parameter of this node; known: {', '.join(sorted(known))}"
-        )
+        raise unknown_parameter(unknown[0], known, owner)
     out = {}
     for p in spec:
         if p.name in given:

@@ -88,8 +88,9 @@ def load_auto(path: str | os.PathLike[str] | None = None, **kwargs: Any) -> Sour
     'npy'
     """
     from detflow.registry import SOURCES
+    from detflow.sources.params import open_source
 
     if path is None:
         raise ConfigurationError("auto source: parameter 'path' is required")
     kind = detect_format(path)
-    return SOURCES.get(kind)(path, **kwargs)
+    return open_source(SOURCES.get(kind), path, **kwargs)

@@ -27,13 +27,16 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 from detflow.errors import ConfigurationError, SourceFormatError
 from detflow.sources.limits import format_bytes, physical_memory
 from detflow.sources.shape import Shape
+
+if TYPE_CHECKING:
+    from detflow.nodes.params import Param
 
 __all__ = [
     "DatasetMeta",
@@ -253,6 +256,10 @@ class Source(abc.ABC):
 
     #: short registry name, set by subclasses
     name: ClassVar[str] = ""
+    #: declared parameters (their own, then ``COMMON_PARAMS``); empty: not declared.
+    #: ``detflow.sources.params.open_source`` (``ctx.load``, graph files) checks them
+    #: before the constructor runs.
+    params_spec: ClassVar[tuple[Param, ...]] = ()
 
     def __init__(
         self,

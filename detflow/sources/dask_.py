@@ -17,8 +17,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detflow.errors import ConfigurationError
+from detflow.nodes.params import Param
 from detflow.sources.base import FrameReader, Source
 from detflow.sources.chunked import ChunkedReader, block_frames
+from detflow.sources.params import COMMON_PARAMS, SIG_DIMS
 
 __all__ = ["DaskReader", "DaskSource"]
 
@@ -53,6 +55,10 @@ class DaskSource(Source):
     """
 
     name: ClassVar[str] = "dask"
+    params_spec: ClassVar[tuple[Param, ...]] = (
+        Param("arr", object, doc="a dask array of shape nav_shape + sig_shape"), SIG_DIMS,
+        *COMMON_PARAMS,
+    )
 
     def __init__(
         self,

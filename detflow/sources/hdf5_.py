@@ -23,8 +23,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detflow.errors import ConfigurationError, SourceFormatError, SourceNotFoundError, import_optional
+from detflow.nodes.params import Param
 from detflow.sources.base import FrameReader, Source
 from detflow.sources.chunked import ChunkedReader, block_frames
+from detflow.sources.params import COMMON_PARAMS, SIG_DIMS, path_param
 
 __all__ = ["HDF5Reader", "HDF5Source", "find_datasets"]
 
@@ -116,10 +118,16 @@ class HDF5Source(Source):
     """
 
     name: ClassVar[str] = "hdf5"
+    params_spec: ClassVar[tuple[Param, ...]] = (
+        path_param(),
+        Param("ds_path", str, default=None, doc="the dataset inside the file (found if there is only one)"),
+        SIG_DIMS,
+        *COMMON_PARAMS,
+    )
 
     def __init__(
         self,
-        path: str | os.PathLike[str] | None = None,
+        path: str | os.PathLike[str],
         *,
         ds_path: str | None = None,
         sig_dims: int = 2,
@@ -128,8 +136,6 @@ class HDF5Source(Source):
         sync_offset: int = 0,
         allow_short: bool = False,
     ) -> None:
-        if path is None:
-            raise ConfigurationError("hdf5 source: parameter 'path' is required")
         self.path = os.fspath(path)
         self.ds_path = ds_path
         self._sig_dims = int(sig_dims)

@@ -8,7 +8,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detflow.errors import ConfigurationError
+from detflow.nodes.params import Param
 from detflow.sources.base import FrameReader, Source
+from detflow.sources.params import COMMON_PARAMS, SIG_DIMS
 from detflow.sources.readers import ArrayReader
 
 __all__ = ["MemorySource"]
@@ -47,6 +49,10 @@ class MemorySource(Source):
     """
 
     name: ClassVar[str] = "memory"
+    params_spec: ClassVar[tuple[Param, ...]] = (
+        Param("data", object, doc="an array of shape nav_shape + sig_shape"), SIG_DIMS,
+        *COMMON_PARAMS,
+    )
 
     def __init__(
         self,

@@ -38,9 +38,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detflow.errors import ConfigurationError, SourceFormatError, SourceNotFoundError
+from detflow.nodes.params import Param
 from detflow.sources.base import FrameReader, Source
 from detflow.sources.mib_decode import MAX_HEADER_BYTES, MibLayout, decode_frames, parse_frame_header
 from detflow.sources.mib_write import write_mib
+from detflow.sources.params import COMMON_PARAMS, path_param
 from detflow.sources.readers import MmapReader
 
 log = logging.getLogger(__name__)
@@ -309,10 +311,14 @@ class MibSource(Source):
     """
 
     name: ClassVar[str] = "mib"
+    params_spec: ClassVar[tuple[Param, ...]] = (
+        path_param(), Param("disable_glob", bool, default=False, doc="read only the named .mib file, not its siblings"),
+        *COMMON_PARAMS,
+    )
 
     def __init__(
         self,
-        path: str | os.PathLike[str] | None = None,
+        path: str | os.PathLike[str],
         *,
         nav_shape: Sequence[int] | None = None,
         sig_shape: Sequence[int] | None = None,
@@ -320,8 +326,6 @@ class MibSource(Source):
         allow_short: bool = False,
         disable_glob: bool = False,
     ) -> None:
-        if path is None:
-            raise ConfigurationError("mib source: parameter 'path' is required")
         self.path = os.fspath(path)
         self._disable_glob = bool(disable_glob)
         self.header: dict[str, str] = {}

@@ -9,7 +9,9 @@ from typing import ClassVar
 import numpy as np
 
 from detflow.errors import ConfigurationError, SourceFormatError, SourceNotFoundError
+from detflow.nodes.params import Param
 from detflow.sources.base import FrameReader, Source
+from detflow.sources.params import COMMON_PARAMS, SIG_DIMS, path_param
 from detflow.sources.readers import MmapReader, forget_mappings
 
 __all__ = ["NpySource"]
@@ -35,10 +37,11 @@ class NpySource(Source):
     """
 
     name: ClassVar[str] = "npy"
+    params_spec: ClassVar[tuple[Param, ...]] = (path_param("the .npy file"), SIG_DIMS, *COMMON_PARAMS)
 
     def __init__(
         self,
-        path: str | os.PathLike[str] | None = None,
+        path: str | os.PathLike[str],
         *,
         sig_dims: int = 2,
         nav_shape: Sequence[int] | None = None,
@@ -46,8 +49,6 @@ class NpySource(Source):
         sync_offset: int = 0,
         allow_short: bool = False,
     ) -> None:
-        if path is None:
-            raise ConfigurationError("npy source: parameter 'path' is required")
         self.path = os.fspath(path)
         self._sig_dims = sig_dims
         super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset,

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import numpy as np
-
-from detflow.errors import ConfigurationError, SourceFormatError, SourceNotFoundError
+from detflow.errors import SourceFormatError, SourceNotFoundError
+from detflow.nodes.params import REQUIRED, Param, non_negative
 from detflow.sources.base import FrameReader, Source, check_frame_layout
+from detflow.sources.params import COMMON_PARAMS, path_param
+from detflow.sources.params import checked as _checked
 from detflow.sources.readers import MmapReader, forget_mappings
 
 __all__ = ["RawSource"]
@@ -38,31 +40,29 @@ class RawSource(Source):
     """
 
     name: ClassVar[str] = "raw"
+    params_spec: ClassVar[tuple[Param, ...]] = (
+        path_param("the raw file"),
+        Param("dtype", "dtype", doc="pixel dtype, e.g. uint16 or >u2"),
+        *(dataclasses.replace(p, default=REQUIRED) if p.name in ("nav_shape", "sig_shape") else p
+          for p in COMMON_PARAMS),  # the file carries no shape
+        Param("offset", int, default=0, check=non_negative, doc="bytes to skip at the start (a header)"),
+    )
 
     def __init__(
         self,
-        path: str | os.PathLike[str] | None = None,
+        path: str | os.PathLike[str],
         *,
-        dtype: Any = None,
-        nav_shape: Sequence[int] | None = None,
-        sig_shape: Sequence[int] | None = None,
+        dtype: Any,
+        nav_shape: Sequence[int],
+        sig_shape: Sequence[int],
         offset: int = 0,
         sync_offset: int = 0,
         allow_short: bool = False,
     ) -> None:
-        for name, value in (("path", path), ("dtype", dtype), ("nav_shape", nav_shape),
-                            ("sig_shape", sig_shape)):
-            if value is None:
-                raise ConfigurationError(f"raw source: parameter {name!r} is required")
-        self.path = os.fspath(path)  # type: ignore[arg-type]
-        try:
-            self._dtype = np.dtype(dtype)
-        except TypeError as err:
-            raise ConfigurationError(f"raw source: parameter 'dtype': not a dtype: {dtype!r}") from err
-        if offset < 0:
-            raise ConfigurationError(f"raw source: parameter 'offset' must be >= 0; got {offset}")
-        self._offset = int(offset)
-        self._native = (tuple(nav_shape), tuple(sig_shape))  # type: ignore[arg-type]
+        self.path = os.fspath(path)
+        self._dtype = _checked(type(self), "dtype", dtype)
+        self._offset = _checked(type(self), "offset", offset)
+        self._native = (tuple(nav_shape), tuple(sig_shape))
         super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset,
                          allow_short=allow_short)
 

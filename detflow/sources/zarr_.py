@@ -16,8 +16,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detflow.errors import ConfigurationError, SourceFormatError, SourceNotFoundError
+from detflow.nodes.params import Param
 from detflow.sources.base import FrameReader, Source
 from detflow.sources.chunked import ChunkedReader, block_frames
+from detflow.sources.params import COMMON_PARAMS, SIG_DIMS, path_param
 
 __all__ = ["ZarrReader", "ZarrSource"]
 
@@ -86,10 +88,16 @@ class ZarrSource(Source):
     """
 
     name: ClassVar[str] = "zarr"
+    params_spec: ClassVar[tuple[Param, ...]] = (
+        path_param(),
+        Param("array_path", str, default="", doc="the array inside the store (found if there is only one)"),
+        SIG_DIMS,
+        *COMMON_PARAMS,
+    )
 
     def __init__(
         self,
-        path: str | os.PathLike[str] | None = None,
+        path: str | os.PathLike[str],
         *,
         array_path: str = "",
         sig_dims: int = 2,
@@ -98,8 +106,6 @@ class ZarrSource(Source):
         sync_offset: int = 0,
         allow_short: bool = False,
     ) -> None:
-        if path is None:
-            raise ConfigurationError("zarr source: parameter 'path' is required")
         self.path = os.fspath(path)
         self.array_path = array_path.strip("/")
         self._sig_dims = int(sig_dims)

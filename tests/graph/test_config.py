@@ -72,8 +72,11 @@ def test_set_parses_by_declared_type(setup) -> None:
     ("assignment", "pattern"),
     [
         ("com.r=abc", r"--set 'com.r=abc': must be float; got 'abc'"),
-        ("com.flip_y=2", r"parameter 'flip_y': --set 'com.flip_y=2': must be true or false; got 2"),
+        ("com.flip_y=2", r"^--set 'com.flip_y=2': must be true or false; got 2"),
         ("nosuch.r=1", r"--set 'nosuch.r=1': no node 'nosuch'; nodes: com, partition, source, total"),
+        ("cmo.r=1", r"^--set 'cmo.r=1': no node 'cmo'; did you mean 'com'\? nodes: com, partition, source, total"),
+        ("com.radius=1", r"^--set 'com.radius=1': unknown parameter; did you mean 'r'\? com takes: cx, cy"),
+        ("partition.frames_per_partiton=8", r"did you mean 'frames_per_partition'\? partition takes: "),
         ("comr=1", r"expected NODE.PARAMETER=VALUE"),
         ("partition.num_partitions=two", r"must be int; got 'two'"),
     ],
@@ -87,7 +90,7 @@ def test_set_errors(setup, assignment: str, pattern: str) -> None:
 def test_config_file_errors_name_the_file(setup) -> None:
     _, g, tmp = setup
     (tmp / "bad.yaml").write_text("nodes:\n  comm: {r: 4.0}\n")
-    with pytest.raises(GraphValidationError, match=r"bad\.yaml:2: overrides name node 'comm'"):
+    with pytest.raises(GraphValidationError, match=r"bad\.yaml:2: overrides name node 'comm'.*did you mean 'com'\?"):
         resolve_call(g, config_file=tmp / "bad.yaml")
 
 

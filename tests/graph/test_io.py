@@ -98,14 +98,16 @@ def test_structural_errors_point_into_the_file(tmp_path, text: str, pattern: str
     [
         ("  com: {type: com, params: {cx: 8.0, radius: 5}}",
          r"g\.yaml:6: node 'com' \(com\), parameter 'radius': unknown parameter; "
-         r"com takes: cx, cy, flip_y, r, regression, ri"),
+         r"did you mean 'r'\? com takes: cx, cy, flip_y, r, regression, ri"),
         ("  com: {type: com, params: {cx: 8.0, r: -5}}",
          r"g\.yaml:6: node 'com' \(com\), parameter 'r': must be > 0; got -5"),
         ("  com:\n    type: com\n    params:\n      cx: eight",
          r"g\.yaml:9: node 'com' \(com\), parameter 'cx': must be float; got 'eight'"),
-        ("  com: {type: comm}", r"g\.yaml:6: node 'com', parameter 'type': unknown UDF 'comm'; known UDFs: auto, com"),
+        ("  com: {type: comm}", r"g\.yaml:6: node 'com', parameter 'type': unknown UDF 'comm'; "
+         r"did you mean 'com'\? known UDFs: auto, com"),
         ("  bf: {type: masks, params: {masks: [{type: circle, cx: 1, cy: 1, r: 1}]}}",
-         r"g\.yaml:6: node 'bf' \(masks\), parameter 'masks': mask 0: unknown type 'circle'; known: circular"),
+         r"g\.yaml:6: node 'bf' \(masks\), parameter 'masks': mask 0: unknown type 'circle'; "
+         r"did you mean 'circular'\? known: circular"),
         ("  bf: {type: masks, params: {masks: [{type: circular, cx: 1, cy: 1, r: 1}]}}\n"
          "  bad: {type: masks, params: {masks: [{type: npy, path: missing.npy}]}}",
          r"node 'bad' \(masks\), parameter 'masks': cannot make the masks"),

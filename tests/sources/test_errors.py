@@ -47,7 +47,7 @@ def test_raw_too_few_frames_for_nav_shape(ctx, tmp_path) -> None:
 
 
 def test_raw_requires_shapes(ctx, tmp_path) -> None:
-    with pytest.raises(ConfigurationError, match="'nav_shape' is required"):
+    with pytest.raises(ConfigurationError, match="raw source, parameter 'nav_shape': is required"):
         ctx.load("raw", path=tmp_path / "x", dtype="u2", sig_shape=(4, 4))
 
 
@@ -68,7 +68,8 @@ def test_not_an_npy_file(ctx, tmp_path) -> None:
 
 
 def test_unknown_source_lists_known_ones(ctx) -> None:
-    with pytest.raises(UnknownNameError, match=r"unknown source 'hdf6'; known sources: .*memory.*npy.*raw") as info:
+    pattern = r"unknown source 'hdf6'; did you mean 'hdf5'\? known sources: .*memory.*npy.*raw"
+    with pytest.raises(UnknownNameError, match=pattern) as info:
         ctx.load("hdf6", path="x.h5")
     assert isinstance(info.value, ValueError)
 
