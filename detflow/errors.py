@@ -266,6 +266,8 @@ OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
     "bokeh": ("bokeh", "plots"),
     "panel": ("panel", "plots"),
     "distributed": ("distributed", "distributed"),
+    "sparse": ("sparse", "sparse"),
+    "scipy": ("scipy", "sparse"),
     "rsciio": ("rosettasciio", "formats"),
     "mrcfile": ("mrcfile", "formats"),
     "psycopg": ("psycopg", "postgres"),

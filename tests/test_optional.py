@@ -13,7 +13,7 @@ import textwrap
 import pytest
 
 #: what ``pip install detflow`` leaves out, by top-level module
-OPTIONAL = ("h5py", "hdf5plugin", "holoviews", "bokeh", "panel", "distributed", "rsciio", "mrcfile")
+OPTIONAL = ("h5py", "hdf5plugin", "holoviews", "bokeh", "panel", "distributed", "sparse", "scipy", "rsciio", "mrcfile")
 
 _BLOCKER = f"""
 import sys
@@ -42,8 +42,8 @@ def test_import_detflow_loads_no_optional_or_heavy_module(tmp_path) -> None:
         import sys
         import detflow
         heavy = sorted(m for m in sys.modules if m.partition(".")[0] in
-                       ("h5py", "holoviews", "panel", "bokeh", "distributed", "zarr", "scipy", "xarray",
-                        "dask", "streamz", "numba", "tornado", "rsciio", "mrcfile"))
+                       ("h5py", "holoviews", "panel", "bokeh", "distributed", "zarr", "scipy", "sparse",
+                        "xarray", "dask", "streamz", "numba", "tornado", "rsciio", "mrcfile"))
         print("HEAVY", heavy)
     """, tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -68,6 +68,14 @@ def test_core_runs_without_extras(tmp_path) -> None:
         g.sink("zarr", inputs=["total"], path="out.zarr")
         out = g.run(executor="inline")
         assert np.array_equal(out["total"]["intensity"].values, data.sum(axis=(0, 1)))
+        from detflow.nodes import ApplyMasksUDF, masks
+        bins = masks.radial_bins(4, 4, 8, 8, n_bins=8)  # sparse by default where it is installed
+        assert isinstance(bins, np.ndarray) and bins.shape == (8, 8, 8)
+        with df.Context.make_with("inline") as ctx:
+            res = ctx.run_udf(dataset=ctx.load("npy", path="scan.npy"),
+                              udf=ApplyMasksUDF(mask_factories=lambda: bins))
+        expected = np.einsum("abij,kij->abk", data.astype(float), bins)
+        np.testing.assert_allclose(res["intensity"].data, expected)
         print("CORE OK")
     """, tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -84,8 +92,12 @@ def test_core_runs_without_extras(tmp_path) -> None:
          "udf=SumSigUDF(), plots=True)", "holoviews", "plots"),
         ("g = df.Graph('g'); g.source('npy', path='scan.npy'); g.partition(); g.udf('sumsig', id='s'); "
          "from detflow.sinks.plots.dashboard import Dashboard; Dashboard(g)", "panel", "plots"),
+        ("from detflow.nodes import masks; masks.radial_bins(4, 4, 8, 8, use_sparse=True)", "sparse", "sparse"),
+        ("from detflow.nodes import ApplyMasksUDF; ctx = df.Context.make_with('inline'); "
+         "ctx.run_udf(dataset=ctx.load('npy', path='scan.npy'), "
+         "udf=ApplyMasksUDF(mask_factories=[lambda: np.ones((4, 4))], use_sparse=True))", "scipy", "sparse"),
     ],
-    ids=["hdf5", "distributed", "plots", "dashboard"],
+    ids=["hdf5", "distributed", "plots", "dashboard", "sparse", "scipy"],
 )
 def test_missing_extra_is_named(tmp_path, code: str, package: str, extra: str) -> None:
     proc = _run(f"""
@@ -104,3 +116,26 @@ def test_missing_extra_is_named(tmp_path, code: str, package: str, extra: str) -
     assert proc.returncode == 0, proc.stderr
     assert f"needs the package {package!r}" in proc.stdout, proc.stdout
     assert f"pip install 'detflow[{extra}]'" in proc.stdout, proc.stdout
+
+
+def test_a_first_run_imports_only_what_it_uses(tmp_path) -> None:
+    """With every extra installed: a SumUDF run loads none of the heavy optional parts."""
+    code = """
+        import sys
+        import numpy as np
+        import detflow as df
+        from detflow.nodes import SumUDF
+        np.save("scan.npy", np.ones((2, 2, 8, 8), np.uint16))
+        with df.Context.make_with("threads", cpus=2) as ctx:
+            res = ctx.run_udf(dataset=ctx.load("npy", path="scan.npy"), udf=SumUDF())
+        assert res["intensity"].data.sum() == 2 * 2 * 8 * 8
+        heavy = sorted(m for m in ("distributed", "holoviews", "panel", "bokeh", "h5py", "zarr", "xarray",
+                                   "dask", "streamz.dask") if m in sys.modules)
+        print("HEAVY", heavy)
+        import distributed  # still importable once streamz has been imported without it
+        print("LATER", distributed.__name__)
+    """
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=240, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY []" in proc.stdout and "LATER distributed" in proc.stdout, proc.stdout

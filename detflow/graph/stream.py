@@ -12,6 +12,8 @@ every subscriber (progress bars, writers, plots). Its quirks stay in here:
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -50,12 +52,32 @@ class Update:
     results: UDFResults
 
 
+def _import_streamz() -> Any:
+    """streamz, imported without the dask.distributed integration detflow does not use.
+
+    streamz's import tries ``distributed`` and its own dask streams, which cost more
+    than the rest of a small run's start-up. Both read as absent for that one import
+    (the driver makes the stream before any worker runs), unless imported already;
+    ``import distributed`` and ``import streamz.dask`` work as usual afterwards.
+    """
+    if "streamz" in sys.modules:
+        return sys.modules["streamz"]
+    hidden = [m for m in ("distributed", "streamz.dask") if m not in sys.modules]
+    for m in hidden:
+        sys.modules[m] = None  # type: ignore[assignment]
+    try:
+        return importlib.import_module("streamz")
+    finally:
+        for m in hidden:
+            if m in sys.modules and sys.modules[m] is None:
+                del sys.modules[m]
+
+
 class ResultStream:
     """Partial results in; merged updates out to every subscribed sink."""
 
     def __init__(self, merge: Callable[[PartialResult], Update]) -> None:
-        import streamz
-
+        streamz = _import_streamz()
         self._source = streamz.Stream(stream_name="partials")
         self._merged = self._source.map(merge)
         self._last: list[Update] = []

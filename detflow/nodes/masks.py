@@ -18,6 +18,7 @@ array([[0, 0, 0, 0, 0],
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from detflow.errors import ParameterError, did_you_mean, unknown_name_text
+from detflow.errors import ParameterError, did_you_mean, import_optional, unknown_name_text
 
 __all__ = [
     "MaskStack",
@@ -133,7 +134,8 @@ def radial_bins(
     Each pixel's weight in a bin is its overlap with the bin, taking a pixel as one
     unit wide: ``clip(width/2 + 0.5 - |d - r_bin|, 0, 1)``, so that adjacent bins add
     up to 1. Returns ``(n_bins, imageSizeY, imageSizeX)``: dense, or a ``sparse.COO``
-    when ``use_sparse`` (by default when a bin covers < 10 % of the image).
+    when ``use_sparse`` (by default when a bin covers < 10 % of the image and pydata
+    ``sparse`` is installed: ``pip install 'detflow[sparse]'``).
     ``normalize`` scales each bin to sum 1.
     """
     if radius is None:
@@ -145,7 +147,7 @@ def radial_bins(
     width = (radius - radius_inner) / n_bins
     if use_sparse is None:
         bin_area = math.pi * (radius**2 - (radius - width) ** 2)
-        use_sparse = bin_area / (imageSizeX * imageSizeY) < 0.1
+        use_sparse = bin_area / (imageSizeX * imageSizeY) < 0.1 and importlib.util.find_spec("sparse") is not None
     d = np.sqrt(_distance2(centerX, centerY, imageSizeX, imageSizeY))
     centres = radius_inner + width * (np.arange(n_bins) + 0.5)
     stack = np.clip(width / 2 + 0.5 - np.abs(d[None] - centres[:, None, None]), 0, 1)
@@ -158,9 +160,7 @@ def radial_bins(
         np.divide(stack, sums, out=stack, where=~np.isclose(sums, 0))
     stack = stack.astype(dtype if dtype is not None else np.float64, copy=False)
     if use_sparse:
-        import sparse
-
-        return sparse.COO.from_numpy(stack)
+        return import_optional("sparse", "sparse radial bins (use_sparse=True)").COO.from_numpy(stack)
     return stack
 
 
@@ -223,8 +223,7 @@ def make_mask_stack(
     dt = np.dtype(dtype) if dtype is not None else np.result_type(*[m.dtype for m in masks])
     sparse_wanted = all(is_sparse(m) for m in masks) if use_sparse is None else bool(use_sparse)
     if sparse_wanted:
-        import scipy.sparse as sp
-
+        sp = import_optional("scipy.sparse", "sparse masks (use_sparse)")
         rows = [sp.csr_array(_to_scipy(m).reshape(1, -1)) for m in masks]
         csr = sp.csr_array(sp.vstack(rows).astype(dt))
         csr.sum_duplicates()
@@ -242,8 +241,7 @@ def _to_dense(mask: Any) -> np.ndarray:
 
 
 def _to_scipy(mask: Any) -> Any:
-    import scipy.sparse as sp
-
+    sp = import_optional("scipy.sparse", "sparse masks")
     if type(mask).__module__.startswith("sparse"):
         return sp.coo_array(mask.to_scipy_sparse())
     return sp.coo_array(mask)
