@@ -84,6 +84,7 @@ def main() -> None:
     detflow validate GRAPH.yaml                                          check it without running
     detflow show GRAPH.yaml [--image graph.png]                          print (or draw) it
     detflow serve GRAPH.yaml [--port 5006] [--set NODE.PARAM=VALUE ...]  a live dashboard of a run
+    detflow convert SCAN.hdr SCAN.zarr                                   convert a dataset to .npy or zarr
     detflow sim merlin SCAN.hdr [--data-port 6342]                       replay it as a Merlin detector
     detflow sim dectris SCAN.npy [--api-port 8910] [--data-port 9999]     ... or as a DECTRIS detector
     detflow sim asi-tpx3 SCAN.npz [--port 8283] [--chunk-frames 128]      ... or as an ASI Timepix3 CSR stream
@@ -279,6 +280,41 @@ def doctor(clean: bool) -> None:
                + ("" if clean or not found else "; run `detflow doctor --clean` to remove them"))
 
 
+@main.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True))
+@click.argument("output", type=click.Path())
+@click.option("--type", "kind", default="auto", show_default=True,
+              help="Source type of INPUT (mib, hdf5, npy, raw, ...; auto: from its contents).")
+@click.option("--set", "params", multiple=True, metavar="PARAM=VALUE",
+              help="A source parameter, e.g. --set nav_shape=[32,32] --set sync_offset=2.")
+@click.option("--executor", default="threads", show_default=True, help="Executor that reads and writes.")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (swapped in when complete).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@_errors
+def convert(input_path: str, output: str, kind: str, params: tuple[str, ...], executor: str, overwrite: bool,
+            progress: bool) -> None:
+    """Convert INPUT (a MIB acquisition, HDF5, raw, ... file) to OUTPUT, a .npy file or a zarr store.
+
+    \b
+    detflow convert scan.hdr scan.zarr
+    detflow convert scan.raw scan.npy --type raw --set dtype=uint16 --set nav_shape=[64,64] --set sig_shape=[256,256]
+    """
+    import yaml
+
+    kwargs: dict[str, Any] = {}
+    for text in params:
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip():
+            raise ConfigurationError(f"--set {text!r}: expected PARAM=VALUE, e.g. sync_offset=2")
+        kwargs[name.strip()] = yaml.safe_load(value)
+    with detflow.Context.make_with(executor) as ctx:
+        ds = ctx.load(kind, path=input_path, **kwargs)
+        written = ctx.export_dataset(ds, path=output, progress=progress, overwrite=overwrite)
+        m = ds.meta
+    click.echo(f"wrote {written}: nav {m.nav_shape}, sig {m.sig_shape}, {m.dtype}, "
+               f"{m.n_frames * m.frame_bytes / 2**20:.1f} MiB")
+
+
 @main.group()
 def sim() -> None:
     """Detector simulators: replay a recording over the detector's own protocol."""
@@ -294,6 +330,8 @@ def sim() -> None:
 @click.option("--continuous", is_flag=True, help="Replay acquisition after acquisition until stopped.")
 @click.option("--frame-rate", type=float, default=None, help="Frames per second (default: as fast as possible).")
 @click.option("--garbage", is_flag=True, help="Send junk bytes before the first header of each connection.")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="A progress bar of the frames sent, per acquisition (on stderr).")
 @_errors
 def sim_merlin(path: str, **options: Any) -> None:
     """Serve the Merlin acquisition PATH (.hdr or .mib) as a Merlin detector would, until Ctrl-C."""

@@ -165,3 +165,21 @@ def test_debug_shows_traceback(tmp_path) -> None:
     assert proc.returncode != 0 and "Traceback" in proc.stderr
     proc = detflow("run", tmp_path / "missing.yaml")
     assert proc.returncode == 2 and "missing.yaml: no such file" in proc.stderr
+
+
+def test_convert_mib_to_zarr_with_a_progress_bar(tmp_path) -> None:
+    import zarr
+
+    from detflow.sources.mib_write import write_mib
+
+    data = np.random.default_rng(1).integers(0, 4095, (4, 6, 16, 16), dtype=np.uint16)
+    write_mib(tmp_path / "scan.hdr", data, counter_depth=12)
+    proc = detflow("convert", str(tmp_path / "scan.hdr"), str(tmp_path / "scan.zarr"), "--executor", "inline")
+    assert proc.returncode == 0, proc.stderr
+    assert "export scan.zarr" in proc.stderr and "24/24" in proc.stderr  # the progress bar, frames done
+    assert f"wrote {tmp_path / 'scan.zarr'}: nav (4, 6), sig (16, 16)" in proc.stdout
+    np.testing.assert_array_equal(np.asarray(zarr.open_array(str(tmp_path / "scan.zarr"), mode="r")), data)
+    again = detflow("convert", str(tmp_path / "scan.hdr"), str(tmp_path / "scan.zarr"))
+    assert again.returncode == 2 and "exists" in again.stderr
+    bad = detflow("convert", str(tmp_path / "scan.hdr"), str(tmp_path / "x.npy"), "--set", "sync_ofset=1")
+    assert bad.returncode == 2 and "did you mean 'sync_offset'?" in bad.stderr

@@ -184,6 +184,18 @@ class MerlinSimulator:
         self._conns: set[socket.socket] = set()
         self._maps: list[tuple[mmap.mmap, memoryview, int]] = []
         self.acquisitions_sent = 0
+        #: frames of the current (or last) acquisition sent so far; read by progress displays
+        self.frames_sent = 0
+
+    @property
+    def running(self) -> bool:
+        """Whether an acquisition is under way (armed, or sending its frames)."""
+        return self._running
+
+    @property
+    def finished(self) -> int:
+        """Acquisitions ended so far (complete or stopped)."""
+        return self._finished
 
     def _header(self, hdr_path: str | None, nav_shape: Sequence[int] | None) -> str:
         if hdr_path is not None:
@@ -400,6 +412,7 @@ class MerlinSimulator:
         """Under ``_cv``: an acquisition is requested."""
         self._armed = self._running = True
         self._abort = self._triggered = False
+        self.frames_sent = 0
 
     # --- trigger port -----------------------------------------------------------------
     def _serve_trigger(self, conn: socket.socket) -> None:
@@ -525,7 +538,37 @@ class MerlinSimulator:
                     buffers += (prefix, view[i * fb : (i + 1) * fb])
                 self._sendall(conn, buffers)
                 sent += hi - lo
+                self.frames_sent = sent
         return True
+
+
+class _ReplayProgress:
+    """A progress bar per acquisition the simulator replays, polled from its main loop."""
+
+    def __init__(self, sim: MerlinSimulator) -> None:
+        self.sim = sim
+        self.bar: Any = None
+        self.count = 0
+        self.finished = sim.finished
+
+    def poll(self) -> None:
+        from tqdm.auto import tqdm
+
+        sim = self.sim
+        finished = sim.finished  # an acquisition may start and end between two polls
+        if self.bar is None and ((sim.running and sim.frames_sent) or finished > self.finished):
+            self.count += 1
+            self.bar = tqdm(total=sim.n_frames, unit="frame", desc=f"acquisition {self.count}", leave=True)
+        if self.bar is not None:
+            self.bar.update(sim.frames_sent - self.bar.n)
+            if finished > self.finished:
+                self.close()
+        self.finished = finished
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def run_simulator(
@@ -541,8 +584,13 @@ def run_simulator(
     garbage: bool = False,
     nav_shape: Sequence[int] | None = None,
     echo: Callable[[str], None] = print,
+    progress: bool = True,
 ) -> None:
-    """Run a simulator until Ctrl-C or SIGTERM (``detflow sim merlin``), printing its ports."""
+    """Run a simulator until Ctrl-C or SIGTERM (``detflow sim merlin``), printing its ports.
+
+    With ``progress``, each acquisition it replays shows a progress bar (on stderr) of
+    the frames sent.
+    """
     sim = MerlinSimulator(path, host=host, data_port=data_port, control_port=control_port,
                           trigger_port=trigger_port, wait_trigger=wait_trigger, continuous=continuous,
                           frame_rate=frame_rate, garbage=garbage, nav_shape=nav_shape)
@@ -563,8 +611,16 @@ def run_simulator(
             if sim.trigger_port is not None:
                 echo(f"trigger port: {sim.host}:{sim.trigger_port}")
             echo("press Ctrl-C to stop")
-            while True:
-                time.sleep(0.5)
+            watch = _ReplayProgress(sim) if progress else None
+            try:
+                while True:
+                    time.sleep(0.2)
+                    if watch is not None:
+                        watch.poll()
+            finally:
+                if watch is not None:
+                    watch.poll()  # what was sent since the last look
+                    watch.close()
     except KeyboardInterrupt:
         echo("merlin simulator: stopped")
     finally:

@@ -67,6 +67,8 @@ def test_cli_serves_on_free_ports_and_stops_on_ctrl_c(recording: Recording) -> N
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
     assert "merlin simulator: stopped" in lines
+    # the replay's progress bar, on stderr: the acquisition and its frames sent
+    assert any("acquisition 1" in line and "20/20" in line for line in lines), lines
 
 
 def test_cli_error_for_a_missing_file(tmp_path) -> None:
