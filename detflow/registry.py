@@ -94,6 +94,8 @@ SOURCES = Registry(
         "hdf5": "detflow.sources.hdf5_:HDF5Source",
         "zarr": "detflow.sources.zarr_:ZarrSource",
         "dask": "detflow.sources.dask_:DaskSource",
+        "mrc": "detflow.sources.mrc:MrcSource",
+        "tvips": "detflow.sources.tvips:TvipsSource",
         "auto": "detflow.sources.auto:load_auto",
         "merlin": "detflow.sources.live.merlin.connection:merlin_source",
         "dectris": "detflow.sources.live.dectris.connection:dectris_source",

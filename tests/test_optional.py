@@ -93,11 +93,13 @@ def test_core_runs_without_extras(tmp_path) -> None:
         ("g = df.Graph('g'); g.source('npy', path='scan.npy'); g.partition(); g.udf('sumsig', id='s'); "
          "from detflow.sinks.plots.dashboard import Dashboard; Dashboard(g)", "panel", "plots"),
         ("from detflow.nodes import masks; masks.radial_bins(4, 4, 8, 8, use_sparse=True)", "sparse", "sparse"),
+        ("df.Context.make_with('inline').load('mrc', path='scan.npy')", "mrcfile", "formats"),
+        ("df.Context.make_with('inline').load('tvips', path='scan.npy')", "rosettasciio", "formats"),
         ("from detflow.nodes import ApplyMasksUDF; ctx = df.Context.make_with('inline'); "
          "ctx.run_udf(dataset=ctx.load('npy', path='scan.npy'), "
          "udf=ApplyMasksUDF(mask_factories=[lambda: np.ones((4, 4))], use_sparse=True))", "scipy", "sparse"),
     ],
-    ids=["hdf5", "distributed", "plots", "dashboard", "sparse", "scipy"],
+    ids=["hdf5", "distributed", "plots", "dashboard", "sparse", "mrc", "tvips", "scipy"],
 )
 def test_missing_extra_is_named(tmp_path, code: str, package: str, extra: str) -> None:
     proc = _run(f"""

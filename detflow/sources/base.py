@@ -260,6 +260,18 @@ class Source(abc.ABC):
     #: ``detflow.sources.params.open_source`` (``ctx.load``, graph files) checks them
     #: before the constructor runs.
     params_spec: ClassVar[tuple[Param, ...]] = ()
+    #: file suffixes of the format (``".npy"``), lowercase; ``auto`` falls back on them
+    suffixes: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def can_open(cls, path: str) -> bool:
+        """Whether ``path`` holds this format, judged by its contents (magic bytes).
+
+        ``auto`` asks every registered source, built-in or from an entry point, so a
+        third-party format takes part by overriding this (and ``suffixes``). Must be
+        cheap, must not raise, and must not need the format's optional dependency.
+        """
+        return False
 
     def __init__(
         self,
@@ -413,6 +425,16 @@ def _check_fits(source: Source, nav: tuple[int, ...], sig: tuple[int, ...]) -> N
                 f"{'scan position' if what == 'nav_shape' else 'pixel'} would need {format_bytes(need)}, "
                 f"more than this machine's {format_bytes(memory)} of memory"
             )
+
+
+def read_head(path: str, n: int, offset: int = 0) -> bytes:
+    """``n`` bytes of ``path`` from ``offset`` (fewer at its end); ``b""`` for a folder or an unreadable file."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read(n)
+    except OSError:
+        return b""
 
 
 def check_frame_layout(what: str, n_bytes: int, itemsize: int, frame_size: int) -> int:

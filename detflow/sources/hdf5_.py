@@ -24,12 +24,13 @@ import numpy as np
 
 from detflow.errors import ConfigurationError, SourceFormatError, SourceNotFoundError, import_optional
 from detflow.nodes.params import Param
-from detflow.sources.base import FrameReader, Source
+from detflow.sources.base import FrameReader, Source, read_head
 from detflow.sources.chunked import ChunkedReader, block_frames
 from detflow.sources.params import COMMON_PARAMS, SIG_DIMS, path_param
 
 __all__ = ["HDF5Reader", "HDF5Source", "find_datasets"]
 
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _FILES: dict[tuple[str, int], Any] = {}
 _FILES_LOCK = threading.Lock()
 
@@ -118,6 +119,26 @@ class HDF5Source(Source):
     """
 
     name: ClassVar[str] = "hdf5"
+    suffixes: ClassVar[tuple[str, ...]] = (".h5", ".hdf5", ".hdf", ".nxs", ".emd")
+
+    @classmethod
+    def can_open(cls, path: str) -> bool:
+        """``\\x89HDF\\r\\n\\x1a\\n`` at byte 0, 512, 1024, ... (after a user block)."""
+        if read_head(path, 8) == _HDF5_MAGIC:
+            return True
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                offset = 512
+                while offset + 8 <= size:  # a user block is 512 * 2**k bytes
+                    f.seek(offset)
+                    if f.read(8) == _HDF5_MAGIC:
+                        return True
+                    offset *= 2
+        except OSError:
+            return False
+        return False
+
     params_spec: ClassVar[tuple[Param, ...]] = (
         path_param(),
         Param("ds_path", str, default=None, doc="the dataset inside the file (found if there is only one)"),

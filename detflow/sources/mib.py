@@ -39,7 +39,7 @@ import numpy as np
 
 from detflow.errors import ConfigurationError, SourceFormatError, SourceNotFoundError
 from detflow.nodes.params import Param
-from detflow.sources.base import FrameReader, Source
+from detflow.sources.base import FrameReader, Source, read_head
 from detflow.sources.mib_decode import MAX_HEADER_BYTES, MibLayout, decode_frames, parse_frame_header
 from detflow.sources.mib_write import write_mib
 from detflow.sources.params import COMMON_PARAMS, path_param
@@ -311,6 +311,13 @@ class MibSource(Source):
     """
 
     name: ClassVar[str] = "mib"
+    suffixes: ClassVar[tuple[str, ...]] = (".mib", ".hdr")
+
+    @classmethod
+    def can_open(cls, path: str) -> bool:
+        """``MQ1,`` (a data file) or ``HDR,`` (its header) at byte 0."""
+        return read_head(path, 4) in (b"MQ1,", b"HDR,")
+
     params_spec: ClassVar[tuple[Param, ...]] = (
         path_param(), Param("disable_glob", bool, default=False, doc="read only the named .mib file, not its siblings"),
         *COMMON_PARAMS,

@@ -10,7 +10,7 @@ import numpy as np
 
 from detflow.errors import ConfigurationError, SourceFormatError, SourceNotFoundError
 from detflow.nodes.params import Param
-from detflow.sources.base import FrameReader, Source
+from detflow.sources.base import FrameReader, Source, read_head
 from detflow.sources.params import COMMON_PARAMS, SIG_DIMS, path_param
 from detflow.sources.readers import MmapReader, forget_mappings
 
@@ -38,6 +38,12 @@ class NpySource(Source):
 
     name: ClassVar[str] = "npy"
     params_spec: ClassVar[tuple[Param, ...]] = (path_param("the .npy file"), SIG_DIMS, *COMMON_PARAMS)
+    suffixes: ClassVar[tuple[str, ...]] = (".npy",)
+
+    @classmethod
+    def can_open(cls, path: str) -> bool:
+        """``\\x93NUMPY`` at byte 0."""
+        return read_head(path, 6) == b"\x93NUMPY"
 
     def __init__(
         self,

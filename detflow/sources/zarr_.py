@@ -88,6 +88,14 @@ class ZarrSource(Source):
     """
 
     name: ClassVar[str] = "zarr"
+    suffixes: ClassVar[tuple[str, ...]] = (".zarr",)
+
+    @classmethod
+    def can_open(cls, path: str) -> bool:
+        """A directory holding ``zarr.json``, ``.zarray`` or ``.zgroup``."""
+        return os.path.isdir(path) and any(
+            os.path.exists(os.path.join(path, n)) for n in ("zarr.json", ".zarray", ".zgroup"))
+
     params_spec: ClassVar[tuple[Param, ...]] = (
         path_param(),
         Param("array_path", str, default="", doc="the array inside the store (found if there is only one)"),

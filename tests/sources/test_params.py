@@ -13,7 +13,7 @@ from detflow.registry import SOURCES
 from detflow.sources.base import Source
 from detflow.sources.params import COMMON_PARAMS, open_source
 
-BUILTIN_CLASSES = [n for n in ("npy", "raw", "mib", "hdf5", "zarr", "dask", "memory")]
+BUILTIN_CLASSES = ["npy", "raw", "mib", "hdf5", "zarr", "dask", "memory", "mrc", "tvips"]
 
 
 @pytest.mark.parametrize("name", BUILTIN_CLASSES)
