@@ -17,9 +17,12 @@ cannot be found (set ``DETFLOW_CHROMIUM`` / ``DETFLOW_CHROMEDRIVER`` to use othe
 
 from __future__ import annotations
 
+import base64
 import html
 import os
+import re
 import shutil
+import struct
 import tempfile
 import time
 from pathlib import Path
@@ -42,9 +45,10 @@ _FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no
 _READ_PAGE = """
 const docs = window.Bokeh && window.Bokeh.documents;
 if (!docs || docs.length === 0) return null;
-const out = {images: {}, texts: []};
+const out = {images: {}, texts: [], colorbars: []};
 for (const m of docs[0].all_models) {
   const type = m.constructor.__name__;
+  if (type === "ColorBar") out.colorbars.push(m.title);
   if (type === "Figure" && m.name) {
     const r = m.renderers.find((r) => r.glyph && r.glyph.constructor.__name__ === "Image");
     if (r && r.data_source.data.image) {
@@ -54,6 +58,18 @@ for (const m of docs[0].all_models) {
     }
   } else if (type === "HTML" && typeof m.text === "string") {
     out.texts.push(m.text);
+  }
+}
+return out;
+"""
+
+# The size on screen of each figure's frame (the image area), by figure name.
+_READ_FRAMES = """
+const out = {};
+for (const m of window.Bokeh.documents[0].all_models) {
+  if (m.constructor.__name__ === "Figure" && m.name) {
+    const view = window.Bokeh.index.find_one(m);
+    if (view) out[m.name] = [view.frame.bbox.width, view.frame.bbox.height];
   }
 }
 return out;
@@ -189,6 +205,26 @@ def test_dashboard_fills_in_live_and_shows_the_final_values(browser, tmp_path) -
             np.testing.assert_allclose(server_images[key].data, want, rtol=1e-6, err_msg=key)
         shot = _save_screenshot(browser, tmp_path, "dashboard-final.png")
         assert shot.stat().st_size > 10_000
+        # square pixels: each image's frame is as many screen pixels high per row as wide per column
+        frames = browser.execute_script(_READ_FRAMES)
+        for key, want in expected.items():
+            width, height = frames[key]
+            assert abs(width / height - want.shape[1] / want.shape[0]) < 0.02, (key, width, height)
+        # colour bars name the result and its unit; the page shows the frame rate
+        assert page["colorbars"].count("intensity [counts]") == 3, page["colorbars"]
+        assert any(re.search(r"256 / 256 frames, [\d,]+ frames/s", t) for t in page["texts"]), page["texts"]
+        # the PNG button draws the whole view into one PNG
+        assert browser.execute_script(_CLICK, "PNG"), "no PNG button on the page"
+        url = wait_for(lambda: browser.execute_script("return window.detflowSnapshot || null"),
+                       what="the PNG button to make a snapshot")
+        png = base64.b64decode(url.split(",", 1)[1])
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        png_w, png_h = struct.unpack(">II", png[16:24])
+        assert png_w > 400 and png_h > 200, (png_w, png_h)  # the plots side by side, not one of them
+        (tmp_path / "dashboard-snapshot.png").write_bytes(png)
+        folder = os.environ.get("DETFLOW_TEST_ARTIFACTS")
+        if folder:
+            shutil.copy(tmp_path / "dashboard-snapshot.png", Path(folder) / "dashboard-snapshot.png")
 
         # a second tab watches the same run
         first = browser.current_window_handle

@@ -320,3 +320,20 @@ def test_in_a_notebook_the_plots_are_displayed_when_the_run_starts(kernel_name: 
     # HoloViews' extension and the two images are displayed while the run goes, not after it
     assert len(shown) >= 2 and all(start < i < end for i in shown)
     assert "run ends ['sum: intensity', 'sumsig: intensity'] [True, True]" in texts[end]
+
+
+@pytest.mark.parametrize(("shape", "udf_type", "buffer", "label"),
+                         [((3, 8), "sumsig", "intensity", "intensity [counts]"),
+                          ((40, 10), "com", "magnitude", "magnitude [px]"),
+                          ((5, 5), "my_udf", "score", "score")])
+def test_holoviews_images_keep_square_pixels_and_label_the_colour_bar(shape, udf_type, buffer, label) -> None:
+    hv = pytest.importorskip("holoviews")
+    from bokeh.models import ColorBar
+
+    from detflow.sinks.plots import HoloViewsPlot
+
+    plot = HoloViewsPlot(Channel(0, "n", buffer, "nav", udf_type=udf_type), width=400)
+    plot.new_data(np.arange(shape[0] * shape[1], dtype=float).reshape(shape), frames_done=1)
+    fig = hv.renderer("bokeh").get_plot(plot.dmap).state
+    assert fig.frame_width == 400 and fig.frame_height == round(400 * shape[0] / shape[1])
+    assert [r.title for r in fig.right if isinstance(r, ColorBar)] == [label]

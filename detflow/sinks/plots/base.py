@@ -65,11 +65,36 @@ class Channel:
         return f"{self.node_id}: {name}"
 
     @property
+    def units(self) -> str:
+        """The unit of the values shown, where the buffer says it (``""`` where unknown)."""
+        if self.transform is not None:
+            return ""
+        return _UNITS.get((self.udf_type, self.buffer), _UNITS.get(("", self.buffer), ""))
+
+    @property
+    def value_label(self) -> str:
+        """The colour bar's label: the buffer's name and, where known, its unit."""
+        name = self.buffer if self.transform is None else f"{_fn_name(self.transform)}({self.buffer})"
+        return f"{name} [{self.units}]" if self.units else name
+
+    @property
     def dims(self) -> tuple[str, str]:
         """Names of the (y, x) axes."""
         if self.kind in ("nav", "sig"):
             return (f"{self.kind}_y", f"{self.kind}_x")
         return (f"{self.buffer}_0", f"{self.buffer}_1")
+
+
+#: units of the built-in UDFs' buffers, by (UDF type, buffer); ("", buffer) for any type
+_UNITS: dict[tuple[str, str], str] = {
+    ("", "intensity"): "counts",
+    ("stddev", "sum"): "counts", ("stddev", "mean"): "counts", ("stddev", "std"): "counts",
+    ("stddev", "var"): "counts²", ("stddev", "varsum"): "counts²",
+    ("logsum", "logsum"): "log counts",
+    **{("com", name): "px" for name in ("raw_com", "raw_shifts", "field", "magnitude", "x", "y", "field_x",
+                                         "field_y", "shift_x", "shift_y")},
+    ("com", "divergence"): "px/position", ("com", "curl"): "px/position",
+}
 
 
 def _fn_name(fn: Any) -> str:

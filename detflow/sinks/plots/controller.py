@@ -85,6 +85,13 @@ class RunSnapshot:
     partitions_total: int
     images: dict[str, ImageState]
     version: int
+    #: seconds since the run started (to its end, once it ended); 0 before the first run
+    elapsed: float = 0.0
+
+    @property
+    def frame_rate(self) -> float:
+        """Frames per second so far (0 until a frame is done)."""
+        return self.frames_done / self.elapsed if self.elapsed > 0 and self.frames_done else 0.0
 
 
 class _SharedImage(LivePlot):
@@ -198,6 +205,8 @@ class RunController:
         self._partitions_done = 0
         self._images: dict[str, ImageState] = {}
         self._version = 0
+        self._started: float | None = None
+        self._ended: float | None = None
         #: the results when the last run ended (final if it finished), else ``None``
         self.results: UDFResults | None = None
 
@@ -228,6 +237,7 @@ class RunController:
             self._frames_done = self._partitions_done = 0
             self._images = {}
             self.results = None
+            self._started, self._ended = time.monotonic(), None
             self._bump()
             self._thread = threading.Thread(target=self._run, args=(self._run_id,), daemon=True,
                                             name=f"detflow-dashboard-run-{self._run_id}")
@@ -289,6 +299,7 @@ class RunController:
                 frames_done=self._frames_done, frames_total=self.info.frames_total,
                 partitions_done=self._partitions_done, partitions_total=self.info.partitions_total,
                 images=dict(self._images), version=self._version,
+                elapsed=0.0 if self._started is None else (self._ended or time.monotonic()) - self._started,
             )
 
     def _bump(self) -> None:
@@ -321,6 +332,7 @@ class RunController:
             with self._lock:
                 self._status = status
                 self._error = error
+                self._ended = time.monotonic()
                 self._bump()
                 restart = self._restart and run_id == self._run_id
         if restart:

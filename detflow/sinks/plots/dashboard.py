@@ -69,6 +69,21 @@ def _button(label: str, color: str) -> Any:
     return pn.widgets.Button(name=label, button_type=color, width=80)
 
 
+#: The PNG button: the page's layout (every plot, as shown) drawn into one PNG by BokehJS,
+#: downloaded as detflow-dashboard.png; the data URL stays in window.detflowSnapshot.
+_SNAPSHOT_JS = """
+const root = [...window.Bokeh.index][0];
+const url = root.export("png").canvas.toDataURL("image/png");
+window.detflowSnapshot = url;
+const link = document.createElement("a");
+link.href = url;
+link.download = "detflow-dashboard.png";
+document.body.appendChild(link);
+link.click();
+link.remove();
+"""
+
+
 class Dashboard:
     """The dashboard of one graph: a shared :class:`RunController` and a Panel app.
 
@@ -135,6 +150,8 @@ class Dashboard:
         start = _button("Start", "primary")
         stop = _button("Stop", "warning")
         rerun = _button("Re-run", "default")
+        png = _button("PNG", "default")
+        png.js_on_click(code=_SNAPSHOT_JS)
         start.on_click(lambda event: ctl.start())
         stop.on_click(lambda event: ctl.stop(wait=False))
         rerun.on_click(lambda event: ctl.rerun())
@@ -143,7 +160,8 @@ class Dashboard:
             snap = ctl.snapshot()
             progress.max = max(snap.frames_total, 1)
             progress.value = min(snap.frames_done, progress.max)
-            progress_text.object = f"{snap.frames_done} / {snap.frames_total} frames"
+            rate = f", {snap.frame_rate:,.0f} frames/s" if snap.frame_rate else ""
+            progress_text.object = f"{snap.frames_done} / {snap.frames_total} frames{rate}"
             text = snap.status if snap.error is None else f"{snap.status}: {snap.error}"
             status.object = f"run {snap.run_id}: {text}" if snap.run_id else "not started"
             busy = snap.status in ("running", "stopping")
@@ -162,7 +180,7 @@ class Dashboard:
         pn.state.add_periodic_callback(refresh, period=self.refresh_ms)
         sidebar = pn.Column(
             pn.pane.Markdown(f"## {self.graph.name}"),
-            pn.Row(start, stop, rerun),
+            pn.Row(start, stop, rerun, png),
             progress, progress_text, status,
             # escaped here too: the page renders the pane's text as HTML, where "<array ...>" would vanish as a tag
             pn.pane.Str(html.escape(str(self.graph)), name="graph", styles={"overflow-x": "auto"}, max_width=380),

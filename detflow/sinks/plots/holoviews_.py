@@ -47,7 +47,9 @@ class HoloViewsPlot(LivePlot):
     info
         The run (for the image's shape before the first update).
     cmap, width, height
-        Look of the image; ``height`` follows the image's aspect when ``None``.
+        Look of the image: ``width`` is the image area's width in screen pixels; its
+        height follows the data, so pixels stay square, unless ``height`` is given.
+        The colour bar is labelled with the buffer's name and unit (``intensity [counts]``).
 
     Examples
     --------
@@ -85,11 +87,14 @@ class HoloViewsPlot(LivePlot):
         clim = (float(data[finite].min()), float(data[finite].max())) if finite.any() else (0.0, 1.0)
         if clim[0] == clim[1]:
             clim = (clim[0] - 0.5, clim[1] + 0.5)
-        height = self.height or max(120, min(720, int(self.width * ny / max(nx, 1))))
+        # square pixels: the frame (the image area, colour bar and axes aside) is as many
+        # pixels high per data row as it is wide per column
+        frame = {"frame_width": self.width, "data_aspect": 1} if self.height is None else {
+            "frame_width": self.width, "frame_height": self.height}
         return image.opts(
             colorbar=True, cmap=self.cmap, clim=clim, framewise=True, invert_yaxis=True,
-            title=self.title, width=self.width, height=height, tools=["hover"],
-            clipping_colors={"NaN": "transparent"},
+            title=self.title, tools=["hover"], clabel=self.channel.value_label,
+            clipping_colors={"NaN": "transparent"}, **frame,
         )
 
     def new_data(self, data: np.ndarray, *, frames_done: int, final: bool = False) -> None:
