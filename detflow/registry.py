@@ -68,6 +68,26 @@ class Registry:
     def __contains__(self, name: object) -> bool:
         return name in self.names()
 
+    def name_of(self, obj: Any) -> str | None:
+        """The name ``obj`` is registered under, or ``None``; imports nothing it need not.
+
+        >>> from detflow.nodes.sum import SumUDF
+        >>> UDFS.name_of(SumUDF)
+        'sum'
+        """
+        path = f"{getattr(obj, '__module__', '')}:{getattr(obj, '__qualname__', '')}"
+        for name, target in self._paths.items():  # by import path first: no module is imported
+            if target is obj or target == path or self._loaded.get(name) is obj:
+                return name
+        self._read_entry_points()
+        for name in list(self._paths):
+            try:
+                if self.get(name) is obj:
+                    return name
+            except ImportError:
+                continue
+        return None
+
     def get(self, name: str) -> Any:
         """The object registered as ``name``; an unknown name lists the known ones."""
         if name in self._loaded:

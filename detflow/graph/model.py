@@ -104,13 +104,7 @@ def udf_type_name(udf: UDF) -> str:
     from detflow.registry import UDFS
 
     cls = type(udf)
-    for name in UDFS.names():
-        try:
-            if UDFS.get(name) is cls:
-                return name
-        except ImportError:
-            continue
-    return f"{cls.__module__}:{cls.__qualname__}"
+    return UDFS.name_of(cls) or f"{cls.__module__}:{cls.__qualname__}"
 
 
 class Graph:
