@@ -9,7 +9,8 @@ max show the spread. Three interpreters, where they exist:
 * ``detflow (core)``: the same, with the optional packages hidden from the import system,
   as ``pip install detflow`` leaves a machine (h5py, holoviews, panel, bokeh, distributed,
   scipy, sparse, rosettasciio, mrcfile);
-* LiberTEM in ``benchmarks/.venv-libertem`` (``bash benchmarks/setup_libertem.sh``).
+* LiberTEM in ``benchmarks/.venv-libertem`` (``bash benchmarks/setup_libertem.sh``);
+* and, as the machine's yardstick, a fresh interpreter that sums the same file with numpy.
 
 The dataset is a 512 MiB ``.npy`` file (4096 frames of 256x256 uint16, nav 64x64) in
 ``benchmarks/data/``, made on first use. Nothing is asserted; the report goes to stdout.
@@ -52,6 +53,14 @@ from detflow.nodes import SumUDF
 ctx = df.Context.make_with({executor!r})
 res = ctx.run_udf(dataset=ctx.load("npy", path={path!r}), udf=SumUDF())
 assert res["intensity"].data.shape == (256, 256)
+"""
+#: the machine's yardstick: a fresh interpreter, numpy, and one pass over the memory-mapped file
+NUMPY_SUM = """\
+import numpy as np
+a = np.load({path!r}, mmap_mode="r")
+s = np.zeros(a.shape[2:])
+for i in range(a.shape[0]):
+    s += a[i].sum(axis=0, dtype=np.float64)
 """
 LT_IMPORT = "import libertem.api"
 LT_FIRST = """\
@@ -105,6 +114,7 @@ def main() -> int:
         rows.append((label, "import", timed(sys.executable, prefix + IMPORT, args.runs)))
         rows.append((label, "first SumUDF result", timed(sys.executable, prefix + first, args.runs)))
     rows.append(("python", "bare interpreter", timed(sys.executable, "pass", args.runs)))
+    rows.append(("numpy", "sum of the same file", timed(sys.executable, NUMPY_SUM.format(path=str(DATA)), args.runs)))
     if LT_PYTHON.exists():
         print("[LiberTEM]", file=sys.stderr)
         lt_first = LT_FIRST.format(executor=LT_EXECUTORS.get(args.executor, args.executor), path=str(DATA))
@@ -115,6 +125,7 @@ def main() -> int:
     print(f"cold start, {DATA.name}, executor {args.executor!r}, {os.cpu_count()} CPUs, "
           f"wall time of a whole process, {args.runs} runs after one warm-up")
     print(f"{'who':<16} {'what':<22} {'median s':>9} {'min s':>7} {'max s':>7}")
+    print("-" * 64)
     medians: dict[tuple[str, str], float] = {}
     for who, what, times in rows:
         if isinstance(times, str):
