@@ -8,7 +8,7 @@ max show the spread. Three interpreters, where they exist:
 * ``detflow`` as installed here (every extra, as ``pip install -e ".[dev]"`` leaves it);
 * ``detflow (core)``: the same, with the optional packages hidden from the import system,
   as ``pip install detflow`` leaves a machine (h5py, holoviews, panel, bokeh, distributed,
-  scipy, sparse, rosettasciio, mrcfile);
+  scipy, sparse, rosettasciio, mrcfile, pyzmq, lz4, bitshuffle, psycopg);
 * LiberTEM in ``benchmarks/.venv-libertem`` (``bash benchmarks/setup_libertem.sh``);
 * and, as the machine's yardstick, a fresh interpreter that sums the same file with numpy.
 
@@ -36,7 +36,7 @@ DATA = HERE / "data" / "coldstart-512MiB.npy"
 LT_PYTHON = HERE / ".venv-libertem" / "bin" / "python"
 
 HIDDEN = ("h5py", "hdf5plugin", "holoviews", "bokeh", "panel", "distributed", "scipy", "sparse", "rsciio",
-          "mrcfile")
+          "mrcfile", "zmq", "lz4", "bitshuffle", "psycopg")
 BLOCKER = f"""\
 import sys
 class _Hide:

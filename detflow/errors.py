@@ -271,6 +271,9 @@ OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
     "rsciio": ("rosettasciio", "formats"),
     "mrcfile": ("mrcfile", "formats"),
     "psycopg": ("psycopg", "postgres"),
+    "zmq": ("pyzmq", "live"),
+    "lz4": ("lz4", "live"),
+    "bitshuffle": ("bitshuffle", "live"),
 }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from detflow.batch._sql import SCHEMA_VERSION, SQLQueue
 from detflow.batch.base import QueueError
-from detflow.errors import MissingDependencyError
+from detflow.errors import import_optional
 
 __all__ = ["PostgresQueue"]
 
@@ -30,11 +30,7 @@ class PostgresQueue(SQLQueue):
     skip_locked = "FOR UPDATE SKIP LOCKED"
 
     def __init__(self, url: str, *, create: bool = True, timeout: float = 30.0) -> None:
-        try:
-            import psycopg
-        except ImportError as err:
-            raise MissingDependencyError("psycopg", "postgres", "a PostgreSQL queue") from err
-        self._psycopg = psycopg
+        self._psycopg = import_optional("psycopg", "a PostgreSQL queue")
         self.location = url
         self._url = url
         self._timeout = timeout

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from detflow.errors import DetectorProtocolError, MissingDependencyError
+from detflow.errors import DetectorProtocolError, import_optional
 from detflow.sources.base import FrameReader
 
 __all__ = [
@@ -80,10 +80,7 @@ def image_dtype(type_name: str, where: str = "dectris stream") -> np.dtype:
 
 def _bitshuffle() -> Any:
     global _limited
-    try:
-        import bitshuffle
-    except ImportError as err:  # pragma: no cover - a dependency of detflow
-        raise MissingDependencyError("bitshuffle", "live", "decoding DECTRIS bitshuffle-LZ4 images") from err
+    bitshuffle = import_optional("bitshuffle", "decoding DECTRIS bitshuffle-LZ4 images")
     if not getattr(_local, "limited", False):
         _limit_openmp()
         _local.limited = True
@@ -110,11 +107,7 @@ def _limit_openmp() -> None:
 
 
 def _lz4_block() -> Any:
-    try:
-        import lz4.block
-    except ImportError as err:  # pragma: no cover - a dependency of detflow
-        raise MissingDependencyError("lz4", "live", "decoding DECTRIS lz4 images") from err
-    return lz4.block
+    return import_optional("lz4.block", "decoding DECTRIS lz4 images")
 
 
 def _c_bslz4() -> Any:

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from detflow.errors import DetectorProtocolError, DetectorTimeoutError, MissingDependencyError
+from detflow.errors import DetectorProtocolError, DetectorTimeoutError, import_optional
 from detflow.sources.live.dectris.codec import DECODERS, image_dtype
 from detflow.sources.live.dectris.control import image_count
 
@@ -64,11 +64,7 @@ _RCVHWM = 20_000
 
 
 def _zmq() -> Any:
-    try:
-        import zmq
-    except ImportError as err:  # pragma: no cover - a dependency of detflow
-        raise MissingDependencyError("pyzmq", "live", "the DECTRIS stream") from err
-    return zmq
+    return import_optional("zmq", "the DECTRIS stream")
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from detflow.errors import ConfigurationError
+from detflow.errors import ConfigurationError, import_optional
 from detflow.sources.live.dectris.control import TRIGGER_MODES, image_count
 from detflow.sources.live.dectris.recording import (
     COMPRESSION,
@@ -233,8 +233,7 @@ class DectrisSimulator:
 
     # --- the stream side (one thread owns the PUSH socket) -----------------------------
     def _stream_loop(self) -> None:
-        import zmq
-
+        zmq = import_optional("zmq", "the DECTRIS simulator")
         ctx = zmq.Context()
         sock = ctx.socket(zmq.PUSH)
         try:
@@ -333,8 +332,7 @@ class DectrisSimulator:
                 self.state = "idle"
 
     def _send(self, parts: list[Any]) -> bool:
-        import zmq
-
+        zmq = import_optional("zmq", "the DECTRIS simulator")
         while not self._stop.is_set():
             try:
                 self._sock.send_multipart(parts)
