@@ -7,7 +7,10 @@ buttons and reads what the page shows from the browser's own Bokeh document: the
 progress text, and each image's data as it arrived in the browser. It checks that the
 image fills in while the run progresses (NaN, i.e. blank, where nothing is computed),
 that the final values equal numpy's, that a second tab shows the same run, and that
-Stop stops it. A screenshot is saved to the test's ``tmp_path`` and, when the
+Stop stops it; that images keep square pixels on screen, colour bars name the result and
+its unit, the page shows the frame rate, and the PNG button draws every plot into one
+PNG. The first run is held after two partitions (a gate, no clock) until the page has
+shown them. A screenshot is saved to the test's ``tmp_path`` and, when the
 environment variable ``DETFLOW_TEST_ARTIFACTS`` names a folder, there too
 (``.ci/run`` sets it to ``test-artifacts/``).
 
@@ -160,7 +163,9 @@ def _save_screenshot(drv, tmp_path: Path, name: str) -> Path:
 
 def test_dashboard_fills_in_live_and_shows_the_final_values(browser, tmp_path) -> None:
     data = scan((16, 16, 8, 8))
-    gate = Gate(open=True)  # shut before Re-run, so the second run is still going when Stop comes
+    # shut: the first run merges partitions 0 and 1 and waits until the page has shown them;
+    # shut again before Re-run, so the second run is still going when Stop comes
+    gate = Gate(open=False)
     dashboard = Dashboard(slow_graph(data, delay=0.1, gate=gate, hold_from=2), executor="inline",
                           refresh_ms=100, max_rate=10)
     ctl = dashboard.controller
@@ -177,7 +182,13 @@ def test_dashboard_fills_in_live_and_shows_the_final_values(browser, tmp_path) -
 
         wait_for(lambda: browser.execute_script(_CLICK, "Start"), what="an enabled Start button")
         wait_for(lambda: ctl.status != "idle", what="the Start button to start the run")
-        seen = []  # (frames done, pixels shown) as the page showed them while the run was going
+        # the run is held after two partitions: the page shows them, and nothing more, mid-run
+        held = wait_for(lambda: (p := _page(browser)) and _progress(p) == (16, 256)
+                        and int(np.isfinite(_image(p, "slow/intensity")).sum()) == 16 and p,
+                        what="the page to show the first two partitions while the run is held")
+        assert ctl.status == "running" and "run 1: running" in _status(held)
+        seen = [(16, 16)]  # (frames done, pixels shown) as the page showed them while the run was going
+        gate.open()
         deadline = time.monotonic() + 60
         while ctl.status == "running" and time.monotonic() < deadline:
             page = _page(browser)
@@ -187,8 +198,7 @@ def test_dashboard_fills_in_live_and_shows_the_final_values(browser, tmp_path) -
                 seen.append((progress[0], shown))
             time.sleep(0.05)
         assert ctl.wait(timeout=60) == "finished"
-        assert len({frames for frames, _ in seen}) >= 2, f"the page did not update while the run went: {seen}"
-        assert [s for _, s in seen] == sorted(s for _, s in seen)  # the image only fills in
+        assert [s for _, s in seen] == sorted(s for _, s in seen), seen  # the image only fills in
 
         page = wait_for(lambda: (p := _page(browser)) and _progress(p) == (256, 256)
                         and np.isfinite(_image(p, "slow/intensity")).all() and p,
