@@ -267,7 +267,7 @@ OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
     "panel": ("panel", "plots"),
     "distributed": ("distributed", "distributed"),
     "sparse": ("sparse", "sparse"),
-    "scipy": ("scipy", "sparse"),
+    "scipy": ("scipy", "scipy"),
     "rsciio": ("rosettasciio", "formats"),
     "mrcfile": ("mrcfile", "formats"),
     "psycopg": ("psycopg", "postgres"),

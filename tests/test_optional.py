@@ -99,7 +99,7 @@ def test_core_runs_without_extras(tmp_path) -> None:
         ("from detflow.sources.live.dectris.data import _zmq; _zmq()", "pyzmq", "live"),
         ("from detflow.nodes import ApplyMasksUDF; ctx = df.Context.make_with('inline'); "
          "ctx.run_udf(dataset=ctx.load('npy', path='scan.npy'), "
-         "udf=ApplyMasksUDF(mask_factories=[lambda: np.ones((4, 4))], use_sparse=True))", "scipy", "sparse"),
+         "udf=ApplyMasksUDF(mask_factories=[lambda: np.ones((4, 4))], use_sparse=True))", "scipy", "scipy"),
     ],
     ids=["hdf5", "distributed", "plots", "dashboard", "sparse", "mrc", "tvips", "dectris", "scipy"],
 )

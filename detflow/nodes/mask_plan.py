@@ -53,7 +53,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from detflow.errors import ParameterError
+from detflow.errors import ParameterError, import_optional
 from detflow.nodes.masks import MaskStack
 
 __all__ = [
@@ -278,8 +278,7 @@ def _rows_of(stack: MaskStack) -> np.ndarray:
 def _csr_of(stack: MaskStack) -> Any:
     if stack.csr is not None:
         return stack.csr
-    import scipy.sparse as sp
-
+    sp = import_optional("scipy.sparse", "the sparse mask product")
     dense = stack.dense
     assert dense is not None
     return _cached(stack, "_csr", lambda: sp.csr_array(np.ascontiguousarray(dense.T)))

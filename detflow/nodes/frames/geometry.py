@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from detflow.errors import ParameterError
+from detflow.errors import ParameterError, import_optional
 from detflow.nodes.frames.base import FrameNode, is_sparse
 from detflow.nodes.params import Param, non_negative, one_of, positive
 
@@ -239,8 +239,7 @@ class BinFrames(FrameNode):
         return out.astype(out_dtype, copy=False)
 
     def _apply_sparse(self, block: Any, sig_shape: tuple[int, ...] | None) -> Any:
-        import scipy.sparse as sp
-
+        sp = import_optional("scipy.sparse", "binning a sparse block")
         if sig_shape is None:
             raise ParameterError("sig_shape", "bin: a sparse block needs apply(block, sig_shape=(h, w))")
         (ho, wo), out_dtype = self.output_signature(tuple(sig_shape), block.dtype)

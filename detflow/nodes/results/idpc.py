@@ -30,9 +30,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from scipy.fft import dctn, idctn
 
-from detflow.errors import ParameterError
+from detflow.errors import ParameterError, import_optional
 from detflow.nodes.params import Param, one_of
 from detflow.nodes.results.base import BufferInfo, ResultNode
 
@@ -87,9 +86,10 @@ def _neumann(gy: np.ndarray, gx: np.ndarray) -> np.ndarray:
         4 * np.sin(np.pi * np.arange(nx) / (2 * nx)) ** 2
     )[None, :]
     lam[0, 0] = 1.0
-    spectrum = dctn(rhs, type=2, norm="ortho") / lam
+    fft = import_optional("scipy.fft", "the idpc result node")
+    spectrum = fft.dctn(rhs, type=2, norm="ortho") / lam
     spectrum[0, 0] = 0.0
-    return np.asarray(idctn(spectrum, type=2, norm="ortho"))
+    return np.asarray(fft.idctn(spectrum, type=2, norm="ortho"))
 
 
 class IDPCResult(ResultNode):

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from detflow.errors import ConfigurationError, SourceFormatError, SourceNotFoundError
+from detflow.errors import ConfigurationError, SourceFormatError, SourceNotFoundError, import_optional
 from detflow.sources.live.dectris.codec import BSLZ4_ENCODINGS, decode, encode, image_dtype
 from detflow.sources.live.dectris.control import TRIGGER_MODES, image_count
 
@@ -148,8 +148,7 @@ def load_recording(path: str | os.PathLike[str], *, encoding: str | None = None)
 
 
 def _from_master(path: Path, encoding: str | None) -> DectrisRecording:
-    import h5py
-
+    h5py = import_optional("h5py", "reading a DECTRIS master file")
     try:
         f = h5py.File(path, "r")
     except OSError as err:
@@ -341,8 +340,8 @@ def write_master(path: str | os.PathLike[str], frames: np.ndarray, *, frames_per
     go beside it, one chunk per frame, bitshuffle-LZ4 (``compression="bslz4"``) or
     uncompressed (``"none"``).
     """
-    import h5py
-    import hdf5plugin
+    h5py = import_optional("h5py", "writing a DECTRIS master file")
+    hdf5plugin = import_optional("hdf5plugin", "writing a DECTRIS master file")
 
     frames = np.asarray(frames)
     flat = frames.reshape(-1, *frames.shape[-2:])
