@@ -74,5 +74,5 @@ def test_dataset_must_come_from_load(ctx) -> None:
 
 def test_unknown_load_keyword(ctx) -> None:
     with pytest.raises(ConfigurationError, match="memory source, parameter 'colour': unknown parameter; memory takes: "
-                                                 "data, nav_shape, sig_dims, sig_shape, sync_offset"):
+                                                 "allow_short, data, nav_shape, sig_dims, sig_shape, sync_offset"):
         ctx.load("memory", data=np.zeros((2, 2, 2, 2)), colour="red")

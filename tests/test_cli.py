@@ -119,7 +119,8 @@ def _graph_file(tmp_path: Path, body: str) -> Path:
          ("--set", "cmo.r=3"), r"^error: --set 'cmo.r=3': no node 'cmo'; did you mean 'com'\? nodes: "),
         ("schema_version: 1\nsource: {type: npy, params: {path: scan.npy}}\nnodes:\n  com: {type: com}\n",
          ("--set", "source.pth=x.npy"),
-         r"^error: --set 'source.pth=x.npy': unknown parameter; did you mean 'path'\? npy takes: nav_shape, path"),
+         r"^error: --set 'source.pth=x.npy': unknown parameter; did you mean 'path'\? npy takes: "
+         r"allow_short, nav_shape, path"),
         ("schema_version: 1\nsource: {type: npy, params: {path: scan.npy}}\nnodes:\n  com: {type: com}\n",
          ("--executor", "thread"), r"unknown executor 'thread'; did you mean 'threads'\?"),
         ("schema_version: 1\nsource: {type: npy, params: {pth: scan.npy}}\nnodes:\n  com: {type: com}\n",

@@ -30,7 +30,7 @@ class MrcSource(Source):
     ----------
     path
         The ``.mrc`` / ``.mrcs`` file.
-    nav_shape, sig_shape, sync_offset
+    nav_shape, sig_shape, sync_offset, allow_short
         As for every source; a stack of ``n`` frames is nav ``(n,)`` by default.
     """
 
@@ -50,9 +50,11 @@ class MrcSource(Source):
         nav_shape: Sequence[int] | None = None,
         sig_shape: Sequence[int] | None = None,
         sync_offset: int = 0,
+        allow_short: bool = False,
     ) -> None:
         self.path = os.fspath(path)
-        super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset)
+        super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset,
+                         allow_short=allow_short)
 
     def describe(self) -> str:
         return f"mrc source {self.path!r}"

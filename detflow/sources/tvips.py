@@ -30,7 +30,7 @@ class TvipsSource(DaskSource):
     ----------
     path
         The first file of the recording (``..._000.tvips``).
-    nav_shape, sig_shape, sync_offset
+    nav_shape, sig_shape, sync_offset, allow_short
         As for every source.
     """
 
@@ -54,10 +54,11 @@ class TvipsSource(DaskSource):
         nav_shape: Sequence[int] | None = None,
         sig_shape: Sequence[int] | None = None,
         sync_offset: int = 0,
+        allow_short: bool = False,
     ) -> None:
         self.path = os.fspath(path)
         super().__init__(_read(self.path), sig_dims=2, nav_shape=nav_shape, sig_shape=sig_shape,
-                         sync_offset=sync_offset)
+                         sync_offset=sync_offset, allow_short=allow_short)
 
     def describe(self) -> str:
         return f"tvips source {self.path!r}"

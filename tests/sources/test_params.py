@@ -39,7 +39,7 @@ def test_misspelled_source_parameter_reads_like_a_udf_one(tmp_path) -> None:
         g.validate()
     assert str(src_err.value).startswith(
         "node 'source' (npy), parameter 'pth': unknown parameter; did you mean 'path'? npy takes: "
-        "nav_shape, path, sig_dims, sig_shape, sync_offset")
+        "allow_short, nav_shape, path, sig_dims, sig_shape, sync_offset")
     assert src_err.value.parameter == "pth" and src_err.value.node == "source"
     g.nodes["source"].params.clear()
     g.nodes["source"].params["path"] = str(path)
