@@ -73,6 +73,7 @@ def test_dataset_must_come_from_load(ctx) -> None:
 
 
 def test_unknown_load_keyword(ctx) -> None:
-    with pytest.raises(ConfigurationError, match="memory source, parameter 'colour': unknown parameter; memory takes: "
-                                                 "allow_short, data, nav_shape, sig_dims, sig_shape, sync_offset"):
+    pattern = ("memory source, parameter 'colour': unknown parameter; memory takes: "
+               "allow_short, data, nav_shape, sig_dims, sig_shape, sync_offset, tileshape")
+    with pytest.raises(ConfigurationError, match=pattern):
         ctx.load("memory", data=np.zeros((2, 2, 2, 2)), colour="red")

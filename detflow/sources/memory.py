@@ -51,6 +51,7 @@ class MemorySource(Source):
     name: ClassVar[str] = "memory"
     params_spec: ClassVar[tuple[Param, ...]] = (
         Param("data", object, doc="an array of shape nav_shape + sig_shape"), SIG_DIMS,
+        Param("tileshape", object, default=None, doc="LiberTEM's tile shape: its first entry is the tile depth"),
         *COMMON_PARAMS,
     )
 
