@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from detflow.errors import UDFError
+from detflow.errors import UDFError, import_optional
 
 __all__ = [
     "BACKEND_ALL",
@@ -144,15 +144,13 @@ def to_backend(arr: Any, backend: str) -> Any:
     if backend in (NUMPY, CUDA):
         return to_numpy(arr)
     if backend in D2_BACKENDS:
-        import scipy.sparse as sp
-
+        sp = import_optional("scipy.sparse", f"the {backend} backend")
         flat = arr.reshape((arr.shape[0], -1)) if arr.ndim != 2 else arr
         if not isinstance(flat, np.ndarray) and not sp.issparse(flat):
             flat = to_numpy(flat).reshape((arr.shape[0], -1))
         return getattr(sp, backend.rsplit(".", 1)[1])(flat)
     if backend in (SPARSE_COO, SPARSE_GCXS, SPARSE_DOK):
-        import sparse
-
+        sparse = import_optional("sparse", f"the {backend} backend")
         cls = getattr(sparse, backend.split(".", 1)[1])
         if isinstance(arr, np.ndarray):
             return cls.from_numpy(arr)
@@ -191,8 +189,7 @@ def is_sparse(arr: Any) -> bool:
 
 def as_scipy_2d(tile: Any) -> Any:
     """A sparse tile as a scipy CSR matrix ``(n_frames, n_pixels)``."""
-    import scipy.sparse as sp
-
+    sp = import_optional("scipy.sparse", "sparse tiles")
     if sp.issparse(tile):
         return sp.csr_matrix(tile)
     flat = tile.reshape((tile.shape[0], -1))

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import numba
 import numpy as np
 
-from detflow.errors import ConfigurationError, SourceFormatError, SourceNotFoundError
+from detflow.errors import ConfigurationError, SourceFormatError, SourceNotFoundError, import_optional
 from detflow.sources.base import FrameReader, Source
 
 __all__ = ["CsrPayloadReader", "CsrReader", "CsrSource", "densify", "load_csr", "save_csr"]
@@ -73,7 +73,8 @@ class _CsrFrames:
 
     def read_csr(self, f0: int, f1: int) -> Any:
         """Stream frames ``f0:f1`` as a ``scipy.sparse.csr_array`` (rows outside the data are empty)."""
-        import scipy.sparse
+        scipy = import_optional("scipy", "the csr source")
+        import_optional("scipy.sparse", "the csr source")
 
         ip, indices, values, before, after = self._rows(f0, f1)
         a, b = int(ip[0]), int(ip[-1])
@@ -182,7 +183,8 @@ def save_csr(path: str | os.PathLike[str], matrix: Any, *, nav_shape: Sequence[i
     ``matrix`` is a ``scipy.sparse`` matrix or array of shape ``(n_frames, frame_size)``,
     or a dense array of frames (converted).
     """
-    import scipy.sparse
+    scipy = import_optional("scipy", "writing a csr file")
+    import_optional("scipy.sparse", "writing a csr file")
 
     dtype = None
     if not scipy.sparse.issparse(matrix):
