@@ -100,6 +100,9 @@ class ThreadedExecutor:
             while pending:
                 timeout = LIVE_POLL if ready is not None and not exhausted else None
                 timeout = self._check_timeouts(pending, started, timeout)
+                # never an unbounded wait: a SIGINT the kernel hands to a worker thread does not
+                # wake this one, so it looks for pending signals (Ctrl-C) at least every SIGNAL_POLL
+                timeout = SIGNAL_POLL if timeout is None else min(timeout, SIGNAL_POLL)
                 done, _ = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
                 for future in done:
                     started.pop(pending.pop(future)[0], None)
@@ -180,4 +183,6 @@ class _DaemonPool:
 
 _END = object()
 #: how often to look for newly arrived live items while tasks run (seconds)
+#: seconds between looks for Ctrl-C while every thread is busy
+SIGNAL_POLL = 0.5
 LIVE_POLL = 0.01

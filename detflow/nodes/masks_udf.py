@@ -280,7 +280,7 @@ class ApplyMasksUDF(UDF):
     def _plan(self) -> MaskPlan:
         p = self.params
         dtype = self._result_dtype()
-        parallel = self.meta.threads_per_worker > 1
+        parallel = (self.meta.threads_per_worker or 1) > 1
 
         def make() -> MaskPlan:
             stack = self._masks()
