@@ -18,9 +18,13 @@ class FrameSum(UDF):
         self.results.s[:] = tile.reshape(len(tile), -1).sum(axis=1)
 
 
-@pytest.mark.parametrize("spec", ["inline", "threads", "synchronous", "concurrent"])
-def test_make_with(spec: str) -> None:
+@pytest.mark.parametrize(("spec", "kind"), [
+    ("inline", "InlineExecutor"), ("threads", "ThreadedExecutor"),
+    ("synchronous", "InlineExecutor"), ("concurrent", "ThreadedExecutor"),
+])
+def test_make_with(spec: str, kind: str) -> None:
     with df.Context.make_with(spec) as ctx:
+        assert type(ctx.executor).__name__ == kind
         data = np.ones((3, 3, 4, 4), dtype=np.uint8)
         res = ctx.run_udf(dataset=ctx.load("memory", data=data), udf=FrameSum())
         np.testing.assert_array_equal(res["s"].data, np.full((3, 3), 16.0))
@@ -67,12 +71,15 @@ def test_progress_counts_frames(ctx, capsys) -> None:
     assert "12/12" in err and "frame" in err
 
 
-def test_dataset_must_come_from_load(ctx) -> None:
+def test_dataset_must_come_from_load() -> None:
+    # refused before any executor is asked: one executor is enough
+    ctx = df.Context.make_with("inline")
     with pytest.raises(ConfigurationError, match="dataset must be a dataset from ctx.load"):
         ctx.run_udf(dataset=np.zeros((2, 2, 2, 2)), udf=FrameSum())
 
 
-def test_unknown_load_keyword(ctx) -> None:
+def test_unknown_load_keyword() -> None:
+    ctx = df.Context.make_with("inline")
     pattern = ("memory source, parameter 'colour': unknown parameter; memory takes: "
                "allow_short, data, nav_shape, sig_dims, sig_shape, sync_offset, tileshape")
     with pytest.raises(ConfigurationError, match=pattern):

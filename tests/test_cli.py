@@ -184,3 +184,65 @@ def test_convert_mib_to_zarr_with_a_progress_bar(tmp_path) -> None:
     assert again.returncode == 2 and "exists" in again.stderr
     bad = detflow("convert", str(tmp_path / "scan.hdr"), str(tmp_path / "x.npy"), "--set", "sync_ofset=1")
     assert bad.returncode == 2 and "did you mean 'sync_offset'?" in bad.stderr
+FAILING_UDF = '''
+from detflow.nodes import UDF
+
+
+class FailingUDF(UDF):
+    def get_result_buffers(self):
+        return {"x": self.buffer(kind="nav")}
+
+    def process_tile(self, tile):
+        raise RuntimeError("detector hiccup in the test UDF")
+'''
+
+
+def test_a_failed_run_exits_with_1(scan, tmp_path) -> None:
+    _, path = scan
+    (tmp_path / "failing_udf.py").write_text(FAILING_UDF)
+    (tmp_path / "fails.yaml").write_text(
+        "schema_version: 1\nname: fails\n"
+        f"source: {{type: npy, params: {{path: '{path}'}}}}\n"
+        "partition: {frames_per_partition: 256}\n"
+        "nodes:\n  boom: {type: 'failing_udf:FailingUDF'}\n"
+    )
+    proc = detflow("validate", tmp_path / "fails.yaml", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr  # a graph that is right ...
+    proc = detflow("run", tmp_path / "fails.yaml", "--executor", "inline", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # ... whose run fails: 1, not 2
+    assert "detector hiccup in the test UDF" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _fake_dot(folder: Path) -> None:
+    """A stand-in for graphviz's ``dot``: records its arguments and copies the DOT text to -o."""
+    script = folder / "dot"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import sys\n"
+        "args = sys.argv[1:]\n"
+        "out = args[args.index('-o') + 1]\n"
+        "open(out, 'w').write(' '.join(args) + '\\n' + sys.stdin.read())\n"
+    )
+    script.chmod(0o755)
+
+
+def test_show_image_runs_graphviz_and_says_when_it_is_missing(tmp_path) -> None:
+    import os
+
+    env = {**os.environ, "PATH": str(tmp_path / "empty")}
+    proc = subprocess.run([sys.executable, "-m", "detflow.cli", "show", str(EXAMPLES / "statistics.yaml"),
+                           "--image", str(tmp_path / "g.png")], capture_output=True, text=True, timeout=180,
+                          env=env)
+    assert proc.returncode == 2 and "--image needs graphviz's 'dot' program" in proc.stderr
+    assert not (tmp_path / "g.png").exists()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _fake_dot(bin_dir)
+    env["PATH"] = str(bin_dir)
+    proc = subprocess.run([sys.executable, "-m", "detflow.cli", "show", str(EXAMPLES / "statistics.yaml"),
+                           "--image", str(tmp_path / "g.svg")], capture_output=True, text=True, timeout=180,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr
+    drawn = (tmp_path / "g.svg").read_text()
+    assert drawn.startswith(f"-Tsvg -o {tmp_path / 'g.svg'}\n")
+    assert '"partition" -> "stats";' in drawn

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from importlib.metadata import EntryPoint
+import sys
 
 import pytest
 
-from detflow import registry
 from detflow.errors import UnknownNameError
 from detflow.registry import Registry, import_object
 
@@ -19,22 +18,37 @@ def test_builtins_resolve_lazily() -> None:
     assert reg.get("sum") is SumUDF
 
 
-def test_entry_points_add_names(monkeypatch) -> None:
-    ep = EntryPoint(name="mine", value="tests.graph.test_graph:Radius", group="detflow.udfs")
-    monkeypatch.setattr(registry, "entry_points", lambda group: [ep] if group == "detflow.udfs" else [])
-    reg = Registry("UDF", "detflow.udfs", {"sum": "detflow.nodes.sum:SumUDF"})
-    from tests.graph.test_graph import Radius
+def install_plugin(root, monkeypatch, *, names: dict[str, str], group: str = "detflow.udfs") -> None:
+    """A real installed distribution: a ``dist-info`` folder and its module on ``sys.path``."""
+    (root / "detflow_test_plugin.py").write_text(
+        "class PluginUDF:\n    pass\n\n\nclass OtherUDF:\n    pass\n"
+    )
+    info = root / "detflow_test_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: detflow-test-plugin\nVersion: 1.0\n")
+    lines = "".join(f"{name} = {value}\n" for name, value in names.items())
+    (info / "entry_points.txt").write_text(f"[{group}]\n{lines}")
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.delitem(sys.modules, "detflow_test_plugin", raising=False)
 
-    assert reg.get("mine") is Radius
+
+def test_entry_points_add_names(tmp_path, monkeypatch) -> None:
+    install_plugin(tmp_path, monkeypatch, names={"mine": "detflow_test_plugin:PluginUDF"})
+    reg = Registry("UDF", "detflow.udfs", {"sum": "detflow.nodes.sum:SumUDF"})
     assert reg.names() == ["mine", "sum"]
+    mine = reg.get("mine")
+    assert mine.__name__ == "PluginUDF" and mine.__module__ == "detflow_test_plugin"
+    # another group's registry does not see it
+    assert "mine" not in Registry("sink", "detflow.sinks", {}).names()
 
 
-def test_builtin_wins_over_entry_point(monkeypatch) -> None:
-    ep = EntryPoint(name="sum", value="tests.graph.test_graph:Radius", group="detflow.udfs")
-    monkeypatch.setattr(registry, "entry_points", lambda group: [ep])
+def test_builtin_wins_over_entry_point(tmp_path, monkeypatch) -> None:
+    install_plugin(tmp_path, monkeypatch, names={"sum": "detflow_test_plugin:OtherUDF",
+                                                  "extra": "detflow_test_plugin:PluginUDF"})
     reg = Registry("UDF", "detflow.udfs", {"sum": "detflow.nodes.sum:SumUDF"})
-    reg.names()
+    assert reg.names() == ["extra", "sum"]
     assert reg.get("sum").__name__ == "SumUDF"
+    assert reg.get("extra").__name__ == "PluginUDF"
 
 
 def test_unknown_name_lists_known() -> None:

@@ -30,8 +30,10 @@ def test_merges_in_a_tree(monkeypatch) -> None:
     ctx = df.Context(DelayedExecutor("sync"))
     ds = ctx.load("memory", data=data, num_partitions=7)
     total, std, frames = ctx.run_udf(dataset=ds, udf=[SumUDF(), StdDevUDF(), SumSigUDF()])
-    assert len(calls) == 6  # n - 1 merges for 7 partitions
-    assert max(len(a) + len(b) for a, b in calls) == 7 and min(len(a) + len(b) for a, b in calls) == 2
+    # A binary tree over 7 leaves pairs (1,1) three times, then (2,2) and (2,1), then (4,3);
+    # a linear chain would merge sizes (1,1), (2,1), (3,1), ..., (6,1).
+    sizes = sorted(tuple(sorted((len(a), len(b)), reverse=True)) for a, b in calls)
+    assert sizes == [(1, 1), (1, 1), (1, 1), (2, 1), (2, 2), (4, 3)]
     flat = data.reshape(42, 9, 8).astype(np.float64)
     np.testing.assert_allclose(total["intensity"].data, flat.sum(axis=0), rtol=1e-6)
     np.testing.assert_allclose(std["std"].data, flat.std(axis=0), rtol=1e-9)

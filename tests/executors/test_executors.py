@@ -31,22 +31,29 @@ def test_errors_keep_their_type(executor) -> None:
 
 def test_threads_bound_items_in_flight() -> None:
     ex = make_executor("threads", cpus=2)
-    started = []
-    lock = threading.Lock()
+    drawn = []
+    release = threading.Event()
 
-    def slow(i: int) -> int:
-        with lock:
-            started.append(i)
+    def gated(i: int) -> int:
+        if i != 0:  # only the first item can finish until the test has counted
+            assert release.wait(timeout=60), "test never released the workers"
         return i
 
     def items():
-        yield from range(50)
+        for i in range(50):
+            drawn.append(i)
+            yield i
 
-    results = ex.map_unordered(slow, items())
-    first = next(results)
-    assert len(started) <= 5, started  # 2 * cpus in flight, plus the one that was refilled
-    assert sorted([first, *results]) == list(range(50))
-    ex.close()
+    try:
+        results = ex.map_unordered(gated, items())
+        first = next(results)
+        # 2 * cpus drawn before the first result; without a limit all 50 would be drawn
+        assert first == 0 and len(drawn) <= 5, drawn
+        release.set()
+        assert sorted([first, *results]) == list(range(50))
+    finally:
+        release.set()
+        ex.close()
 
 
 def test_unknown_executor_lists_known_names() -> None:

@@ -227,6 +227,10 @@ def test_workers_are_single_threaded_and_pinned(pool) -> None:
         assert len(cpus) == 1
         out.add(cpus[0])
     assert out <= set(os.sched_getaffinity(0))
+    # each worker on a CPU of its own (asked of the processes, not of whichever took the items)
+    pinned = [sorted(os.sched_getaffinity(pid)) for pid in pool.worker_pids]
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert len(pinned) == 2 and pinned[0] != pinned[1] and all(len(c) == 1 for c in pinned), pinned
 
 
 def test_make_spec() -> None:

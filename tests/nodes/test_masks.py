@@ -68,3 +68,17 @@ def test_radial_bins_normalize_and_antialiased() -> None:
     assert np.all((soft > 0) | ~hard)
     soft_ring = masks.ring(10, 10, 21, 21, 5, 2, antialiased=True)
     assert soft_ring[10, 10] == 0 and soft_ring.max() == 1
+
+
+def test_radial_bins_against_the_formula() -> None:
+    # bins of width 2 centred at radii 3, 5, 7 (inner 2, outer 8); by hand along the row y = 10:
+    # d = 3 is wholly in bin 0, d = 6 half in bin 1 and half in bin 2, d = 8 half in bin 2
+    bins = masks.radial_bins(10, 10, 21, 21, radius=8, radius_inner=2, n_bins=3, use_sparse=False)
+    np.testing.assert_allclose(bins[:, 10, 13], [1, 0, 0])
+    np.testing.assert_allclose(bins[:, 10, 16], [0, 0.5, 0.5])
+    np.testing.assert_allclose(bins[:, 10, 18], [0, 0, 0.5])
+    np.testing.assert_allclose(bins[:, 10, 10], [0, 0, 0])  # inside radius_inner
+    # every pixel against the documented overlap clip(width/2 + 0.5 - |d - r_bin|, 0, 1)
+    d = _dist(10, 10, 21, 21)
+    for k, r_bin in enumerate([3.0, 5.0, 7.0]):
+        np.testing.assert_allclose(bins[k], np.clip(1.5 - np.abs(d - r_bin), 0, 1), err_msg=f"bin {k}")

@@ -89,6 +89,31 @@ def test_dense_kernel_and_blas_paths_agree_with_numpy(ctx, n_masks: int) -> None
     np.testing.assert_allclose(res.data.reshape(20, n_masks), expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize(("n_masks", "use_sparse", "path"), [
+    (1, False, "dense kernel"), (4, False, "dense kernel"), (5, False, "blas"), (12, False, "blas"),
+    (3, True, "sparse kernel"),
+])
+def test_kernel_choice(monkeypatch, n_masks: int, use_sparse: bool, path: str) -> None:
+    """Which product runs for how many masks, seen by counting the kernels' calls."""
+    from detflow.nodes import kernels
+    from detflow.nodes.masks import make_mask_stack
+    from detflow.nodes.masks_udf import apply_mask_stack
+
+    calls: list[str] = []
+    for name, label in (("dense_rows_dot32", "dense kernel"), ("csr_rows_dot", "sparse kernel")):
+        original = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, _o=original, _l=label: (calls.append(_l), _o(*a))[1])
+    rng = np.random.default_rng(n_masks)
+    tile = rng.integers(0, 4000, size=(6, 8, 10)).astype(np.uint16)
+    masks = (rng.random((n_masks, 8, 10)) < 0.3).astype(np.float32)
+    stack = make_mask_stack(lambda: masks, (8, 10), use_sparse=use_sparse)
+    out = np.zeros((6, n_masks), dtype=np.float64)
+    apply_mask_stack(tile, stack, out)
+    assert calls == ([] if path == "blas" else [path])
+    expected = tile.reshape(6, -1).astype(np.float64) @ masks.reshape(n_masks, -1).T.astype(np.float64)
+    np.testing.assert_allclose(out, expected, rtol=1e-5)
+
+
 def test_float64_masks_sum_in_float64(ctx) -> None:
     data = np.full((2, 2, 16, 16), 3, dtype=np.uint32)
     mask = np.full((16, 16), 1 / 3, dtype=np.float64)

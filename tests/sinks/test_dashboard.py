@@ -102,10 +102,15 @@ def test_rerun_replaces_the_outputs_of_the_earlier_run(tmp_path) -> None:
     ctl = RunController(_zarr_graph(data, tmp_path, 0.0), executor="inline")
     ctl.start()
     assert ctl.wait(timeout=60) == "finished"
+    # spoil the first run's store: a rerun that did not rewrite it would leave it spoiled
+    spoiled = zarr.open_group(tmp_path / "out.zarr", mode="r+")
+    spoiled["intensity"][...] = -1
+    spoiled.attrs["complete"] = False
     ctl.rerun()  # not running: starts at once
     assert ctl.wait(timeout=60) == "finished" and ctl.snapshot().run_id == 2
     group = zarr.open_group(tmp_path / "out.zarr", mode="r")
     assert group.attrs["complete"] is True
+    np.testing.assert_array_equal(group["intensity"][...], data.sum(axis=(2, 3)))
 
 
 def test_rerun_while_running_stops_then_starts_again() -> None:

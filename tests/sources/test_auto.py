@@ -66,5 +66,10 @@ def test_auto_in_a_graph(tmp_path) -> None:
     g.source("auto", path=str(path), nav_shape=[3, 2])
     g.partition()
     g.udf("sum", id="total")
+    g.udf("sumsig", id="frames")
     res = g.run(executor="inline")
     np.testing.assert_array_equal(res["total"]["intensity"].values, DATA.sum(axis=(0, 1)))
+    # the file holds (2, 3) scan positions; the graph's nav_shape reads them as (3, 2)
+    frames = res["frames"]["intensity"].values
+    assert frames.shape == (3, 2)
+    np.testing.assert_array_equal(frames, DATA.reshape(3, 2, 8, 8).sum(axis=(2, 3)))

@@ -115,7 +115,13 @@ def test_errors_name_the_parameter() -> None:
         g.validate()
     with pytest.raises(ConfigurationError, match=r"excluded pixel\(s\) \[\(0, 0\)\] have no valid neighbour"):
         CorrectionSet(excluded_pixels=[(0, 0), (0, 1), (1, 0), (1, 1)]).check((6, 7))
-    CorrectionSet(excluded_pixels=[(0, 0), (0, 1), (1, 0), (1, 1)], allow_empty=True).check((6, 7))
+    lenient = CorrectionSet(excluded_pixels=[(0, 0), (0, 1), (1, 0), (1, 1)], allow_empty=True)
+    lenient.check((6, 7))
+    frames = DATA.reshape(20, 6, 7)
+    out = lenient.apply(frames)
+    # (0, 0) has no valid neighbour and is left as it is; (0, 1) is the mean of (0, 2) and (1, 2)
+    np.testing.assert_array_equal(out[:, 0, 0], frames[:, 0, 0].astype(np.float32))
+    np.testing.assert_allclose(out[:, 0, 1], (frames[:, 0, 2] + frames[:, 1, 2].astype(np.float32)) / 2)
     with pytest.raises(ConfigurationError, match=r"excluded pixel \(9, 9\) lies outside"):
         CorrectionSet(excluded_pixels=[(9, 9)]).check((6, 7))
     with pytest.raises(ConfigurationError, match="unknown key"):

@@ -8,6 +8,7 @@ import dask.array as da
 import numpy as np
 import zarr
 
+import detflow as df
 from detflow.nodes import SumUDF
 from detflow.sources.base import PartitionPlan
 
@@ -24,12 +25,17 @@ def test_load_positional_and_sum(ctx) -> None:
 def test_irregular_chunks_and_lazy_graph(ctx) -> None:
     arr = da.arange(9 * 4 * 4, chunks=20, dtype=np.uint16).reshape((9, 4, 4)).rechunk(((2, 3, 4), 4, 4))
     ds = ctx.load("dask", arr * 2)
+    expected = (np.arange(9 * 16, dtype=np.uint16) * 2).reshape(9, 4, 4)
     parts = list(ds.partitions(PartitionPlan(frames_per_partition=3)))
-    got = np.concatenate([p.read() for p in parts])
-    np.testing.assert_array_equal(got, (np.arange(9 * 16, dtype=np.uint16) * 2).reshape(9, 4, 4))
+    np.testing.assert_array_equal(np.concatenate([p.read() for p in parts]), expected)
+    # and computed where the executor runs its tasks
+    res = ctx.run_udf(dataset=ds, udf=SumUDF())
+    np.testing.assert_allclose(res["intensity"].data, expected.sum(axis=0, dtype=np.float64))
 
 
-def test_array_from_zarr_pickles_small(tmp_path, ctx) -> None:
+def test_array_from_zarr_pickles_small(tmp_path) -> None:
+    # about pickling partitions, which no executor takes part in
+    ctx = df.Context.make_with("inline")
     data = np.arange(8 * 8 * 16 * 16, dtype=np.uint16).reshape(8, 8, 16, 16)
     z = zarr.create_array(tmp_path / "z.zarr", shape=data.shape, chunks=(2, 8, 16, 16), dtype=data.dtype)
     z[...] = data

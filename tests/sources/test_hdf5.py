@@ -94,4 +94,7 @@ def test_user_block_is_detected_by_auto(tmp_path, data) -> None:
     with h5py.File(path, "w", userblock_size=512) as f:
         f["d"] = data
     with df.Context.make_with("inline") as ctx:
-        assert ctx.load("auto", path=path).name == "hdf5"
+        ds = ctx.load("auto", path=path)
+        assert ds.name == "hdf5"
+        total = ctx.run_udf(dataset=ds, udf=SumUDF())["intensity"].data
+    np.testing.assert_array_equal(total, data.sum(axis=(0, 1)))

@@ -186,6 +186,36 @@ def test_writer_matches_hand_built_bytes(tmp_path, rng) -> None:
     assert blob[:4] == b"MQ1," and b"R64,  2x2G,0F," in blob[:80] and blob[767:768] == b"\0"
 
 
+@pytest.mark.parametrize("depth", [1, 6, 12, 24])
+@pytest.mark.parametrize("raw", [False, True], ids=["nonraw", "raw"])
+@pytest.mark.parametrize("layout", ["1x1", "2x2G"])
+def test_writer_matches_hand_built_bytes_every_variant(tmp_path, rng, depth, raw, layout) -> None:
+    """Every depth, raw and not, single chip and quad: the writer's pixel bytes and format
+    field are the ones the hand-built encoders make from the notes."""
+    sig = (130, 130) if layout == "2x2G" else (64, 128)
+    imgs = rng.integers(0, 2**depth, size=(2, *sig)).astype(DTYPES[depth])
+    if layout == "2x2G":
+        imgs[:, 64:66] = 0
+        imgs[:, :, 64:66] = 0
+    write_mib(tmp_path / "v.hdr", imgs, counter_depth=depth, raw=raw, layout=layout)
+    blob = (tmp_path / "v.mib").read_bytes()
+    chips = 4 if layout == "2x2G" else 1
+    head = 256 + 128 * chips
+    if raw:
+        pixels = [hand_raw_frame(img, depth, layout if chips == 4 else None) for img in imgs]
+        fmt = b"R64"
+    else:
+        be = np.dtype(DTYPES[depth]).newbyteorder(">")
+        pixels = [img.astype(be).tobytes() for img in imgs]
+        fmt = {1: b"U08", 6: b"U08", 12: b"U16", 24: b"U32"}[depth]
+    record = head + len(pixels[0])
+    assert len(blob) == 2 * record
+    for i, px in enumerate(pixels):
+        frame = blob[i * record:(i + 1) * record]
+        assert frame[:4] == b"MQ1," and frame[head:] == px, f"frame {i}"
+        assert frame.split(b",")[6] == fmt
+
+
 # --- round trips through the writer, every variant --------------------------------------
 @pytest.mark.parametrize("depth", [1, 6, 12, 24])
 @pytest.mark.parametrize("raw", [False, True], ids=["nonraw", "raw"])

@@ -35,6 +35,54 @@ def test_header_from_the_writer() -> None:
     assert h.raw_text == text
 
 
+# An acquisition header laid out as a Merlin Quad writes it to its ``.hdr`` (every key a real
+# one has, CRLF lines, tab after the colon, space padding after ``End``), not by detflow's writer.
+QUAD_HDR = (
+    "HDR,\t\r\n"
+    "Time and Date Stamp (day, mnth, yr, hr, min, s):\t26/02/2021 09:54:33\r\n"
+    "Chip ID:\tW530_J6,W530_L6,W530_K5,W530_B5\r\n"
+    "Chip Type (Medipix 3.0, Medipix 3.1, Medipix 3RX):\tMedipix 3RX\r\n"
+    "Assembly Size (NX1, 2X2):\t   2x2\r\n"
+    "Chip Mode  (SPM, CSM, CM, CSCM):\tSPM\r\n"
+    "Counter Depth (number):\t12\r\n"
+    "Gain:\tSLGM\r\n"
+    "Active Counters:\tAlternating\r\n"
+    "Thresholds (keV):\t1.000000E+1,5.000000E+2,0.000000E+0,0.000000E+0,0.000000E+0,0.000000E+0,"
+    "0.000000E+0,0.000000E+0\r\n"
+    "DACs:\t033,511,000,000,000,000,000,000,100,255,100,125,100,100,065,100,069,030,128,004,255,"
+    "147,128,191,184,511,511; 030,511,000,000,000,000,000,000,100,255,100,125,100,100,066,100,"
+    "074,030,128,004,255,147,128,191,184,511,511\r\n"
+    "bpc File:\tc:\\MERLIN_Quad_Config\\W530_J6\\W530_J6_SPM.bpc,,,\r\n"
+    "DAC File:\tc:\\MERLIN_Quad_Config\\W530_J6\\W530_J6_SPM.dacs,,,\r\n"
+    "Gap Fill Mode:\tNone\r\n"
+    "Flat Field File:\tNone\r\n"
+    "Dead Time File:\tDummy (C:\\\x00\\)\r\n"
+    "Acquisition Type (Normal, Th_scan, Config):\tNormal\r\n"
+    "Frames in Acquisition (Number):\t65536\r\n"
+    "Frames per Trigger (Number):\t256\r\n"
+    "Trigger Start (Positive, Negative, Internal):\tRising Edge\r\n"
+    "Trigger Stop (Positive, Negative, Internal):\tRising Edge\r\n"
+    "Sensor Bias (V):\t120 V\r\n"
+    "Sensor Polarity (Positive, Negative):\tPositive\r\n"
+    "Temperature (C):\tBoard Temp 38.907883 Deg C\r\n"
+    "Humidity (%):\tBoard Humidity -0.026184 \r\n"
+    "Medipix Clock (MHz):\t120MHz\r\n"
+    "Readout System:\tMerlin Quad\r\n"
+    "Software Version:\t0.75.4.84\r\n"
+    "End\t" + " " * 200
+)
+
+
+def test_header_as_a_merlin_quad_writes_it() -> None:
+    h = AcquisitionHeader.parse(QUAD_HDR.encode("latin-1"), "test")
+    assert (h.n_frames, h.frames_per_trigger, h.counter_depth, h.scan_shape) == (65536, 256, 12, None)
+    assert h.fields["Assembly Size (NX1, 2X2)"] == "2x2"
+    assert h.fields["Chip ID"] == "W530_J6,W530_L6,W530_K5,W530_B5"
+    assert h.fields["Dead Time File"] == "Dummy (C:\\\x00\\)"
+    assert h.fields["Humidity (%)"] == "Board Humidity -0.026184"
+    assert h.fields["Software Version"] == "0.75.4.84" and "End" not in h.fields
+
+
 def test_header_tolerates_crlf_padding_and_no_scan() -> None:
     text = ("HDR,\t\r\nTime and Date Stamp (day, mnth, yr, hr, min, s):\t18/05/2020 16:51:48\r\n"
             "Frames in Acquisition (Number):\t0\r\nFrames per Trigger (Number):\t 256 \r\n"
