@@ -274,7 +274,8 @@ def measure(df: Runner, lt: LiberTEM, row: dict[str, Any], repeats: int, pss: bo
                     r = lt.ask(op="run", args=lt_args, pss=pss)
                     if "t" in r:
                         out["lt"].append(r["t"])
-                        out["lt_pss"] = max(out.get("lt_pss", 0), r["pss"])
+                        if pss:
+                            out["lt_pss"] = max(out.get("lt_pss", 0), r["pss"])
                     else:
                         out["lt_error"] = r.get("error")
         if pss and base is not None:
