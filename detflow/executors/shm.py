@@ -31,8 +31,12 @@ Lifetimes:
   it is being abandoned and its result will be ignored). Each ``release`` acts once;
   calling it again is harmless even after the segment went to another item.
 * A worker maps the segment through its own ``mmap`` and hands out numpy views of
-  it. The mapping is owned by those views: it stays valid while any view is alive,
-  even after the driver unlinked the name, and is unmapped when the last view goes.
+  it. The mapping is owned by those views and by a small per-process cache of the
+  last ``MAPPED_SEGMENTS`` segments mapped (the pool reuses segments, so the next
+  item often lands in one the worker has mapped already, and its pages need no
+  faulting in again): it stays valid while any of them holds it, even after the
+  driver unlinked the name, and is unmapped when the last goes. A segment's name is
+  never reused after it is unlinked, so a cached mapping never shows another's data.
   Workers never register the segment with a resource tracker, so nothing in a
   worker unlinks what the driver still uses.
 
@@ -48,6 +52,7 @@ import mmap
 import os
 import secrets
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from multiprocessing.shared_memory import SharedMemory
@@ -77,6 +82,13 @@ _LIVE: dict[str, SharedMemory] = {}  # staged, not yet released
 _FREE: dict[str, SharedMemory] = {}  # released, ready for reuse; oldest first
 _LOCK = threading.Lock()
 _ATTACHED: list[SharedMemory] = []  # only where there is no shm_open
+
+#: segments a reading process keeps mapped: the driver's pool hands the same few segments
+#: out run after run, and a mapping kept saves faulting every page in again (a fresh
+#: mapping read about half as fast as a private array, in measurements on a loaded machine)
+MAPPED_SEGMENTS = 8
+_MAPPED: OrderedDict[str, mmap.mmap] = OrderedDict()
+_MAPPED_LOCK = threading.Lock()
 
 
 def _pool_bytes() -> int:
@@ -195,6 +207,8 @@ class _Release:
 
 
 def _unlink(shm: SharedMemory) -> None:
+    with _MAPPED_LOCK:
+        _MAPPED.pop(shm.name, None)  # a mapping this process read through, if any
     shm.close()  # the driver made no view that outlives staging, so nothing is exported
     with contextlib.suppress(FileNotFoundError):
         shm.unlink()
@@ -286,6 +300,11 @@ def attach(name: str, dtype: np.dtype, count: int) -> np.ndarray:
     """
     nbytes = np.dtype(dtype).itemsize * count
     if _posixshmem is not None:
+        with _MAPPED_LOCK:
+            mm = _MAPPED.get(name)
+            if mm is not None and len(mm) >= nbytes:
+                _MAPPED.move_to_end(name)
+                return np.frombuffer(mm, dtype=dtype, count=count)
         try:
             fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
         except FileNotFoundError as err:
@@ -294,9 +313,13 @@ def attach(name: str, dtype: np.dtype, count: int) -> np.ndarray:
                 "(the run was closed or failed) before this worker read it"
             ) from err
         try:
-            mm = mmap.mmap(fd, max(1, nbytes))
+            mm = mmap.mmap(fd, max(1, nbytes, os.fstat(fd).st_size))
         finally:
             os.close(fd)
+        with _MAPPED_LOCK:
+            _MAPPED[name] = mm
+            while len(_MAPPED) > MAPPED_SEGMENTS:
+                _MAPPED.popitem(last=False)  # unmapped once its last view is gone
         return np.frombuffer(mm, dtype=dtype, count=count)
     # no shm_open (Windows): the segment lives while a handle is open; keep it for good
     shm = SharedMemory(name)  # pragma: no cover

@@ -3,15 +3,21 @@
 Each partition computes its own slice of the array on the worker that reads it, with
 dask's synchronous scheduler (the executor already runs partitions in parallel; a
 thread pool inside each would only compete with it). Partitions follow the chunks
-along the first nav axis (:mod:`detflow.sources.chunked`). A partition pickles with
-the array's task graph: small for arrays read from files (``da.from_zarr``), but an
-array made with ``da.from_array(ndarray)`` carries its data with it.
+along the first nav axis (:mod:`detflow.sources.chunked`).
+
+Each partition's reader holds only its own rows of the array, with the task graph
+culled to the chunks those rows need (``dask.optimize``): a partition pickles with
+the tasks of its own chunks, not the whole array's. For arrays read from files
+(``da.from_zarr``) that is a few kilobytes; an array made with
+``da.from_array(ndarray)`` still carries pixels, but only the partition's own, so a
+process executor sends each pixel once per run instead of the whole array with every
+partition.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -27,13 +33,44 @@ __all__ = ["DaskReader", "DaskSource"]
 
 @dataclass(frozen=True)
 class DaskReader(ChunkedReader):
+    """Frames of a dask array; ``array`` holds rows ``row0:`` of the first nav axis.
+
+    ``name`` is the whole array's dask name (the key of cached blocks), which a
+    restricted reader keeps while its ``array`` is a culled slice of rows.
+    """
+
     array: Any = field(default=None, repr=False)
+    row0: int = 0
+    name: str = ""
 
     def key(self) -> tuple[Any, ...]:
-        return ("dask", self.array.name)
+        return ("dask", self.name or self.array.name)
 
     def _read_slab(self, sel: tuple[slice, ...]) -> np.ndarray:
-        return np.asarray(self.array[sel].compute(scheduler="synchronous"))
+        first = sel[0]
+        rows = slice(first.start - self.row0, first.stop - self.row0)
+        if rows.start < 0 or rows.stop > self.array.shape[0]:
+            raise IndexError(
+                f"dask source: rows {first.start}:{first.stop} lie outside this partition's rows "
+                f"{self.row0}:{self.row0 + self.array.shape[0]}"
+            )
+        return np.asarray(self.array[(rows, *sel[1:])].compute(scheduler="synchronous"))
+
+    def restrict(self, start: int, stop: int) -> DaskReader:
+        """A reader of the whole blocks that hold pixels ``start:stop``, its graph culled."""
+        import dask
+
+        if stop <= start or self.row0 or not self.nav_shape:
+            return self
+        inner = self.n_frames // self.nav_shape[0]
+        rows_per_block = max(1, self.block // max(1, inner))
+        f0, f1 = start // self.frame_size, -(-stop // self.frame_size)
+        y0 = f0 // max(1, self.block) * rows_per_block
+        y1 = min(self.nav_shape[0], -(-f1 // max(1, self.block)) * rows_per_block)
+        if y0 == 0 and y1 == self.nav_shape[0]:
+            return self
+        (sub,) = dask.optimize(self.array[y0:y1])
+        return replace(self, array=sub, row0=y0, name=self.key()[1])
 
 
 class DaskSource(Source):

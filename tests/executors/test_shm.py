@@ -117,3 +117,19 @@ def test_reader_range_and_release_all() -> None:
         reader.read_pixels(0, data.size + 1)
     release_all()
     assert not live_segments() and not _segments()
+
+
+def test_reader_keeps_the_segments_it_mapped_and_forgets_unlinked_ones() -> None:
+    """A pooled segment read again maps nothing new (its pages are not faulted in twice),
+    shows what was written into it since, and is forgotten when this process unlinks it."""
+    data = np.arange(4096, dtype=np.uint16)
+    reader, release = shm.share_array(data)
+    first = shm.attach(reader.name, reader.dtype, reader.count)
+    again = shm.attach(reader.name, reader.dtype, reader.count)
+    assert np.shares_memory(first, again)
+    np.frombuffer(shm._LIVE[reader.name].buf, dtype=np.uint16, count=4096)[:] = 7  # the next item, say
+    assert int(again.sum()) == 7 * 4096
+    del first, again
+    release()
+    shm.trim()
+    assert reader.name not in shm._MAPPED

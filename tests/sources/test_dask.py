@@ -43,3 +43,34 @@ def test_array_from_zarr_pickles_small(tmp_path) -> None:
     for p in ds.partitions(PartitionPlan(num_partitions=4)):
         assert len(pickle.dumps(p)) < 10_000
         np.testing.assert_array_equal(pickle.loads(pickle.dumps(p)).read(), data.reshape(64, 16, 16)[p.frames])
+
+
+def test_partition_pickles_only_its_own_chunks() -> None:
+    """A partition of ``da.from_array(ndarray)`` carries its own rows, not the whole array."""
+    from detflow.sources.dask_ import DaskSource
+
+    data = np.arange(8 * 4 * 32 * 32, dtype=np.uint16).reshape(8, 4, 32, 32)
+    src = DaskSource(da.from_array(data, chunks=(2, 4, 32, 32)))
+    parts = list(src.partitions(PartitionPlan(num_partitions=4)))
+    assert len(parts) == 4
+    for p in parts:
+        size = len(pickle.dumps(p))
+        assert size < data.nbytes / 2, f"partition {p.index} pickles to {size} bytes of {data.nbytes}"
+        got = pickle.loads(pickle.dumps(p)).read()
+        np.testing.assert_array_equal(got, data.reshape(32, 32, 32)[p.frames])
+
+
+def test_restricted_reader_reads_whole_blocks_of_unaligned_partitions() -> None:
+    """Partitions that do not start on a chunk still read right (tiles use the block cache)."""
+    from detflow.sources.dask_ import DaskSource
+
+    data = np.random.default_rng(5).integers(0, 100, (9, 3, 4, 4)).astype(np.uint16)
+    src = DaskSource(da.from_array(data, chunks=(2, 3, 4, 4)), sync_offset=2)
+    flat = data.reshape(27, 4, 4)
+    for p in src.partitions(PartitionPlan(frames_per_partition=5)):
+        q = pickle.loads(pickle.dumps(p))
+        want = np.zeros((p.n_frames, 4, 4), dtype=np.uint16)
+        lo, hi = p.frames.start + 2, min(p.frames.stop + 2, 27)
+        want[: hi - lo] = flat[lo:hi]
+        np.testing.assert_array_equal(q.read(), want)
+        np.testing.assert_array_equal(q.read_frames(1, 3), want[1:3])
