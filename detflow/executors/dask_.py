@@ -9,7 +9,7 @@ recipes and are read by the worker that runs them. Results come back with
 at most ``2 * n_workers`` tasks are in flight.
 
 In-memory partitions go to local workers through shared memory (see
-:mod:`detflow.executors.shm`) rather than as pickles through the scheduler; to a remote
+:mod:`detflow.shm`) rather than as pickles through the scheduler; to a remote
 cluster they are sent with the task.
 """
 
@@ -138,7 +138,7 @@ class DaskExecutor:
         if self._cluster is not None:
             self._cluster.close()
         if self.is_local:
-            from detflow.executors.shm import trim
+            from detflow.shm import trim
 
             trim()  # segments this executor pooled for in-memory partitions
 
@@ -150,7 +150,7 @@ def _stager(is_local: bool) -> Callable[[Any], tuple[Any, Callable[[], None]]]:
     if not is_local or os.environ.get("DETFLOW_NO_SHM"):
         return lambda item: (item, lambda: None)
     try:
-        from detflow.executors.shm import stage
+        from detflow.shm import stage
     except ImportError:
         return lambda item: (item, lambda: None)
     return stage

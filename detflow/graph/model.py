@@ -1,53 +1,95 @@
-"""The graph model: nodes as frozen data, a :class:`Graph` that holds them.
+"""The graph model: nodes as frozen data, and :class:`GraphModel`, which holds them.
 
-A graph is a source node, a partition node fed by it, and UDF nodes fed by the
-partition node. Nodes are plain data: a type name (or a ready object: a loaded
-source, a UDF instance) and parameters. Nothing is opened or run until the graph is
-validated (:meth:`Graph.validate`), which resolves every node and checks every
-parameter, so a graph that cannot run fails before the first byte is read, with an
-error naming the node and the parameter.
+Node kinds, and what each takes as input:
+
+=============  ==========================================  ==============================
+kind           what it is                                  input
+=============  ==========================================  ==============================
+source         a dataset or a live stream                  --
+partition      how a source is cut (sizing, ROI,           one source
+               detector corrections)
+frames         a frame transform run inside the            a partition or frames node
+               partition task (correct, bin, crop, ...)
+udf            a UDF: map per block, merge per partition   a partition or frames node
+result         computed on the driver from merged          UDF or result nodes
+               results (find_disk, idpc, ...)
+sink           writes or shows results                     UDF or result nodes (a
+                                                           recorder: a partition node)
+=============  ==========================================  ==============================
+
+Any parameter of a frames, UDF or result node may be a :class:`Ref` to a result of
+another node (``g.ref("disk.cx")``, ``{ref: disk.cx}`` in a graph file). Inputs and
+references are the graph's edges; :func:`check_structure` checks that they point at
+nodes that exist, of the right kind, without a cycle, and that no skipped node is
+needed. This module is plain data: it opens nothing and runs nothing. Planning
+(:mod:`detflow.graph.planning`), lowering and running (:mod:`detflow.graph.run`) sit
+above it; :class:`detflow.graph.Graph` is this model with those abilities added.
 
 Examples
 --------
->>> import numpy as np
->>> from detflow.graph import Graph
->>> g = Graph("demo")
->>> g.source("memory", data=np.ones((2, 3, 4, 4), dtype=np.uint8))
+>>> g = GraphModel("demo")
+>>> g.source("npy", path="scan.npy")
 'source'
->>> g.partition(num_partitions=2)
+>>> g.partition()
 'partition'
->>> g.udf("sumsig", id="total")
-'total'
->>> float(g.run(executor="inline")["total"]["intensity"].sum())
-96.0
+>>> g.frames("bin", factor=2)
+'bin'
+>>> g.udf("sum", input="bin")
+'sum'
+>>> g.result("find_disk", id="disk", input="sum")
+'disk'
+>>> g.udf("com", input="partition", cx=g.ref("disk.cx"))
+'com'
+>>> [str(r) for _, r in refs_of(g["com"])]
+['disk.cx']
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
 from detflow.errors import GraphValidationError
+from detflow.registry import UDFS
 
 if TYPE_CHECKING:
-    import xarray as xr
-
-    from detflow.executors.base import Executor
-    from detflow.graph.lowering import Plan
-    from detflow.graph.results import UDFResults
     from detflow.nodes.base import UDF
-    from detflow.sinks.base import Sink
-    from detflow.sinks.plots.dashboard import DashboardServer
     from detflow.sources.base import Source
 
-__all__ = ["Graph", "PartitionNode", "SinkNode", "SourceNode", "UDFNode"]
+__all__ = [
+    "FramesNode", "GraphModel", "Node", "PartitionNode", "Ref", "ResultNode", "SinkNode", "SourceNode",
+    "UDFNode", "as_flat_roi", "bind_refs", "udf_type_name", "check_structure", "dependencies", "kind_of", "refs_of",
+]
 
 _ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A reference to result ``name`` of node ``node``, as a parameter value.
+
+    Examples
+    --------
+    >>> Ref.parse("disk.cx")
+    Ref(node='disk', name='cx')
+    """
+
+    node: str
+    name: str
+
+    @classmethod
+    def parse(cls, text: Any) -> Ref:
+        node, dot, name = str(text).partition(".")
+        if not dot or not node or not name:
+            raise GraphValidationError(f"a reference reads NODE.RESULT (e.g. disk.cx); got {text!r}")
+        return cls(node, name)
+
+    def __str__(self) -> str:
+        return f"{self.node}.{self.name}"
 
 
 @dataclass(frozen=True)
@@ -70,6 +112,18 @@ class PartitionNode:
 
 
 @dataclass(frozen=True)
+class FramesNode:
+    """A frame node: ``type`` is a frames registry name or an import path; ``obj`` a ready node."""
+
+    id: str
+    input: str
+    type: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    obj: Any = field(default=None, compare=False)
+    skip: bool = False
+
+
+@dataclass(frozen=True)
 class UDFNode:
     """A UDF node. ``params`` are the UDF's own keyword arguments; ``skip`` and
     ``save_results`` are node options every UDF node has, kept apart from them."""
@@ -84,8 +138,21 @@ class UDFNode:
 
 
 @dataclass(frozen=True)
+class ResultNode:
+    """A result node: computed on the driver from the merged results of ``inputs``."""
+
+    id: str
+    inputs: tuple[str, ...]
+    type: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    obj: Any = field(default=None, compare=False)
+    skip: bool = False
+    save_results: bool = False
+
+
+@dataclass(frozen=True)
 class SinkNode:
-    """A sink fed by UDF nodes (or, for recorders, by the partition node)."""
+    """A sink fed by UDF or result nodes (or, for recorders, by the partition node)."""
 
     id: str
     type: str
@@ -94,25 +161,71 @@ class SinkNode:
     skip: bool = False
 
 
-Node = SourceNode | PartitionNode | UDFNode | SinkNode
+Node = SourceNode | PartitionNode | FramesNode | UDFNode | ResultNode | SinkNode
+
+_KINDS: dict[type, str] = {SourceNode: "source", PartitionNode: "partition", FramesNode: "frames",
+                           UDFNode: "udf", ResultNode: "result", SinkNode: "sink"}
 
 
-def udf_type_name(udf: UDF) -> str:
-    """The registry name of ``udf``'s class, else its import path."""
-    from detflow.registry import UDFS
-
-    cls = type(udf)
-    for name in UDFS.names():
-        try:
-            if UDFS.get(name) is cls:
-                return name
-        except ImportError:
-            continue
-    return f"{cls.__module__}:{cls.__qualname__}"
+def kind_of(node: Node) -> str:
+    """``"source"``, ``"partition"``, ``"frames"``, ``"udf"``, ``"result"`` or ``"sink"``."""
+    return _KINDS[type(node)]
 
 
-class Graph:
-    """A dataflow graph: source → partition → UDF nodes.
+def inputs_of(node: Node) -> tuple[str, ...]:
+    """The ids a node takes its data from (not its references)."""
+    if isinstance(node, SourceNode):
+        return ()
+    if isinstance(node, ResultNode | SinkNode):
+        return node.inputs
+    return (node.input,)
+
+
+def _walk_refs(value: Any, path: str) -> Iterator[tuple[str, Ref]]:
+    if isinstance(value, Ref):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _walk_refs(v, path)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _walk_refs(v, path)
+
+
+def refs_of(node: Node) -> list[tuple[str, Ref]]:
+    """``(parameter, ref)`` for every reference in the node's parameters."""
+    out: list[tuple[str, Ref]] = []
+    params = getattr(node, "params", None) or {}
+    for name, value in params.items():
+        out.extend(_walk_refs(value, name))
+    if isinstance(node, PartitionNode):
+        for name in ("roi", "corrections"):
+            out.extend(_walk_refs(getattr(node, name), name))
+    return out
+
+
+def dependencies(node: Node) -> tuple[str, ...]:
+    """Inputs, then referenced nodes: everything ``node`` waits for."""
+    deps = list(inputs_of(node))
+    deps += [r.node for _, r in refs_of(node) if r.node not in deps]
+    return tuple(deps)
+
+
+def bind_refs(value: Any, values: Mapping[tuple[str, str], Any]) -> Any:
+    """``value`` with every :class:`Ref` replaced by ``values[(node, name)]``."""
+    if isinstance(value, Ref):
+        return values[(value.node, value.name)]
+    if isinstance(value, Mapping):
+        return {k: bind_refs(v, values) for k, v in value.items()}
+    if isinstance(value, list):
+        return [bind_refs(v, values) for v in value]
+    if isinstance(value, tuple):
+        return tuple(bind_refs(v, values) for v in value)
+    return value
+
+
+class GraphModel:
+    """A dataflow graph as plain data: nodes by id, in the order they were added.
 
     Parameters
     ----------
@@ -129,9 +242,12 @@ class Graph:
         #: where the graph came from, and the line of each key path in it (for errors)
         self.source_file: str | None = None
         self.lines: dict[tuple[Any, ...], int] = {}
+        #: the graph file layout the key paths in ``lines`` follow
+        self.schema_version = 2
 
     # --- building -----------------------------------------------------------------
-    def _add(self, node: Node) -> str:
+    def add(self, node: Node) -> str:
+        """Add a ready node; its id must be new."""
         if not isinstance(node.id, str) or not _ID.match(node.id):
             raise GraphValidationError(
                 "node ids start with a letter or '_' and hold letters, digits, '_' and '-'; "
@@ -142,20 +258,22 @@ class Graph:
         self._nodes[node.id] = node
         return node.id
 
+    _add = add
+
     def source(self, source: str | Source, *, id: str = "source", **params: Any) -> str:
-        """Add the source: a registry name with its parameters, or a loaded source."""
+        """Add a source: a registry name with its parameters, or a loaded source."""
         if isinstance(source, str):
-            return self._add(SourceNode(id, source, dict(params)))
+            return self.add(SourceNode(id, source, dict(params)))
         if params:
             raise GraphValidationError(
                 "parameters go with a source *name*, not with a loaded source", node=id
             )
-        return self._add(SourceNode(id, getattr(source, "name", "") or type(source).__name__,
-                                    {}, obj=source))
+        return self.add(SourceNode(id, getattr(source, "name", "") or type(source).__name__,
+                                   {}, obj=source))
 
     def partition(
         self,
-        input: str = "source",
+        input: str | None = None,
         *,
         id: str = "partition",
         frames_per_partition: int | None = None,
@@ -163,45 +281,96 @@ class Graph:
         roi: Any = None,
         corrections: Any = None,
     ) -> str:
-        """Add the partition node: how the source is cut, the ROI, and the detector
-        corrections applied to every frame read (a
+        """Add a partition node: how source ``input`` (default: the only source) is cut,
+        the ROI, and the detector corrections applied to every frame read (a
         :class:`~detflow.sources.corrections.CorrectionSet` or a mapping of its arguments)."""
-        return self._add(PartitionNode(id, input, frames_per_partition, num_partitions, roi, corrections))
+        src = input if input is not None else self._only(SourceNode, "source", "source")
+        return self.add(PartitionNode(id, src, frames_per_partition, num_partitions, roi, corrections))
 
-    def udf(self, udf: str | UDF, *, id: str | None = None, input: str = "partition",
+    def frames(self, kind: Any, *, id: str | None = None, input: str | None = None,
+               skip: bool = False, **params: Any) -> str:
+        """Add a frame node: a registry name (``"bin"``), an import path (``"pkg.mod:func"``)
+        with its parameters, or a ready frame node. ``input`` is a partition or frames node
+        (default: the only partition node)."""
+        src = input if input is not None else self._only(PartitionNode, "partition", "input")
+        if isinstance(kind, str):
+            node = FramesNode(id or self._free_id(kind.rpartition(":")[2].lower()), src, kind,
+                              dict(params), skip=skip)
+        else:
+            self._no_params(params, id or type(kind).__name__, "frame node")
+            type_name = getattr(kind, "type_name", None) or f"{type(kind).__module__}:{type(kind).__qualname__}"
+            node = FramesNode(id or self._free_id(type_name.rpartition(":")[2].lower()), src, type_name,
+                              dict(kind.kwargs), obj=kind, skip=skip)
+        return self.add(node)
+
+    def udf(self, udf: str | UDF, *, id: str | None = None, input: str | None = None,
             skip: bool = False, save_results: bool = False, **params: Any) -> str:
         """Add a UDF node: a registry name (``"sum"``), an import path
         (``"package.module:MyUDF"``) with its parameters, or a UDF instance.
 
+        ``input`` is a partition or frames node (default: the only partition node).
         ``skip`` leaves the node out of the run (sinks fed by it are told);
-        ``save_results`` writes its results to ``{output_dir}/{input_stem}_{id}.zarr``
-        when the graph runs through :meth:`call`.
+        ``save_results`` writes its results to ``{output_dir}/{input_stem}_{id}.zarr``.
         """
+        src = input if input is not None else self._only(PartitionNode, "partition", "input")
         if isinstance(udf, str):
-            node = UDFNode(id or self._free_id(udf.rpartition(":")[2].lower()), input, udf,
+            node = UDFNode(id or self._free_id(udf.rpartition(":")[2].lower()), src, udf,
                            dict(params), skip=skip, save_results=save_results)
         else:
-            if params:
-                raise GraphValidationError(
-                    "parameters go with a UDF *name*; an instance already has its own",
-                    node=id or type(udf).__name__,
-                )
-            type_name = udf_type_name(udf)
-            node = UDFNode(id or self._free_id(_short(udf)), input, type_name,
+            self._no_params(params, id or type(udf).__name__, "UDF")
+            node = UDFNode(id or self._free_id(_short(udf)), src, udf_type_name(udf),
                            udf.kwargs, obj=udf, skip=skip, save_results=save_results)
-        return self._add(node)
+        return self.add(node)
+
+    def result(self, kind: Any, *, id: str | None = None, input: str | list[str] | tuple[str, ...],
+               skip: bool = False, save_results: bool = False, **params: Any) -> str:
+        """Add a result node computed from the merged results of ``input`` (one node id or
+        several): a registry name (``"find_disk"``), an import path, or a ready result node."""
+        inputs = (input,) if isinstance(input, str) else tuple(input)
+        if isinstance(kind, str):
+            node = ResultNode(id or self._free_id(kind.rpartition(":")[2].lower()), inputs, kind,
+                              dict(params), skip=skip, save_results=save_results)
+        else:
+            self._no_params(params, id or type(kind).__name__, "result node")
+            type_name = getattr(kind, "type_name", None) or f"{type(kind).__module__}:{type(kind).__qualname__}"
+            node = ResultNode(id or self._free_id(type_name.rpartition(":")[2].lower()), inputs, type_name,
+                              dict(kind.kwargs), obj=kind, skip=skip, save_results=save_results)
+        return self.add(node)
 
     def sink(self, type: str, *, inputs: list[str] | tuple[str, ...], id: str | None = None,
              skip: bool = False, **params: Any) -> str:
         """Add a sink (``"zarr"``, ``"npy"``, ...) fed by the nodes ``inputs``."""
-        return self._add(SinkNode(id or self._free_id(type), type, tuple(inputs), dict(params),
-                                  skip=skip))
+        return self.add(SinkNode(id or self._free_id(type), type, tuple(inputs), dict(params),
+                                 skip=skip))
+
+    @staticmethod
+    def ref(target: str, name: str | None = None) -> Ref:
+        """A reference to a result of another node: ``g.ref("disk.cx")`` or ``g.ref("disk", "cx")``."""
+        return Ref.parse(target) if name is None else Ref(target, name)
 
     def replace_node(self, node: Node) -> None:
         """Swap in a changed node with the same id (used when applying overrides)."""
         if node.id not in self._nodes:
             raise GraphValidationError(f"no node with id {node.id!r}", node=node.id)
         self._nodes[node.id] = node
+
+    def _only(self, kind: type, label: str, parameter: str) -> str:
+        found = [n.id for n in self._nodes.values() if isinstance(n, kind)]
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            return label  # checked when the graph is validated
+        raise GraphValidationError(
+            f"the graph has several {label} nodes ({', '.join(found)}); say which one with {parameter}=",
+            parameter=parameter,
+        )
+
+    @staticmethod
+    def _no_params(params: Mapping[str, Any], node: str, what: str) -> None:
+        if params:
+            raise GraphValidationError(
+                f"parameters go with a {what} *name*; an instance already has its own", node=node
+            )
 
     def _free_id(self, base: str) -> str:
         base = re.sub(r"[^A-Za-z0-9_\-]", "_", base) or "node"
@@ -220,16 +389,24 @@ class Graph:
     def __getitem__(self, node_id: str) -> Node:
         return self._nodes[node_id]
 
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self._nodes
+
     def __iter__(self) -> Iterator[Node]:
         return iter(self._nodes.values())
 
-    def udf_nodes(self, *, include_skipped: bool = False) -> list[UDFNode]:
+    def of_kind(self, kind: type, *, include_skipped: bool = False) -> list[Any]:
         return [n for n in self._nodes.values()
-                if isinstance(n, UDFNode) and (include_skipped or not n.skip)]
+                if isinstance(n, kind) and (include_skipped or not getattr(n, "skip", False))]
+
+    def udf_nodes(self, *, include_skipped: bool = False) -> list[UDFNode]:
+        return self.of_kind(UDFNode, include_skipped=include_skipped)
+
+    def result_nodes(self, *, include_skipped: bool = False) -> list[ResultNode]:
+        return self.of_kind(ResultNode, include_skipped=include_skipped)
 
     def sink_nodes(self, *, include_skipped: bool = False) -> list[SinkNode]:
-        return [n for n in self._nodes.values()
-                if isinstance(n, SinkNode) and (include_skipped or not n.skip)]
+        return self.of_kind(SinkNode, include_skipped=include_skipped)
 
     def line_of(self, *path: Any) -> int | None:
         """Line in the graph file of the deepest known prefix of ``path``."""
@@ -239,195 +416,141 @@ class Graph:
             path = path[:-1]
         return None
 
-    # --- files ----------------------------------------------------------------------
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike[str]) -> Graph:
-        """Read a graph file (checked for structure; :meth:`validate` checks the rest)."""
-        from detflow.graph.io import read_graph_file
+    def param_path(self, node_id: str, parameter: str | None) -> tuple[Any, ...]:
+        """Key path of a node (parameter) in the graph file this graph was read from."""
+        node = self._nodes.get(node_id)
+        if node is None:
+            return ()
+        group = "sinks" if isinstance(node, SinkNode) else "nodes"
+        if self.schema_version == 1 and isinstance(node, SourceNode | PartitionNode):
+            base: tuple[Any, ...] = ("source",) if isinstance(node, SourceNode) else ("partition",)
+            if parameter is None:
+                return base
+            return (*base, "params", parameter) if isinstance(node, SourceNode) else (*base, parameter)
+        if isinstance(node, SourceNode):
+            group = "sources"
+        if parameter is None:
+            return (group, node_id)
+        if parameter in ("input", "inputs", "type", "skip", "save_results", "kind"):
+            return (group, node_id, parameter)
+        return (group, node_id, "params", parameter)
 
-        return read_graph_file(path)
+    def locate(self, err: GraphValidationError) -> GraphValidationError:
+        """``err`` naming the graph file and the line of its node and parameter."""
+        if err.node is None or err.node not in self._nodes:
+            return err.located(self.source_file, None)
+        return err.located(self.source_file, self.line_of(*self.param_path(err.node, err.parameter)))
 
-    @classmethod
-    def from_dict(cls, spec: Mapping[str, Any], *, file: str | None = None) -> Graph:
-        from detflow.graph.io import graph_from_dict
-
-        return graph_from_dict(spec, file=file)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The graph as plain data, as a graph file holds it."""
-        from detflow.graph.io import graph_to_dict
-
-        return graph_to_dict(self)
-
-    def to_yaml(self, path: str | os.PathLike[str] | None = None) -> str:
-        """The graph as YAML text; also written to ``path`` if given."""
-        from detflow.graph.io import write_graph_file
-
-        return write_graph_file(self, path)
-
-    def copy(self) -> Graph:
-        g = Graph(self.name, description=self.description)
+    def copy(self) -> Self:
+        g = type(self)(self.name, description=self.description)
         g._nodes = dict(self._nodes)
         g.executor = None if self.executor is None else dict(self.executor)
         g.source_file = self.source_file
         g.lines = self.lines
+        g.schema_version = self.schema_version
         return g
 
-    def call(
-        self,
-        input: str | os.PathLike[str] | None = None,
-        *,
-        nodes: Mapping[str, Mapping[str, Any]] | None = None,
-        config_file: str | os.PathLike[str] | None = None,
-        output_dir: str | os.PathLike[str] | None = None,
-        executor: str | Executor | None = None,
-        progress: bool = False,
-        overwrite: bool = False,
-    ) -> dict[str, xr.Dataset]:
-        """Run the graph on ``input`` with overrides, as a calibration pipeline does.
-
-        Parameters win in this order, each over the one before: the node's code
-        default, the graph file, ``config_file`` (a YAML file of per-node overrides),
-        ``nodes`` (``{"com": {"r": 35, "save_results": True}}``). ``input`` replaces the
-        source's ``path``; sink paths may use ``{output_dir}``, ``{input_stem}`` and
-        ``{graph}``; ``output_dir`` defaults to the input's directory.
-        """
-        from detflow.graph.run import default_context, resolve_call, run_graph
-
-        g = resolve_call(self, input, nodes=nodes, config_file=config_file)
-        ctx = default_context(g, output_dir=output_dir, overwrite=overwrite)
-        return run_graph(g, executor=executor, progress=progress, context=ctx)
-
-    # --- validating, viewing, running -------------------------------------------------
-    def validate(self) -> Plan:
-        """Resolve and check every node; return the runnable plan.
-
-        Raises :class:`~detflow.errors.GraphValidationError` naming the node and the
-        parameter at the first problem.
-        """
-        from detflow.graph.lowering import compile_graph
-
-        try:
-            return compile_graph(self)
-        except GraphValidationError as err:
-            path = (err.node,) if err.node is not None else ()
-            if err.node in self._nodes and err.parameter is not None:
-                path = _param_path(self._nodes[err.node], err.parameter)
-            raise err.located(self.source_file, self.line_of(*path)) from err.__cause__
-
-    def to_text(self) -> str:
-        """The graph as an indented tree, with parameters and (when known) shapes."""
-        from detflow.graph.view import graph_text
-
-        return graph_text(self)
-
-    def __str__(self) -> str:
-        return self.to_text()
-
     def __repr__(self) -> str:
-        return f"<Graph {self.name!r}: {len(self._nodes)} nodes>"
-
-    def run_iter(
-        self,
-        *,
-        executor: str | Executor | None = None,
-        progress: bool = False,
-        sinks: list[Sink] | None = None,
-        output_dir: str | os.PathLike[str] | None = None,
-        overwrite: bool = False,
-    ) -> Iterator[UDFResults]:
-        """Run the graph, yielding partial results after each partition is merged.
-
-        ``output_dir`` and ``overwrite`` are as for :meth:`run`."""
-        from detflow.graph.run import default_context, run_graph_iter
-
-        context = default_context(self, output_dir=output_dir, overwrite=overwrite)
-        yield from run_graph_iter(self, executor=executor, progress=progress, sinks=sinks, context=context)
-
-    def run(
-        self,
-        *,
-        executor: str | Executor | None = None,
-        progress: bool = False,
-        sinks: list[Sink] | None = None,
-        output_dir: str | os.PathLike[str] | None = None,
-        overwrite: bool = False,
-    ) -> dict[str, xr.Dataset]:
-        """Run the graph; results as ``{node_id: xarray.Dataset}`` with named dims.
-
-        Nav dims are ``nav_y, nav_x`` (``nav`` for 1-D), signal dims ``sig_y, sig_x``.
-        The graph's own sinks write where their paths say; ``{output_dir}`` in them is
-        ``output_dir`` (default: the input's folder). An output that exists is refused
-        unless ``overwrite``.
-        """
-        from detflow.graph.run import default_context, run_graph
-
-        context = default_context(self, output_dir=output_dir, overwrite=overwrite)
-        return run_graph(self, executor=executor, progress=progress, sinks=sinks, context=context)
-
-    def serve(
-        self,
-        *,
-        port: int = 5006,
-        address: str = "127.0.0.1",
-        show: bool = True,
-        autostart: bool = True,
-        threaded: bool = False,
-        executor: str | Executor | None = None,
-        output_dir: str | os.PathLike[str] | None = None,
-        overwrite: bool = False,
-        max_rate: float | None = 4.0,
-    ) -> DashboardServer:
-        """Serve a live dashboard of this graph, as ``detflow serve`` does.
-
-        The page (``http://127.0.0.1:5006/``; ``port=0`` picks a free port) shows the
-        graph, a progress bar, every 2-D result as an image filling in, the latest frame
-        and the sum frame, with start / stop / re-run buttons; every browser tab watches
-        the same run. Blocks until Ctrl-C unless ``threaded``, in which case the
-        returned server's ``stop()`` ends it. See :mod:`detflow.sinks.plots.dashboard`.
-        """
-        from detflow.graph.run import default_context
-        from detflow.sinks.plots.dashboard import serve
-
-        context = default_context(self, output_dir=output_dir, overwrite=overwrite)
-        return serve(self, port=port, address=address, show=show, autostart=autostart, threaded=threaded,
-                     executor=executor, context=context, max_rate=max_rate)
+        return f"<{type(self).__name__} {self.name!r}: {len(self._nodes)} nodes>"
 
 
-def _param_path(node: Node, parameter: str) -> tuple[Any, ...]:
-    """Key path of a node parameter in a graph file (see :mod:`detflow.graph.io`)."""
-    if isinstance(node, SourceNode):
-        return ("source", "params", parameter)
-    if isinstance(node, PartitionNode):
-        return ("partition", parameter)
-    group = "sinks" if isinstance(node, SinkNode) else "nodes"
-    if parameter in ("input", "inputs", "type", "skip", "save_results"):
-        return (group, node.id, parameter)
-    return (group, node.id, "params", parameter)
+#: what each kind of node may take as input
+_INPUT_KINDS: dict[type, tuple[type, ...]] = {
+    PartitionNode: (SourceNode,),
+    FramesNode: (PartitionNode, FramesNode),
+    UDFNode: (PartitionNode, FramesNode),
+    ResultNode: (UDFNode, ResultNode),
+    SinkNode: (UDFNode, ResultNode, PartitionNode),
+}
+_INPUT_TEXT = {
+    PartitionNode: "a source", FramesNode: "a partition or frames node", UDFNode: "a partition or frames node",
+    ResultNode: "a UDF or result node", SinkNode: "a UDF or result node (or, for recorders, a partition node)",
+}
+
+
+def check_structure(g: GraphModel) -> None:
+    """Inputs and references that exist and are of the right kind, no cycle, no skipped
+    node that another needs. Errors name the nodes (and point into the graph file)."""
+    nodes = g.nodes
+    for n in nodes.values():
+        if isinstance(n, SourceNode):
+            continue
+        key = "inputs" if isinstance(n, ResultNode | SinkNode) else "input"
+        for name in inputs_of(n):
+            if name not in nodes:
+                raise g.locate(GraphValidationError(
+                    f"input {name!r} is not a node of this graph; nodes: {', '.join(sorted(nodes))}",
+                    node=n.id, node_type=getattr(n, "type", None), parameter=key))
+            if not isinstance(nodes[name], _INPUT_KINDS[type(n)]):
+                raise g.locate(GraphValidationError(
+                    f"input {name!r} is a {kind_of(nodes[name])} node; a {kind_of(n)} node takes "
+                    f"{_INPUT_TEXT[type(n)]}", node=n.id, node_type=getattr(n, "type", None), parameter=key))
+        for param, ref in refs_of(n):
+            target = nodes.get(ref.node)
+            if target is None:
+                raise g.locate(GraphValidationError(
+                    f"refers to {str(ref)!r}, but the graph has no node {ref.node!r}; nodes: "
+                    f"{', '.join(sorted(nodes))}", node=n.id, node_type=getattr(n, "type", None), parameter=param))
+            if not isinstance(target, UDFNode | ResultNode):
+                raise g.locate(GraphValidationError(
+                    f"refers to {str(ref)!r}, but {ref.node!r} is a {kind_of(target)} node; references "
+                    "name a result of a UDF or result node", node=n.id, parameter=param))
+    _check_cycles(g)
+    _check_skipped(g)
+
+
+def _check_cycles(g: GraphModel) -> None:
+    nodes = g.nodes
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, path: list[str]) -> None:
+        if state.get(node) == 2:
+            return
+        if state.get(node) == 1:
+            cycle = [*path[path.index(node):], node]
+            raise g.locate(GraphValidationError(
+                f"the inputs and references form a cycle: {' -> '.join(cycle)}", node=node))
+        state[node] = 1
+        for nxt in dependencies(nodes[node]):
+            if nxt in nodes:
+                visit(nxt, [*path, node])
+        state[node] = 2
+
+    for node in nodes:
+        visit(node, [])
+
+
+def _check_skipped(g: GraphModel) -> None:
+    nodes = g.nodes
+    for n in nodes.values():
+        if not getattr(n, "skip", False):
+            continue
+        needed_by = [m.id for m in nodes.values()
+                     if not isinstance(m, SinkNode) and not getattr(m, "skip", False) and n.id in dependencies(m)]
+        if needed_by:
+            raise g.locate(GraphValidationError(
+                f"is skipped, but {', '.join(repr(m) for m in needed_by)} need"
+                f"{'s' if len(needed_by) == 1 else ''} it (as input or by reference); skip "
+                f"{'it' if len(needed_by) == 1 else 'them'} too, or do not skip this node",
+                node=n.id, parameter="skip"))
+
+
+def udf_type_name(udf: UDF) -> str:
+    """The registry name of ``udf``'s class, else its import path."""
+    cls = type(udf)
+    for name in UDFS.names():
+        try:
+            if UDFS.get(name) is cls:
+                return name
+        except ImportError:
+            continue
+    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def _short(udf: UDF) -> str:
     name = type(udf).__name__
     name = name[:-3] if name.endswith("UDF") and len(name) > 3 else name
     return name.lower()
-
-
-class _executor_scope:
-    """Use a given executor as is; make (and close afterwards) one named by a string."""
-
-    def __init__(self, executor: str | Executor | None) -> None:
-        self._spec = "threads" if executor is None else executor
-        self._owned = isinstance(self._spec, str)
-
-    def __enter__(self) -> Executor:
-        from detflow.executors.base import make_executor
-
-        self._ex = make_executor(self._spec)
-        return self._ex
-
-    def __exit__(self, *exc: object) -> None:
-        if self._owned:
-            self._ex.close()
 
 
 def as_flat_roi(roi: Any, nav_shape: tuple[int, ...]) -> np.ndarray | None:

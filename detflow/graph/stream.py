@@ -13,41 +13,14 @@ every subscriber (progress bars, writers, plots). Its quirks stay in here:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from detflow.graph.events import RunInfo, Subscriber, Update
 
 if TYPE_CHECKING:
-    from detflow.graph.results import UDFResults
     from detflow.nodes.runner import PartialResult
-    from detflow.sinks.base import Sink
-    from detflow.sources.base import DatasetMeta
 
 __all__ = ["ResultStream", "RunInfo", "Update"]
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """What subscribers learn when a run starts."""
-
-    graph_name: str
-    node_ids: tuple[str, ...]
-    meta: DatasetMeta
-    roi: np.ndarray | None
-    frames_total: int
-    partitions_total: int
-
-
-@dataclass(frozen=True)
-class Update:
-    """One merged partition, as subscribers see it."""
-
-    partial: PartialResult
-    frames_done: int
-    partitions_done: int
-    info: RunInfo
-    results: UDFResults
 
 
 class ResultStream:
@@ -60,12 +33,12 @@ class ResultStream:
         self._merged = self._source.map(merge)
         self._last: list[Update] = []
         self._keep = [self._merged.sink(self._last_update)]
-        self._sinks: list[Sink] = []
+        self._sinks: list[Subscriber] = []
 
     def _last_update(self, update: Update) -> None:
         self._last[:] = [update]
 
-    def subscribe(self, sink: Sink) -> None:
+    def subscribe(self, sink: Subscriber) -> None:
         self._sinks.append(sink)
         self._keep.append(self._merged.sink(sink.update))
 

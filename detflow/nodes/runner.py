@@ -11,6 +11,10 @@ Policy:
   them. The tile is converted at most once per distinct input dtype.
 * Detector corrections (:class:`~detflow.sources.corrections.CorrectionSet`) are
   applied to each tile right after it is read, so every UDF sees corrected data.
+* Frame nodes (:class:`FrameSpec`) run on each tile after the corrections, before
+  any UDF sees it: each node's output is computed once per tile, the first time a UDF
+  (or a later frame node) asks for it, so a chain prefix that several UDFs share runs
+  once, and nothing between frame nodes and UDFs leaves the task.
 * With a ROI, frames outside it are dropped from each tile before any UDF sees it;
   ``nav`` buffers hold only ROI frames, in order.
 * A UDF whose method is ``process_partition`` gets the whole partition at once (read
@@ -34,23 +38,46 @@ from detflow.nodes.base import UDF, BufferDecl, FrameSlice, UDFData, UDFMeta
 from detflow.sources.base import DatasetMeta, Partition, Shape
 from detflow.sources.corrections import CorrectionSet
 
-__all__ = ["PartialResult", "PartitionTask", "UDFSpec", "run_partition", "input_dtype_for"]
+__all__ = ["FrameSpec", "PartialResult", "PartitionTask", "UDFSpec", "input_dtype_for", "main_meta",
+           "run_partition"]
 
 #: native bytes per tile: a few MiB keeps the tile in L2/L3 while all UDFs read it
 TILE_BYTES = 2 * 2**20
 
 
 @dataclass(frozen=True)
+class FrameSpec:
+    """A frame node as it travels to workers: id, class, keyword arguments, and its
+    input: ``-1`` for the (corrected) partition, else the index of another frame spec
+    of the same task, which comes earlier."""
+
+    node_id: str
+    cls: type
+    kwargs: dict[str, Any]
+    input: int = -1
+
+    def instantiate(self) -> Any:
+        return self.cls(**self.kwargs)
+
+
+@dataclass(frozen=True)
 class UDFSpec:
-    """A UDF node as it travels to workers: its id, class and keyword arguments."""
+    """A UDF node as it travels to workers: its id, class and keyword arguments.
+
+    ``input`` is ``-1`` for the partition's frames, else the index of the frame spec
+    whose output it reads; ``meta`` is the dataset as that input shows it (signal shape
+    and dtype after the frame nodes), ``None`` for the partition's own.
+    """
 
     node_id: str
     cls: type[UDF]
     kwargs: dict[str, Any]
+    input: int = -1
+    meta: DatasetMeta | None = None
 
     @classmethod
-    def of(cls, node_id: str, udf: UDF) -> UDFSpec:
-        return cls(node_id, type(udf), udf.kwargs)
+    def of(cls, node_id: str, udf: UDF, *, input: int = -1, meta: DatasetMeta | None = None) -> UDFSpec:
+        return cls(node_id, type(udf), udf.kwargs, input, meta)
 
     def instantiate(self) -> UDF:
         return self.cls(**self.kwargs)
@@ -65,6 +92,7 @@ class PartitionTask:
     roi: np.ndarray | None = field(default=None, repr=False)  # flat over the dataset
     remote: bool = False  # attach the worker traceback to errors (other process)
     corrections: CorrectionSet | None = field(default=None, repr=False)  # applied to each tile read
+    frames: tuple[FrameSpec, ...] = ()  # frame nodes between the tile and the UDFs
 
 
 @dataclass
@@ -116,7 +144,14 @@ class _Running:
     def __init__(self, spec: UDFSpec, meta: UDFMeta, n_rows: int, dmeta: DatasetMeta) -> None:
         self.spec = spec
         self.udf = spec.instantiate()
-        self.udf.meta = meta.replace(input_dtype=input_dtype_for(self.udf, dmeta.dtype, meta.corrections))
+        if spec.meta is not None:  # reads a frame node's output: its geometry, corrections done
+            dmeta = spec.meta
+            meta = meta.replace(dataset_shape=dmeta.shape, dataset_dtype=dmeta.dtype,
+                                partition_shape=Shape((n_rows,), dmeta.sig_shape),
+                                sig_slice=tuple(slice(0, s) for s in dmeta.sig_shape))
+            self.udf.meta = meta.replace(input_dtype=input_dtype_for(self.udf, dmeta.dtype))
+        else:
+            self.udf.meta = meta.replace(input_dtype=input_dtype_for(self.udf, dmeta.dtype, meta.corrections))
         self.method = self.udf.get_method()
         self.decls = visible_decls(self.udf)
         self.buffers = {k: d.allocate(dmeta, n_rows) for k, d in self.decls.items()}
@@ -200,13 +235,16 @@ def run_partition(task: PartitionTask) -> PartialResult:
     def coords(idx: np.ndarray) -> np.ndarray:
         return np.stack(np.unravel_index(idx, dmeta.nav_shape), axis=-1).reshape(-1, nav_ndim)
 
+    chain = _Chain(task)
     whole: np.ndarray | None = None
+    wholes: dict[int, np.ndarray] = {}
     if any(r.method == "partition" for r in running):
         whole = part.read()
         if roi_part is not None:
             whole = whole[roi_part]
         if task.corrections is not None:
             whole = task.corrections.apply(whole)
+        wholes = chain.start(whole)
 
     depth = _tile_depth([r.udf for r in running], dmeta.frame_bytes, n)
     row = 0
@@ -234,22 +272,23 @@ def run_partition(task: PartitionTask) -> PartialResult:
                 if task.corrections is not None:
                     tile = task.corrections.apply(tile)
                 k = tile.shape[0]
-            converted: dict[np.dtype, np.ndarray] = {}
+            streams = chain.start(tile)
+            converted: dict[tuple[int, np.dtype], np.ndarray] = {}
             for r in tile_udfs:
                 want = r.udf.meta.input_dtype
-                data = converted.get(want)
+                data = converted.get((r.spec.input, want))
                 if data is None:
-                    data = tile if tile.dtype == want else tile.astype(want)
-                    converted[want] = data
+                    src = chain.get(streams, r.spec.input)
+                    data = src if src.dtype == want else src.astype(want)
+                    converted[(r.spec.input, want)] = data
                 _process_tile(task, r, data, idx, row, coords, base_meta)
             row += k
 
     for r in running:
         if r.method == "partition":
             assert whole is not None
-            data = whole if whole.dtype == r.udf.meta.input_dtype else whole.astype(
-                r.udf.meta.input_dtype
-            )
+            src = chain.get(wholes, r.spec.input)
+            data = src if src.dtype == r.udf.meta.input_dtype else src.astype(r.udf.meta.input_dtype)
             r.udf.meta = r.udf.meta.replace(coordinates=coords(
                 flat_idx_all if roi_part is None else flat_idx_all[roi_part]))
             r.udf.results = UDFData(r.buffers)
@@ -263,6 +302,41 @@ def run_partition(task: PartitionTask) -> PartialResult:
         _guarded(task, r.spec, r.udf.cleanup)
         out.append(r.buffers)
     return PartialResult(part.index, part.frames, rows, tuple(out))
+
+
+class _Chain:
+    """The frame nodes of a task, instantiated once; outputs computed on demand per block."""
+
+    def __init__(self, task: PartitionTask) -> None:
+        self.task = task
+        self.specs = task.frames
+        self.nodes = [_guarded_frames(task, f, f.instantiate) for f in self.specs]
+
+    def start(self, block: np.ndarray) -> dict[int, np.ndarray]:
+        """A fresh memo for ``block``: ``-1`` is the block itself."""
+        return {-1: block}
+
+    def get(self, memo: dict[int, np.ndarray], i: int) -> np.ndarray:
+        """Output ``i`` for the memo's block, computing it (and what it reads) once."""
+        out = memo.get(i)
+        if out is None:
+            spec = self.specs[i]
+            src = self.get(memo, spec.input)
+            out = _guarded_frames(self.task, spec, self.nodes[i].apply, src)
+            memo[i] = out
+        return out
+
+
+def _guarded_frames(task: PartitionTask, spec: FrameSpec, fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except Exception as err:
+        p = task.partition
+        where = (f"in frame node {getattr(fn, '__name__', 'call')} on partition {p.index} "
+                 f"(frames {p.frames.start}:{p.frames.stop})")
+        tb = traceback.format_exc() if task.remote else ""
+        raise annotate_node_error(err, node_id=spec.node_id, node_type=spec.cls.__name__, where=where,
+                                  traceback_text=tb) from None
 
 
 def _process_tile(
@@ -303,3 +377,16 @@ def check_result_only(udf: UDF, results: dict[str, Any], node_id: str) -> None:
             f"node {node_id!r} ({type(udf).__name__}): get_results() did not return the "
             f"result_only buffer(s) {missing}"
         )
+
+
+def main_meta(
+    udf: UDF, meta: DatasetMeta, roi: np.ndarray | None, corrections: CorrectionSet | None = None
+) -> UDFMeta:
+    """``self.meta`` on the driver: the dataset, no partition."""
+    return UDFMeta(
+        dataset_shape=meta.shape,
+        dataset_dtype=meta.dtype,
+        input_dtype=input_dtype_for(udf, meta.dtype, corrections),
+        roi=None if roi is None else roi.reshape(meta.nav_shape),
+        corrections=corrections,
+    )

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 from detflow.nodes.record import RecordUDF
 
 if TYPE_CHECKING:
-    from detflow.graph.lowering import Plan
+    from detflow.graph.lowering import PassPlan as Plan
     from detflow.graph.results import UDFResults
-    from detflow.graph.stream import RunInfo, Update
+    from detflow.graph.events import RunInfo, Update
     from detflow.nodes.base import UDF
 
 __all__ = ["NpyRecorderSink"]
@@ -35,7 +35,7 @@ class NpyRecorderSink:
         self.sink_id = sink_id
         self._udf = RecordUDF(filename=self.path, overwrite=overwrite)
         if meta is not None:
-            from detflow.graph.lowering import main_meta
+            from detflow.nodes.runner import main_meta
 
             self._udf.validate(meta)
             self._udf.meta = main_meta(self._udf, meta, None)

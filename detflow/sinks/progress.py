@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from detflow.graph.results import UDFResults
-    from detflow.graph.stream import RunInfo, Update
+    from detflow.graph.events import RunInfo, Update
 
 __all__ = ["ProgressSink"]
 

@@ -37,9 +37,9 @@ import numpy as np
 from detflow.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from detflow.graph.lowering import Plan
+    from detflow.graph.lowering import PassPlan as Plan
     from detflow.graph.results import ResultBuffer, UDFResults
-    from detflow.graph.stream import RunInfo, Update
+    from detflow.graph.events import RunInfo, Update
 
 __all__ = ["ZarrSink"]
 
@@ -116,14 +116,16 @@ class ZarrSink:
         params = dict(params)
         if "path" not in params:
             raise TypeError(f"zarr sink {sink_id!r}: parameter 'path' is required")
-        udfs = dict(plan.udfs)
-        for node in inputs:
-            if node not in udfs:
-                raise TypeError(f"zarr sink {sink_id!r}: input {node!r} is not a UDF node of the run")
         from detflow import __version__
         from detflow.graph.model import udf_type_name
 
-        info = {n: {"type": udf_type_name(udfs[n]), "params": _jsonable(udfs[n].kwargs)} for n in inputs}
+        known = {n: (udf_type_name(u), u.kwargs) for n, u in plan.udfs}
+        known.update({n: (getattr(r, "type_name", type(r).__name__), r.kwargs)
+                      for n, r, _ in getattr(plan, "results", ())})
+        for node in inputs:
+            if node not in known:
+                raise TypeError(f"zarr sink {sink_id!r}: input {node!r} is not a UDF or result node of the run")
+        info = {n: {"type": known[n][0], "params": _jsonable(known[n][1])} for n in inputs}
         attrs = {"graph": plan.name, "detflow_version": __version__,
                  "source": _jsonable(getattr(plan.source, "path", None) or plan.source.describe()),
                  "sink": sink_id}

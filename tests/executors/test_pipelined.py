@@ -22,7 +22,7 @@ import pytest
 import detflow as df
 from detflow.errors import ConfigurationError
 from detflow.executors.pipelined import PipelinedExecutor, WorkerLostError
-from detflow.executors.shm import live_segments, pooled_segments
+from detflow.shm import live_segments, pooled_segments
 from detflow.nodes import SumUDF
 from detflow.nodes.base import UDF
 from detflow.nodes.runner import PartitionTask

@@ -28,7 +28,7 @@ from detflow.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from detflow.graph.results import ResultBuffer
-    from detflow.graph.stream import RunInfo
+    from detflow.graph.events import RunInfo
 
 __all__ = ["Channel", "LivePlot", "NullPlot", "Throttle", "plot_array"]
 

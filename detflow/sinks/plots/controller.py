@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from detflow.graph.model import Graph
-from detflow.graph.stream import RunInfo
+from detflow.graph.events import RunInfo
 from detflow.sinks.plots.base import Channel, LivePlot
 from detflow.sinks.plots.sink import LivePlotSink, declared_buffers, select_channels
 

@@ -18,7 +18,7 @@ import numpy as np
 from detflow.sinks.plots.base import Channel, LivePlot
 
 if TYPE_CHECKING:
-    from detflow.graph.stream import RunInfo
+    from detflow.graph.events import RunInfo
 
 __all__ = ["HoloViewsPlot"]
 
