@@ -120,6 +120,11 @@ FRAMES = Registry(
     "frame node",
     "detflow.frames",
     {
+        "crop": "detflow.nodes.frames.geometry:CropFrames",
+        "bin": "detflow.nodes.frames.geometry:BinFrames",
+        "flip": "detflow.nodes.frames.geometry:FlipFrames",
+        "rotate90": "detflow.nodes.frames.geometry:Rotate90Frames",
+        "transpose": "detflow.nodes.frames.geometry:TransposeFrames",
         "function": "detflow.nodes.frames.function:FunctionFrames",
     },
 )
