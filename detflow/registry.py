@@ -4,8 +4,8 @@ A registry maps a name (``"npy"``, ``"sum"``, ``"threads"``) to a dotted path
 ``"package.module:Attribute"``; the module is imported only when the name is first
 used, so optional dependencies cost nothing until asked for. Third-party packages add
 their own through the entry-point groups ``detflow.sources``, ``detflow.udfs``,
-``detflow.sinks`` and ``detflow.executors``; an explicitly registered or built-in name
-wins over an entry point of the same name.
+``detflow.frames``, ``detflow.results``, ``detflow.sinks`` and ``detflow.executors``;
+an explicitly registered or built-in name wins over an entry point of the same name.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from detflow.errors import UnknownNameError
 
-__all__ = ["CONNECTIONS", "EXECUTORS", "SINKS", "SOURCES", "UDFS", "Registry", "import_object"]
+__all__ = ["CONNECTIONS", "EXECUTORS", "FRAMES", "RESULTS", "SINKS", "SOURCES", "UDFS", "Registry", "import_object"]
 
 
 def import_object(path: str) -> Any:
@@ -113,6 +113,27 @@ UDFS = Registry(
         "record": "detflow.nodes.record:RecordUDF",
         "signal_monitor": "detflow.nodes.monitor:SignalMonitorUDF",
         "partition_monitor": "detflow.nodes.monitor:PartitionMonitorUDF",
+    },
+)
+
+FRAMES = Registry(
+    "frame node",
+    "detflow.frames",
+    {
+        "crop": "detflow.nodes.frames.geometry:CropFrames",
+        "bin": "detflow.nodes.frames.geometry:BinFrames",
+        "flip": "detflow.nodes.frames.geometry:FlipFrames",
+        "rotate90": "detflow.nodes.frames.geometry:Rotate90Frames",
+        "transpose": "detflow.nodes.frames.geometry:TransposeFrames",
+        "function": "detflow.nodes.frames.function:FunctionFrames",
+    },
+)
+
+RESULTS = Registry(
+    "result node",
+    "detflow.results",
+    {
+        "function": "detflow.nodes.results.function:FunctionResult",
     },
 )
 
