@@ -109,7 +109,7 @@ class _ResultEval:
         self._version: Any = None
 
     def evaluate(self, read: Callable[[str], Mapping[str, ResultBuffer]], version: Any, *, final: bool) -> dict[str, ResultBuffer]:
-        if version == self._version:
+        if version == self._version or self.obj is None:
             return self._last
         now = time.monotonic()
         if not final and now - self._at < self.min_interval:
@@ -157,12 +157,13 @@ def run_compiled(
         plan = compiled.bind(index, values)
         if extra_udfs and extra_udfs.get(index):
             plan = plan.with_udfs(list(extra_udfs[index]))
-        yield from _run_pass(plan, executor, final, values, output_ids, n_passes,
+        yield from _run_pass(plan, executor, final, values, output_ids, n_passes, compiled.build_result,
                              sinks=list((sinks or {}).get(index, [])), progress=progress, max_rate=max_rate)
 
 
 def _run_pass(plan: PassPlan, executor: Executor, final: dict[str, dict[str, ResultBuffer]],
-              values: dict[tuple[str, str], Any], output_ids: tuple[str, ...], n_passes: int, *,
+              values: dict[tuple[str, str], Any], output_ids: tuple[str, ...], n_passes: int,
+              build: Callable[[str, Any], Any], *,
               sinks: list[Subscriber], progress: bool, max_rate: float | None) -> Iterator[GraphResults]:
     meta = plan.meta
     roi = plan.roi
@@ -189,6 +190,7 @@ def _run_pass(plan: PassPlan, executor: Executor, final: dict[str, dict[str, Res
                for (node_id, udf), (inp, m) in zip(plan.udfs, plan.inputs, strict=True)]
     own = {node_id: m for node_id, m in zip((u for u, _ in plan.udfs), mergers, strict=True)}
     evals = {rid: _ResultEval(rid, obj, inputs, meta, roi, max_rate) for rid, obj, inputs in plan.results}
+    pending = [rid for rid, obj, _ in plan.results if obj is None]
     frames_total = meta.n_frames if roi is None else int(np.count_nonzero(roi))
     valid = np.zeros(meta.n_frames, dtype=bool)
     info = RunInfo(graph_name=plan.name, node_ids=output_ids, meta=meta, roi=roi, frames_total=frames_total,
@@ -267,7 +269,9 @@ def _run_pass(plan: PassPlan, executor: Executor, final: dict[str, dict[str, Res
         last = snapshot()
         if not n_tasks:
             yield last
-        for node_id in [*own, *evals]:
+        for node_id in [*(n for n in own if n in output_ids), *evals]:  # a recorder's UDF is the sink's own
+            if node_id in pending:  # its references are known now
+                evals[node_id].obj = build(node_id, values)
             final[node_id] = last[node_id]
             values.update(values_of(node_id, final[node_id]))
         ok = True

@@ -76,7 +76,8 @@ class PassPlan:
     frames: list[tuple[str, Any, int, DatasetMeta]] = field(default_factory=list)
     #: per UDF: the frame node it reads (-1: partition) and the dataset as it sees it
     inputs: list[tuple[int, DatasetMeta]] = field(default_factory=list)
-    #: result nodes computed after (and during) this pass: (node id, instance, input ids)
+    #: result nodes computed after (and during) this pass: (node id, instance or None until its
+    #: references are known, input ids)
     results: list[tuple[str, Any, tuple[str, ...]]] = field(default_factory=list)
     owns_source: bool = False
 
@@ -93,7 +94,7 @@ class PassPlan:
                              num_partitions=self.num_partitions, min_partitions=min_partitions)
 
     def frame_specs(self) -> tuple[FrameSpec, ...]:
-        return tuple(FrameSpec(fid, type(obj), dict(obj.kwargs), inp) for fid, obj, inp, _ in self.frames)
+        return tuple(FrameSpec(fid, obj, inp) for fid, obj, inp, _ in self.frames)
 
     def udf_specs(self) -> tuple[UDFSpec, ...]:
         out = []
@@ -121,9 +122,11 @@ def resolve_class(node: FramesNode | UDFNode | ResultNode) -> Any:
         return node_class(kind, node.type)
     except UnknownNameError as err:
         raise GraphValidationError(str(err), node=node.id, parameter="type") from err
-    except (ImportError, AttributeError, ValueError, TypeError) as err:
-        raise GraphValidationError(f"cannot use {kind} type {node.type!r}: {err}", node=node.id,
-                                   parameter="type") from err
+    except (ImportError, AttributeError, ValueError) as err:
+        label = {"udf": "UDF", "frames": "frame node", "result": "result node"}[kind]
+        raise GraphValidationError(f"cannot import {label} type {node.type!r}: {err}", node=node.id) from err
+    except TypeError as err:
+        raise GraphValidationError(str(err), node=node.id) from err
 
 
 @dataclass
@@ -268,16 +271,34 @@ class CompiledGraph:
         for rid in p.results:
             node = g[rid]
             assert isinstance(node, ResultNode)
+            if values is not None and any((r.node, r.name) not in values for _, r in refs_of(node)):
+                results.append((rid, None, node.inputs))  # references this pass's results: built after it
+                continue
             obj = self._build(node, values)
             if obj is not None:
                 self._check_result(node, obj)
-                results.append((rid, obj, node.inputs))
+            results.append((rid, obj, node.inputs))
         return PassPlan(
             name=g.name, index=index, source_id=p.source, source=source, partition_id=p.partition,
             frames_per_partition=getattr(g[p.partition], "frames_per_partition", None),
             num_partitions=getattr(g[p.partition], "num_partitions", None), roi=part["roi"], udfs=udfs,
             corrections=part["corrections"], frames=frames, inputs=inputs, results=results,
         )
+
+    def build_result(self, node_id: str, values: Values) -> Any:
+        """Result node ``node_id`` built with ``values`` (once everything it references is known)."""
+        node = self.graph[node_id]
+        assert isinstance(node, ResultNode)
+        obj = self._build(node, values)
+        self._check_result(node, obj)
+        return obj
+
+    def detached(self) -> CompiledGraph:
+        """A copy holding the sources' geometry only (what :meth:`bind` needs), to send to workers."""
+        out = CompiledGraph(self.graph, self.plan)
+        out.sources = {k: _MetaOnly(v.meta, bool(getattr(v, "is_live", False))) for k, v in self.sources.items()}
+        out.partitions, out.buffers, out.result_names = self.partitions, self.buffers, self.result_names
+        return out
 
     def _params(self, node: FramesNode | UDFNode | ResultNode, values: Values | None) -> dict[str, Any] | None:
         """The node's parameters with references filled in (``None``: cannot be built yet)."""
@@ -374,6 +395,14 @@ class CompiledGraph:
                         node=n.id, node_type=getattr(n, "type", None), parameter=param)
 
 
+@dataclass(frozen=True)
+class _MetaOnly:
+    """A source's geometry without the source."""
+
+    meta: DatasetMeta
+    is_live: bool = False
+
+
 def _holds_default(value: Any) -> bool:
     if value is _DEFAULT:
         return True
@@ -397,6 +426,10 @@ def compile_graph(graph: GraphModel) -> CompiledGraph:
         raise GraphValidationError(
             "the graph has no UDF node" + (f" that is not skipped (skipped: {', '.join(skipped)})"
                                            if skipped else "") + ": nothing would be computed")
+    for src in graph.of_kind(SourceNode):
+        if not any(isinstance(n, PartitionNode) and n.input == src.id for n in graph):
+            raise GraphValidationError("no partition node reads this source; add one "
+                                       f"(g.partition(input={src.id!r})) or remove the source", node=src.id)
     compiled = CompiledGraph(graph, plan)
     try:
         compiled._open_sources()

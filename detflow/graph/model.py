@@ -472,6 +472,7 @@ def check_structure(g: GraphModel) -> None:
     """Inputs and references that exist and are of the right kind, no cycle, no skipped
     node that another needs. Errors name the nodes (and point into the graph file)."""
     nodes = g.nodes
+    _check_cycles(g)
     for n in nodes.values():
         if isinstance(n, SourceNode):
             continue
@@ -495,7 +496,6 @@ def check_structure(g: GraphModel) -> None:
                 raise g.locate(GraphValidationError(
                     f"refers to {str(ref)!r}, but {ref.node!r} is a {kind_of(target)} node; references "
                     "name a result of a UDF or result node", node=n.id, parameter=param))
-    _check_cycles(g)
     _check_skipped(g)
 
 
@@ -509,7 +509,7 @@ def _check_cycles(g: GraphModel) -> None:
         if state.get(node) == 1:
             cycle = [*path[path.index(node):], node]
             raise g.locate(GraphValidationError(
-                f"the inputs and references form a cycle: {' -> '.join(cycle)}", node=node))
+                f"the inputs form a cycle: {' -> '.join(cycle)}", node=node, parameter="input"))
         state[node] = 1
         for nxt in dependencies(nodes[node]):
             if nxt in nodes:

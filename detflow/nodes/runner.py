@@ -47,17 +47,20 @@ TILE_BYTES = 2 * 2**20
 
 @dataclass(frozen=True)
 class FrameSpec:
-    """A frame node as it travels to workers: id, class, keyword arguments, and its
-    input: ``-1`` for the (corrected) partition, else the index of another frame spec
-    of the same task, which comes earlier."""
+    """A frame node as it travels to workers: its id, the node itself (frame nodes hold
+    only their parameters and pickle small), and its input: ``-1`` for the (corrected)
+    partition, else the index of another frame spec of the same task, which comes earlier."""
 
     node_id: str
-    cls: type
-    kwargs: dict[str, Any]
+    node: Any
     input: int = -1
 
+    @property
+    def cls(self) -> type:
+        return type(self.node)
+
     def instantiate(self) -> Any:
-        return self.cls(**self.kwargs)
+        return self.node
 
 
 @dataclass(frozen=True)

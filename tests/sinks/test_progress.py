@@ -11,7 +11,7 @@ import numpy as np
 import detflow as df
 from detflow.graph import Graph
 from detflow.nodes import SumSigUDF
-from detflow.sinks.plots.controller import RunController
+from detflow.dashboard.controller import RunController
 
 
 def _last_count(text: str) -> tuple[int, int]:

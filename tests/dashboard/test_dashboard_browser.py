@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detflow.sinks.plots.dashboard import Dashboard
+from detflow.dashboard.server import Dashboard
 from tests.sinks.slow import scan, slow_graph
 from tests.sinks.test_dashboard import wait_for
 
