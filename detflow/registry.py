@@ -136,6 +136,8 @@ RESULTS = Registry(
     "result node",
     "detflow.results",
     {
+        "find_disk": "detflow.nodes.results.find_disk:FindDiskResult",
+        "idpc": "detflow.nodes.results.idpc:IDPCResult",
         "function": "detflow.nodes.results.function:FunctionResult",
     },
 )
