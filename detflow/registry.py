@@ -120,11 +120,14 @@ FRAMES = Registry(
     "frame node",
     "detflow.frames",
     {
+        "correct": "detflow.nodes.frames.correct:CorrectFrames",
         "crop": "detflow.nodes.frames.geometry:CropFrames",
         "bin": "detflow.nodes.frames.geometry:BinFrames",
         "flip": "detflow.nodes.frames.geometry:FlipFrames",
         "rotate90": "detflow.nodes.frames.geometry:Rotate90Frames",
         "transpose": "detflow.nodes.frames.geometry:TransposeFrames",
+        "threshold": "detflow.nodes.frames.levels:ThresholdFrames",
+        "cast": "detflow.nodes.frames.levels:CastFrames",
         "function": "detflow.nodes.frames.function:FunctionFrames",
     },
 )
@@ -133,6 +136,8 @@ RESULTS = Registry(
     "result node",
     "detflow.results",
     {
+        "find_disk": "detflow.nodes.results.find_disk:FindDiskResult",
+        "idpc": "detflow.nodes.results.idpc:IDPCResult",
         "function": "detflow.nodes.results.function:FunctionResult",
     },
 )
