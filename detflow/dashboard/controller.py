@@ -38,9 +38,9 @@ from detflow.sinks.plots.sink import LivePlotSink, declared_buffers, select_chan
 
 if TYPE_CHECKING:
     from detflow.executors.base import Executor
+    from detflow.graph.events import Update
     from detflow.graph.results import UDFResults
     from detflow.graph.run import RunContext
-    from detflow.graph.events import Update
 
 __all__ = ["ImageState", "RunController", "RunSnapshot", "add_monitor"]
 

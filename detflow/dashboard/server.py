@@ -31,8 +31,8 @@ import socket
 import threading
 from typing import TYPE_CHECKING, Any
 
-from detflow.errors import ConfigurationError
 from detflow.dashboard.controller import RunController
+from detflow.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from detflow.executors.base import Executor

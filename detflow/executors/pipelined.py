@@ -67,8 +67,8 @@ from typing import Any
 
 import cloudpickle
 
-from detflow.errors import ConfigurationError, DetflowError
 from detflow import shm
+from detflow.errors import ConfigurationError, DetflowError
 from detflow.executors._worker import THREAD_ENV_VARS
 from detflow.executors.base import default_cpus
 

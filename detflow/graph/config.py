@@ -152,7 +152,8 @@ def apply_overrides(
             options = {k: params.pop(k) for k in list(params) if k in _UDF_OPTIONS}
             if isinstance(node, FramesNode) and options.pop("save_results", False):
                 raise GraphValidationError("frame nodes have no results to save", node=node_id,
-                                           parameter="save_results", file=file, line=lines.get((node_id, "save_results")))
+                                           parameter="save_results", file=file,
+                                           line=lines.get((node_id, "save_results")))
             for k, v in options.items():
                 if not isinstance(v, bool):
                     raise GraphValidationError(f"must be true or false; got {v!r}", node=node_id,

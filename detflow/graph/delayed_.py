@@ -91,7 +91,8 @@ def graph_to_delayed(graph: GraphModel) -> dict[str, Any]:
             level = [delayed(to_group, pure=False)(delayed(_run, pure=False)(bound, delayed(t, traverse=False)), ctx)
                      for t in tasks]
             while len(level) > 1:
-                paired = [delayed(combine, pure=False)(a, b, ctx) for a, b in zip(level[::2], level[1::2], strict=False)]
+                paired = [delayed(combine, pure=False)(a, b, ctx)
+                          for a, b in zip(level[::2], level[1::2], strict=False)]
                 level = paired + ([level[-1]] if len(level) % 2 else [])
             fin = delayed(_finish, pure=False)(bound, level[0] if level else None, meta, len(tasks))
             for uid in p.udfs:

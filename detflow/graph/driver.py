@@ -108,7 +108,8 @@ class _ResultEval:
         self._at = -np.inf
         self._version: Any = None
 
-    def evaluate(self, read: Callable[[str], Mapping[str, ResultBuffer]], version: Any, *, final: bool) -> dict[str, ResultBuffer]:
+    def evaluate(self, read: Callable[[str], Mapping[str, ResultBuffer]], version: Any, *,
+                 final: bool) -> dict[str, ResultBuffer]:
         if version == self._version or self.obj is None:
             return self._last
         now = time.monotonic()
@@ -233,10 +234,10 @@ def _run_pass(plan: PassPlan, executor: Executor, final: dict[str, dict[str, Res
         )
 
     consumers: list[Subscriber] = list(sinks)
-    if progress:
-        from detflow.sinks.progress import ProgressSink  # noqa: PLC0415 - a sink the caller asked for by flag
+    if progress:  # by registry name: the sinks sit above the graph layer
+        from detflow.registry import SINKS
 
-        consumers.append(ProgressSink())
+        consumers.append(SINKS.get("progress")())
     for node_id, udf in plan.udfs:
         try:
             udf.prepare_run()

@@ -401,7 +401,10 @@ def graph_to_dict(g: GraphModel) -> dict[str, Any]:
             if ":" in n.type and kind_of_type(n.type) != kind:
                 body["kind"] = kind
             if isinstance(n, ResultNode):
-                body["input" if len(n.inputs) == 1 else "inputs"] = n.inputs[0] if len(n.inputs) == 1 else list(n.inputs)
+                if len(n.inputs) == 1:
+                    body["input"] = n.inputs[0]
+                else:
+                    body["inputs"] = list(n.inputs)
             else:
                 body["input"] = n.input
             if n.params:

@@ -27,7 +27,7 @@ from detflow.graph.config import apply_overrides, load_config_file
 from detflow.graph.delayed_ import graph_to_delayed
 from detflow.graph.driver import GraphResults, run_compiled
 from detflow.graph.lowering import CompiledGraph, compile_graph, resolve_class
-from detflow.graph.model import GraphModel, ResultNode, SourceNode, UDFNode, udf_type_name
+from detflow.graph.model import GraphModel, SourceNode, UDFNode, udf_type_name
 from detflow.graph.outputs import RunContext, build_sinks, default_context
 from detflow.graph.planning import GraphPlan, plan_graph
 from detflow.graph.results import to_xarray
@@ -280,5 +280,3 @@ class Graph(GraphModel):
         return graph_to_delayed(self)
 
 
-def is_result_node(node: Any) -> bool:
-    return isinstance(node, ResultNode)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from detflow.graph.results import UDFResults
     from detflow.graph.events import RunInfo, Update
+    from detflow.graph.results import UDFResults
 
 __all__ = ["Sink"]
 

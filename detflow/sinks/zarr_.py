@@ -37,9 +37,9 @@ import numpy as np
 from detflow.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from detflow.graph.events import RunInfo, Update
     from detflow.graph.lowering import PassPlan as Plan
     from detflow.graph.results import ResultBuffer, UDFResults
-    from detflow.graph.events import RunInfo, Update
 
 __all__ = ["ZarrSink"]
 

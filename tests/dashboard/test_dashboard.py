@@ -21,10 +21,10 @@ import zarr
 from click.testing import CliRunner
 
 from detflow.cli import main
-from detflow.demo import make_scan
-from detflow.errors import GraphValidationError
 from detflow.dashboard.controller import RunController, add_monitor
 from detflow.dashboard.server import Dashboard
+from detflow.demo import make_scan
+from detflow.errors import GraphValidationError
 from tests.sinks.slow import scan, slow_graph
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "graphs"

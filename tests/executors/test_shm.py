@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from detflow import shm
-from detflow.shm import SharedArrayReader, live_segments, pooled_segments, release_all, stage, trim
 from detflow.nodes.runner import PartitionTask
+from detflow.shm import SharedArrayReader, live_segments, pooled_segments, release_all, stage, trim
 from detflow.sources.memory import MemorySource
 from detflow.sources.npy import NpySource
 
