@@ -11,6 +11,7 @@ the log (and lose that input only).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -95,6 +96,15 @@ def _pass_of(compiled: CompiledGraph, inputs: tuple[str, ...]) -> int:
     return max(found, default=0)
 
 
+def _view(compiled: CompiledGraph, index: int) -> Any:
+    """Pass ``index`` as a sink sees it: with every UDF and result node done by its end."""
+    here = compiled.passes[index]
+    done = compiled.passes[: index + 1]
+    return dataclasses.replace(here, udfs=[u for p in done for u in p.udfs],
+                               inputs=[i for p in done for i in p.inputs],
+                               results=[r for p in done for r in p.results])
+
+
 def build_sinks(compiled: CompiledGraph, ctx: RunContext) -> dict[int, list[Sink]]:
     """Sink objects for the graph's sink nodes and ``save_results`` nodes, by pass index."""
     graph = compiled.graph
@@ -125,7 +135,7 @@ def build_sinks(compiled: CompiledGraph, ctx: RunContext) -> dict[int, list[Sink
             params["path"] = ctx.fill(params["path"], graph=graph.name, node=sink_id)
         index = _pass_of(compiled, inputs)
         try:
-            sink = cls.from_node(sink_id, inputs, params, plan=compiled.passes[index], overwrite=ctx.overwrite)
+            sink = cls.from_node(sink_id, inputs, params, plan=_view(compiled, index), overwrite=ctx.overwrite)
         except TypeError as err:
             raise GraphValidationError(str(err), node=sink_id, node_type=type_) from err
         sinks.setdefault(index, []).append(sink)

@@ -120,7 +120,7 @@ class ZarrSink:
         from detflow.graph.model import udf_type_name
 
         known = {n: (udf_type_name(u), u.kwargs) for n, u in plan.udfs}
-        known.update({n: (getattr(r, "type_name", type(r).__name__), r.kwargs)
+        known.update({n: (getattr(r, "type_name", type(r).__name__), getattr(r, "kwargs", {}))
                       for n, r, _ in getattr(plan, "results", ())})
         for node in inputs:
             if node not in known:
@@ -244,8 +244,8 @@ class ZarrSink:
         elif buf.kind == "sig":
             dims = self._dims("sig", len(buf.sig_shape)) + extra_dims
             chunks = buf.data.shape
-        else:
-            dims = extra_dims or (f"{prefix}{name}_0",)
+        else:  # a scalar (a result node's) is a 0-d array
+            dims = extra_dims or ((f"{prefix}{name}_0",) if buf.data.ndim else ())
             chunks = buf.data.shape
         return self._group.create_array(
             self._name(node, name), shape=buf.data.shape, dtype=buf.dtype, chunks=chunks,
