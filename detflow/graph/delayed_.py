@@ -22,7 +22,7 @@ from detflow.errors import GraphValidationError
 from detflow.graph.driver import values_of
 from detflow.graph.lowering import CompiledGraph, PassPlan, compile_graph
 from detflow.graph.merge import Merger, result_buffers
-from detflow.graph.model import GraphModel, refs_of
+from detflow.graph.model import GraphModel, ResultNode, refs_of
 from detflow.nodes.reduce import ReduceContext, combine, finish, to_group
 from detflow.nodes.runner import PartialResult, PartitionTask, run_partition
 
@@ -99,6 +99,7 @@ def graph_to_delayed(graph: GraphModel) -> dict[str, Any]:
                 nodes[uid] = delayed(operator.getitem)(fin, uid)
             for rid in p.results:
                 node = g[rid]
+                assert isinstance(node, ResultNode)
                 keys = sorted({(r.node, r.name) for _, r in refs_of(node)})
                 rvals = [delayed(operator.getitem)(nodes[k[0]], k[1]) for k in keys]
                 inputs = {i: nodes[i] for i in node.inputs}

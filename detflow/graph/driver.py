@@ -69,7 +69,7 @@ class GraphResults(UDFResults):
     def finished(self) -> bool:
         return self.pass_index == self.passes_total - 1 and super().finished
 
-    def __getitem__(self, key: int | str) -> dict[str, ResultBuffer]:  # type: ignore[override]
+    def __getitem__(self, key: int | str) -> dict[str, ResultBuffer]:
         if isinstance(key, str):
             return self.buffers[self.node_ids.index(key)]
         return self.buffers[key]
@@ -130,6 +130,11 @@ class _ResultEval:
         self._last = result_buffers(out, self.meta, self.roi)
         self._at, self._version = now, version
         return self._last
+
+
+def _as_graph(results: UDFResults) -> GraphResults:
+    assert isinstance(results, GraphResults)
+    return results
 
 
 def _damage(valid: np.ndarray, meta: DatasetMeta) -> ResultBuffer:
@@ -254,19 +259,19 @@ def _run_pass(plan: PassPlan, executor: Executor, final: dict[str, dict[str, Res
         reduce_tree = getattr(executor, "reduce_tree", None)
         if feed is not None:
             for partial in executor.map_unordered(run_partition, tasks):
-                yield stream.emit(partial).results
+                yield _as_graph(stream.emit(partial).results)
             if feed.error is not None:  # every frame that arrived is merged; now say what went wrong
                 with contextlib.suppress(AttributeError):
-                    feed.error.partial_results = snapshot()  # type: ignore[attr-defined]
+                    feed.error.partial_results = snapshot()
                 raise feed.error
         elif reduce_tree is not None and tasks:
             from detflow.nodes.reduce import ReduceContext
 
             ctx = ReduceContext(specs, meta, plan.corrections)
-            yield stream.emit(reduce_tree(run_partition, tasks, ctx)).results
+            yield _as_graph(stream.emit(reduce_tree(run_partition, tasks, ctx)).results)
         else:
             for partial in executor.map_unordered(run_partition, tasks):
-                yield stream.emit(partial).results
+                yield _as_graph(stream.emit(partial).results)
         last = snapshot()
         if not n_tasks:
             yield last

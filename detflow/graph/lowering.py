@@ -148,7 +148,7 @@ class CompiledGraph:
     def __init__(self, graph: GraphModel, plan: GraphPlan) -> None:
         self.graph = graph
         self.plan = plan
-        self.sources: dict[str, Source] = {}
+        self.sources: dict[str, Any] = {}  # Source (or its geometry only, in a detached copy)
         self._owned: list[Source] = []
         self.partitions: dict[str, dict[str, Any]] = {}
         #: declared buffers of each UDF node: name -> BufferInfo (for references and result nodes)

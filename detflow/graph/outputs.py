@@ -119,7 +119,7 @@ def build_sinks(compiled: CompiledGraph, ctx: RunContext) -> dict[int, list[Sink
             log.warning("sink %r: every input is skipped; the sink does not run", node.id)
             continue
         specs.append((node.id, node.type, inputs, dict(node.params)))
-    for saved in [*graph.udf_nodes(), *graph.result_nodes()]:
+    for saved in graph.output_nodes():
         if saved.save_results:
             specs.append((f"{saved.id}.save_results", "zarr", (saved.id,),
                           {"path": "{output_dir}/{input_stem}_" + saved.id + ".zarr"}))

@@ -100,7 +100,7 @@ def run_graph_iter(
 def to_datasets(graph: GraphModel, last: GraphResults) -> dict[str, xr.Dataset]:
     """``{node_id: xarray.Dataset}`` for every (non-skipped) UDF and result node."""
     out = {}
-    for node in [*graph.udf_nodes(), *graph.result_nodes()]:
+    for node in graph.output_nodes():
         if node.id not in last.node_ids:
             continue
         extra_dims: Mapping[str, tuple[str, ...]] = {}

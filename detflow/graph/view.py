@@ -11,7 +11,6 @@ from detflow.errors import GraphValidationError
 from detflow.graph.model import (
     FramesNode,
     GraphModel,
-    Node,
     PartitionNode,
     ResultNode,
     SinkNode,
@@ -44,7 +43,7 @@ class _Shown(str):
     """Text shown as is, without quotes."""
 
 
-def _children(graph: GraphModel, parent: str) -> list[Node]:
+def _children(graph: GraphModel, parent: str) -> list[FramesNode | UDFNode]:
     return [n for n in graph if isinstance(n, FramesNode | UDFNode) and n.input == parent]
 
 

@@ -205,10 +205,16 @@ class GraphModel:
                 if isinstance(n, kind) and (include_skipped or not getattr(n, "skip", False))]
 
     def udf_nodes(self, *, include_skipped: bool = False) -> list[UDFNode]:
-        return self.of_kind(UDFNode, include_skipped=include_skipped)
+        out: list[UDFNode] = self.of_kind(UDFNode, include_skipped=include_skipped)
+        return out
 
     def result_nodes(self, *, include_skipped: bool = False) -> list[ResultNode]:
-        return self.of_kind(ResultNode, include_skipped=include_skipped)
+        out: list[ResultNode] = self.of_kind(ResultNode, include_skipped=include_skipped)
+        return out
+
+    def output_nodes(self) -> list[UDFNode | ResultNode]:
+        """UDF nodes, then result nodes (not skipped): every node with results."""
+        return [*self.udf_nodes(), *self.result_nodes()]
 
     def sink_nodes(self, *, include_skipped: bool = False) -> list[SinkNode]:
         return self.of_kind(SinkNode, include_skipped=include_skipped)
