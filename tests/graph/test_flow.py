@@ -250,3 +250,24 @@ def test_second_pass_over_a_live_stream_is_refused() -> None:
         with pytest.raises(GraphValidationError, match=r"'com' would need a second pass over the live stream.*"
                                                        r"record it"):
             g.validate()
+
+
+def test_live_source_runs_frames_udfs_and_result_nodes_in_one_pass() -> None:
+    from detflow.executors.inline import InlineExecutor
+    from detflow.live import LiveContext
+
+    data = disk_frames()
+    lctx = LiveContext(InlineExecutor())
+    with lctx.make_connection("memory").open(data=data) as conn:
+        aq = lctx.make_acquisition(conn=conn, nav_shape=data.shape[:2], frames_per_partition=42)
+        g = df.Graph("live")
+        g.source(aq, id="live")
+        g.partition()
+        g.frames("bin", id="b", factor=2)
+        g.udf("sum", input="b")
+        g.result("find_disk", id="disk", input="sum")
+        assert len(g.plan()) == 1
+        steps = [float(r["disk"]["r"].data) if r["disk"] else None for r in g.run_iter(max_rate=None)]
+    assert len(steps) == 4 and all(s is not None for s in steps)  # the result node runs on partial sums
+    binned = data.astype(np.float64).reshape(12, 14, 16, 2, 16, 2).sum(axis=(0, 1, 3, 5))
+    assert steps[-1] == pytest.approx(np.sqrt(np.count_nonzero(binned > 0.5 * binned.max()) / np.pi))
