@@ -250,8 +250,10 @@ def _run_pass(plan: PassPlan, executor: Executor, final: dict[str, dict[str, Res
             raise annotate_node_error(err, node_id=node_id, node_type=type(udf).__name__,
                                       where="in prepare_run") from None
     stream = ResultStream(merge)
+    for rid, _, inputs in plan.results:  # result nodes follow their inputs, in dependency order
+        stream.node(rid, inputs, lambda update, rid=rid: update.results[rid])
     for sink in consumers:
-        stream.subscribe(sink)
+        stream.subscribe(sink, at=tuple(getattr(sink, "nodes", ())))
     stream.start(info)
     ok = False
     last: GraphResults | None = None
