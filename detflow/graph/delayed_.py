@@ -24,7 +24,7 @@ from detflow.graph.lowering import CompiledGraph, PassPlan, compile_graph
 from detflow.graph.merge import Merger, result_buffers
 from detflow.graph.model import GraphModel, ResultNode, refs_of
 from detflow.nodes.reduce import ReduceContext, combine, finish, to_group
-from detflow.nodes.runner import PartialResult, PartitionTask, run_partition
+from detflow.nodes.runner import PartialResult, PartitionTask, main_meta, run_partition
 
 __all__ = ["graph_to_delayed"]
 
@@ -47,6 +47,8 @@ def _finish(bound: PassPlan, root: Any, meta: Any, n_tasks: int) -> dict[str, di
     valid = np.zeros(meta.n_frames, dtype=bool)
     out = {}
     for (node_id, udf), (inp, m) in zip(bound.udfs, bound.inputs, strict=True):
+        # this task may run in another process than the bind task: ``meta`` does not travel
+        udf.meta = main_meta(udf, m if inp >= 0 else meta, bound.roi, None if inp >= 0 else bound.corrections)
         merger = Merger(node_id, udf, m if inp >= 0 else meta, bound.roi)
         if partial is not None:
             i = [u for u, _ in bound.udfs].index(node_id)

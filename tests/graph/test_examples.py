@@ -101,3 +101,23 @@ def test_dark_corrected_example_on_every_executor(executor, tmp_path) -> None:
     np.testing.assert_allclose(got[..., 0], (corrected * bf).sum(axis=(2, 3)), rtol=1e-4, atol=1e-2)
     np.testing.assert_allclose(got[..., 1], (corrected * ring).sum(axis=(2, 3)), rtol=1e-4, atol=1e-2)
     assert (tmp_path / "scan_corrected.zarr").exists()
+
+
+def test_dpc_to_delayed_on_a_distributed_client(dpc_scan, _executors) -> None:
+    """The same dask graph on a distributed cluster: its workers read the file themselves."""
+    from tests.conftest import EXECUTOR_SPECS
+
+    path, data = dpc_scan
+    if "dask" not in _executors:
+        _executors["dask"] = EXECUTOR_SPECS["dask"]()
+    client = _executors["dask"].client
+    g = df.Graph("dpc")
+    g.source("npy", path=str(path))
+    g.partition(num_partitions=4)
+    g.udf("sum")
+    g.result("find_disk", id="disk", input="sum")
+    g.udf("com", cx=g.ref("disk.cx"), cy=g.ref("disk.cy"), r=g.ref("disk.r"))
+    g.result("idpc", id="phase", input="com")
+    delayed = g.to_delayed()
+    computed = dict(zip(delayed, client.gather(client.compute(list(delayed.values()))), strict=True))
+    np.testing.assert_allclose(computed["phase"]["phase"], numpy_dpc(data)["phase"], atol=1e-4)
