@@ -12,6 +12,7 @@ from detflow.graph.model import (
     FramesNode,
     GraphModel,
     PartitionNode,
+    Ref,
     ResultNode,
     SinkNode,
     SourceNode,
@@ -25,6 +26,8 @@ __all__ = ["graph_text"]
 def _fmt(value: Any) -> str:
     if isinstance(value, _Shown):
         return str(value)
+    if isinstance(value, Ref):
+        return f"{{ref: {value}}}"
     if isinstance(value, np.ndarray):
         return f"<array {value.shape} {value.dtype}>"
     if callable(value):
