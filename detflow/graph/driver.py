@@ -62,6 +62,7 @@ class GraphResults(UDFResults):
 
     def __init__(self, *args: Any, pass_index: int = 0, passes_total: int = 1, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._one: dict[int, dict[str, ResultBuffer]] = {}
         self.pass_index = pass_index
         self.passes_total = passes_total
 
@@ -70,9 +71,19 @@ class GraphResults(UDFResults):
         return self.pass_index == self.passes_total - 1 and super().finished
 
     def __getitem__(self, key: int | str) -> dict[str, ResultBuffer]:
-        if isinstance(key, str):
-            return self.buffers[self.node_ids.index(key)]
-        return self.buffers[key]
+        """One node's results, computed alone (reading one node runs no other's ``get_results``)."""
+        i = self.node_ids.index(key) if isinstance(key, str) else key
+        if self._buffers is not None:
+            return self._buffers[i]
+        if i not in self._one:
+            self._one[i] = self._compute[i]()
+        return self._one[i]
+
+    @property
+    def buffers(self) -> tuple[dict[str, ResultBuffer], ...]:
+        if self._buffers is None:
+            self._buffers = tuple(self[i] for i in range(len(self._compute)))
+        return self._buffers
 
 
 def values_of(node_id: str, buffers: Mapping[str, ResultBuffer]) -> dict[tuple[str, str], Any]:
@@ -250,8 +261,11 @@ def _run_pass(plan: PassPlan, executor: Executor, final: dict[str, dict[str, Res
             raise annotate_node_error(err, node_id=node_id, node_type=type(udf).__name__,
                                       where="in prepare_run") from None
     stream = ResultStream(merge)
+    def bring_up(rid: str) -> Callable[[Update], Any]:
+        return lambda update: _as_graph(update.results)[rid]  # evaluated (throttled) on each update
+
     for rid, _, inputs in plan.results:  # result nodes follow their inputs, in dependency order
-        stream.node(rid, inputs, lambda update, rid=rid: update.results[rid])
+        stream.node(rid, inputs, bring_up(rid))
     for sink in consumers:
         stream.subscribe(sink, at=tuple(getattr(sink, "nodes", ())))
     stream.start(info)

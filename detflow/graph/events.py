@@ -7,16 +7,17 @@ needs nothing but this module to understand what it is given.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 if TYPE_CHECKING:
     from detflow.graph.results import UDFResults
+    from detflow.nodes.base import UDF
     from detflow.nodes.runner import PartialResult
-    from detflow.sources.base import DatasetMeta
+    from detflow.sources.base import DatasetMeta, Source
 
-__all__ = ["RunInfo", "Subscriber", "Update"]
+__all__ = ["PassView", "RunInfo", "Subscriber", "Update"]
 
 
 @dataclass(frozen=True)
@@ -58,3 +59,18 @@ class Subscriber(Protocol):
     def update(self, update: Update) -> None: ...
 
     def finish(self, results: UDFResults | None) -> None: ...
+
+
+class PassView(Protocol):
+    """What a sink is told of the pass it subscribes to, when it is made from a graph's sink node
+    (``from_node(..., plan=...)``): the graph's name, the source and partition node it reads,
+    and the UDF and result nodes whose results it will see."""
+
+    name: str
+    source: Source
+    partition_id: str
+    udfs: list[tuple[str, UDF]]
+    results: list[tuple[str, Any, tuple[str, ...]]]
+
+    @property
+    def meta(self) -> DatasetMeta: ...

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from detflow.nodes.record import RecordUDF
 
 if TYPE_CHECKING:
+    from detflow.graph.events import PassView as Plan
     from detflow.graph.events import RunInfo, Update
-    from detflow.graph.lowering import PassPlan as Plan
     from detflow.graph.results import UDFResults
     from detflow.nodes.base import UDF
 

@@ -37,8 +37,8 @@ import numpy as np
 from detflow.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from detflow.graph.events import PassView as Plan
     from detflow.graph.events import RunInfo, Update
-    from detflow.graph.lowering import PassPlan as Plan
     from detflow.graph.results import ResultBuffer, UDFResults
 
 __all__ = ["ZarrSink"]
