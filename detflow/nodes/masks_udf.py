@@ -9,6 +9,10 @@ The product of a tile ``(n_frames, n_pixels)`` with the mask stack, per tile:
   per call under the threaded executor, which already runs partitions in parallel.
 * sparse masks: a numba kernel over the CSR rows of the masks reads only the pixels
   the masks cover, without converting the tile (scipy for complex masks).
+
+``ApplyMasksUDF`` itself chooses among these and a class-accumulation kernel for binary
+or few-valued masks (:mod:`detflow.nodes.mask_plan`; ``kernel=`` forces one);
+:func:`apply_mask_stack` above is the dense/sparse product other UDFs use.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ from typing import Any
 import numpy as np
 
 from detflow.errors import ParameterError
-from detflow.nodes.base import UDF, BufferDecl
+from detflow.nodes.base import UDF, BufferDecl, UDFMeta
+from detflow.nodes.mask_plan import KERNELS, MaskPlan, cached_plan, plan_masks
 from detflow.nodes.masks import MaskStack, check_mask_spec, make_mask_stack, mask_from_spec
 from detflow.nodes.params import Param, one_of
 from detflow.nodes.sum import tile_2d
+from detflow.sources.base import Shape
 
 __all__ = ["ApplyMasksUDF", "apply_mask_stack"]
 
@@ -99,6 +105,10 @@ class ApplyMasksUDF(UDF):
         Base dtype of the computation instead of float32.
     backends, use_torch
         Accepted for LiberTEM compatibility; only numpy runs.
+    kernel
+        ``"auto"`` (default): the cheapest of ``"classes"``, ``"sparse"``, ``"rows"``
+        and ``"blas"`` for these masks (:mod:`detflow.nodes.mask_plan`); or one of them,
+        forced. :meth:`plan` shows the choice.
     shifts
         Per-frame mask shifts: not supported, must be ``None``.
 
@@ -121,6 +131,8 @@ class ApplyMasksUDF(UDF):
         Param("preferred_dtype", "dtype", default=None, doc="base dtype instead of float32"),
         Param("backends", object, default=None, doc="ignored; only numpy runs"),
         Param("shifts", object, default=None, doc="not supported; must be None"),
+        Param("kernel", str, default="auto", doc="'auto' or one of " + ", ".join(KERNELS),
+              check=one_of("auto", *KERNELS)),
     )
     extra_dims = {"intensity": ("mask",)}
 
@@ -135,6 +147,7 @@ class ApplyMasksUDF(UDF):
         backends: Any = None,
         shifts: Any = None,
         masks: list[dict[str, Any]] | None = None,
+        kernel: str = "auto",
     ) -> None:
         if shifts is not None:
             raise ParameterError("shifts", "(per-frame mask shifts) is not supported by detflow")
@@ -152,6 +165,7 @@ class ApplyMasksUDF(UDF):
             preferred_dtype=preferred_dtype,
             backends=backends,
             shifts=shifts,
+            kernel=kernel,
         )
         self._stack: MaskStack | None = None
 
@@ -202,12 +216,48 @@ class ApplyMasksUDF(UDF):
             count = self._masks().count
         return {"intensity": self.buffer(kind="nav", extra_shape=(count,), dtype=self._result_dtype())}
 
-    def get_task_data(self) -> dict[str, Any]:
-        stack = self._masks()
+    def plan(self, sig_shape: tuple[int, ...] | None = None, input_dtype: Any = "uint16") -> MaskPlan:
+        """The kernel plan for these masks; its ``repr`` says which kernel runs.
+
+        Inside a run the dataset's geometry is used; outside one, give ``sig_shape``
+        (and the input dtype).
+
+        >>> from detflow.nodes.masks import ring
+        >>> udf = ApplyMasksUDF(mask_factories=[lambda: ring(32, 32, 64, 64, 20, 10)])
+        >>> udf.plan((64, 64)).kernel
+        'classes'
+        """
+        if self.meta is not None:
+            return self._plan()
+        if sig_shape is None:
+            raise ParameterError("sig_shape", "is needed to plan the masks outside a run")
+        dtype = np.dtype(input_dtype)
+        self.meta = UDFMeta(dataset_shape=Shape((1,), tuple(sig_shape)), dataset_dtype=dtype, input_dtype=dtype)
+        try:
+            return self._plan()
+        finally:
+            self.meta = None
+            self._stack = None
+
+    def _plan(self) -> MaskPlan:
+        p = self.params
         dtype = self._result_dtype()
-        if stack.dense is not None and stack.dense.dtype != dtype:
-            stack = MaskStack(stack.count, stack.dtype, dense=np.ascontiguousarray(stack.dense, dtype))
-        return {"stack": stack}
+        parallel = self.meta.threads_per_worker > 1
+
+        def make() -> MaskPlan:
+            stack = self._masks()
+            if stack.dense is not None and stack.dense.dtype != dtype:
+                stack = MaskStack(stack.count, stack.dtype, dense=np.ascontiguousarray(stack.dense, dtype))
+            return plan_masks(stack, kernel=p.kernel, parallel=parallel)
+
+        factories = p.mask_factories if p.masks is None else None
+        key = ("ApplyMasksUDF", factories, p.masks, tuple(self.meta.sig_shape), p.use_sparse, p.mask_dtype,
+               str(dtype), p.kernel, parallel)
+        return cached_plan(key, make)
+
+    def get_task_data(self) -> dict[str, Any]:
+        plan = self._plan()
+        return {"stack": plan.stack, "plan": plan}
 
     def process_tile(self, tile: np.ndarray) -> None:
-        apply_mask_stack(tile, self.task_data.stack, self.results.intensity)
+        self.task_data.plan.apply(tile_2d(tile), self.results.intensity)
