@@ -49,7 +49,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -62,7 +62,7 @@ __all__ = [
     "MAX_CLASSES",
     "MaskClasses",
     "MaskPlan",
-    "cached_plan",
+    "cached",
     "mask_classes",
     "plan_masks",
 ]
@@ -294,32 +294,35 @@ def plan_masks(stack: MaskStack, *, kernel: str = "auto", parallel: bool = False
     return plan
 
 
-_CACHE: OrderedDict[bytes, MaskPlan] = OrderedDict()
+_CACHE: OrderedDict[bytes, Any] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
-#: plans kept per process: a 256-mask stack of 256 x 256 frames holds 64 MiB
-CACHE_SIZE = 4
+#: stacks and plans kept per process: 256 masks of 256 x 256 pixels hold 64 MiB
+CACHE_SIZE = 6
+
+T = TypeVar("T")
 
 
-def cached_plan(key: Any, make: Callable[[], MaskPlan]) -> MaskPlan:
-    """``make()``, or the plan it made before for an equal ``key`` in this process.
+def cached(key: Any, make: Callable[[], T]) -> T:
+    """``make()``, or what it made before for an equal ``key`` in this process.
 
     Masks and their plan are the same for every partition of a run, and worth keeping:
-    256 masks take a third of a second to make and analyse. ``key`` is anything
-    picklable that determines the masks (their factories or declarations, the signal
-    shape, the options); a key that cannot be pickled is not cached.
+    256 masks take a third of a second to make and analyse, and the UDF is rebuilt
+    for every partition. ``key`` is anything picklable that determines the result
+    (the factories or declarations of the masks, the signal shape, the options); a
+    key that cannot be pickled (a lambda) is not cached.
     """
     try:
         digest = pickle.dumps(key, protocol=5)
     except Exception:  # lambdas, local functions: made afresh each time
         return make()
     with _CACHE_LOCK:
-        plan = _CACHE.get(digest)
-        if plan is not None:
+        value = _CACHE.get(digest)
+        if value is not None:
             _CACHE.move_to_end(digest)
-            return plan
-    plan = make()
+            return value
+    value = make()
     with _CACHE_LOCK:
-        _CACHE[digest] = plan
+        _CACHE[digest] = value
         while len(_CACHE) > CACHE_SIZE:
             _CACHE.popitem(last=False)
-    return plan
+    return value

@@ -18,6 +18,7 @@ or few-valued masks (:mod:`detflow.nodes.mask_plan`; ``kernel=`` forces one);
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -25,7 +26,7 @@ import numpy as np
 
 from detflow.errors import ParameterError
 from detflow.nodes.base import UDF, BufferDecl, UDFMeta
-from detflow.nodes.mask_plan import KERNELS, MaskPlan, cached_plan, plan_masks
+from detflow.nodes.mask_plan import KERNELS, MaskPlan, cached, plan_masks
 from detflow.nodes.masks import MaskStack, check_mask_spec, make_mask_stack, mask_from_spec
 from detflow.nodes.params import Param, one_of
 from detflow.nodes.sum import tile_2d
@@ -64,6 +65,14 @@ def apply_mask_stack(tile: np.ndarray, stack: MaskStack, out: np.ndarray) -> Non
         out += acc
     else:
         out += (csr @ t2.T).T
+
+
+def _file_stamp(path: Any) -> tuple[str, int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (str(path), -1, -1)
+    return (str(path), st.st_mtime_ns, st.st_size)
 
 
 def _factories(value: Any) -> str | None:
@@ -174,11 +183,29 @@ class ApplyMasksUDF(UDF):
             return self.params.mask_factories
         return [functools.partial(mask_from_spec, spec, sig_shape) for spec in self.params.masks]
 
+    def _masks_key(self) -> tuple[Any, ...]:
+        """What determines the masks, for the per-process cache of stacks and plans."""
+        p = self.params
+        factories = p.mask_factories if p.masks is None else None
+        files = [_file_stamp(spec["path"]) for spec in p.masks or () if spec.get("type") == "npy"]
+        return (factories, p.masks, files, p.use_sparse, p.mask_dtype)
+
+    def _make_stack(self, sig: tuple[int, ...]) -> MaskStack:
+        """The masks for frames of ``sig``, made once per process for equal parameters.
+
+        Factories are taken to be pure (equal arguments, equal masks), as they must be
+        for every partition to see the same masks; a declared ``npy`` mask is made again
+        when its file changes.
+        """
+        p = self.params
+        key = ("ApplyMasksUDF.stack", self._masks_key(), sig)
+        return cached(key, lambda: make_mask_stack(self._factories(sig), sig, use_sparse=p.use_sparse,
+                                                   dtype=p.mask_dtype))
+
     def _masks(self, sig_shape: tuple[int, ...] | None = None) -> MaskStack:
         if self._stack is None:
-            p = self.params
             sig = tuple(sig_shape if sig_shape is not None else self.meta.sig_shape)
-            self._stack = make_mask_stack(self._factories(sig), sig, use_sparse=p.use_sparse, dtype=p.mask_dtype)
+            self._stack = self._make_stack(sig)
         return self._stack
 
     def validate(self, meta: Any) -> None:
@@ -188,7 +215,7 @@ class ApplyMasksUDF(UDF):
             raise ParameterError("masks", f"declared masks need a 2-D signal; the data has sig_shape {sig}")
         declared = self.params.masks is not None
         try:
-            stack = make_mask_stack(self._factories(sig), sig, use_sparse=self.params.use_sparse)
+            stack = self._make_stack(sig)
         except ParameterError as err:
             if not declared:
                 raise
@@ -250,10 +277,8 @@ class ApplyMasksUDF(UDF):
                 stack = MaskStack(stack.count, stack.dtype, dense=np.ascontiguousarray(stack.dense, dtype))
             return plan_masks(stack, kernel=p.kernel, parallel=parallel)
 
-        factories = p.mask_factories if p.masks is None else None
-        key = ("ApplyMasksUDF", factories, p.masks, tuple(self.meta.sig_shape), p.use_sparse, p.mask_dtype,
-               str(dtype), p.kernel, parallel)
-        return cached_plan(key, make)
+        key = ("ApplyMasksUDF.plan", self._masks_key(), tuple(self.meta.sig_shape), str(dtype), p.kernel, parallel)
+        return cached(key, make)
 
     def get_task_data(self) -> dict[str, Any]:
         plan = self._plan()

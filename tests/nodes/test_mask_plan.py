@@ -12,7 +12,7 @@ import detflow as df
 from detflow.errors import ParameterError
 from detflow.executors.inline import InlineExecutor
 from detflow.nodes import masks
-from detflow.nodes.mask_plan import KERNELS, MAX_CLASSES, cached_plan, mask_classes, plan_masks
+from detflow.nodes.mask_plan import KERNELS, MAX_CLASSES, cached, mask_classes, plan_masks
 from detflow.nodes.masks import make_mask_stack
 from detflow.nodes.masks_udf import ApplyMasksUDF
 from tests.nodes.udf_cases import make_data, make_roi
@@ -164,10 +164,10 @@ def test_plan_cache_reuses_equal_keys() -> None:
         return plan_masks(make_mask_stack([lambda: _rings(1)[0]], SIG))
 
     key = ("test", SIG, "ring-1", object.__name__)
-    first = cached_plan(key, make)
-    assert cached_plan(key, make) is first and len(made) == 1
-    cached_plan(("test", lambda: 0), make)  # cannot be pickled: made afresh
-    cached_plan(("test", lambda: 0), make)
+    first = cached(key, make)
+    assert cached(key, make) is first and len(made) == 1
+    cached(("test", lambda: 0), make)  # cannot be pickled: made afresh
+    cached(("test", lambda: 0), make)
     assert len(made) == 3
 
 
@@ -206,3 +206,39 @@ def test_udf_plan_is_visible_and_forced() -> None:
     assert forced.kernel == "blas" and repr(forced).startswith("MaskPlan(kernel='blas', masks=16")
     with pytest.raises(ParameterError, match="parameter 'kernel' must be one of"):
         ApplyMasksUDF(mask_factories=rings, kernel="fast").validate(None)
+
+
+_MADE: list[int] = []
+
+
+def counted_ring(i: int) -> np.ndarray:
+    _MADE.append(i)
+    return masks.ring(8, 6, SIG[1], SIG[0], 4 + i, 2)
+
+
+def test_masks_are_made_once_per_process_for_equal_parameters() -> None:
+    import functools
+
+    _MADE.clear()
+    make = [functools.partial(counted_ring, i) for i in range(3)]
+    for _ in range(4):  # a UDF is rebuilt for every partition
+        udf = ApplyMasksUDF(mask_factories=make)
+        udf.plan(SIG)
+    assert sorted(_MADE) == [0, 1, 2]
+
+
+def test_declared_npy_mask_is_made_again_when_its_file_changes(tmp_path) -> None:
+    path = tmp_path / "mask.npy"
+    np.save(path, np.ones(SIG, dtype=bool))
+    spec = [{"type": "npy", "path": str(path)}]
+    first = ApplyMasksUDF(masks=spec).plan(SIG)
+    np.save(path, np.zeros(SIG, dtype=bool) | (np.arange(SIG[1]) < 3))
+    import os
+
+    os.utime(path, ns=(1, 1))  # a different mtime even on a coarse clock
+    second = ApplyMasksUDF(masks=spec).plan(SIG)
+    assert second.stack is not first.stack
+    tile = _tile("uint16")
+    out = np.zeros((tile.shape[0], 1), np.float32)
+    second.apply(tile, out)
+    np.testing.assert_allclose(out[:, 0], tile.reshape(-1, *SIG)[:, :, :3].sum(axis=(1, 2)), rtol=1e-6)
