@@ -27,6 +27,7 @@ __all__ = [
     "LANES",
     "class_sums",
     "class_sums_parallel",
+    "combine_sparse",
     "csr_rows_dot",
     "dense_rows_dot32",
     "dense_rows_dot64",
@@ -227,3 +228,21 @@ def rows_match(weights: np.ndarray, rep: np.ndarray) -> bool:  # pragma: no cove
                 if weights[p, m] != weights[q, m]:
                     return False
     return True
+
+
+@_jit
+def combine_sparse(
+    sums: np.ndarray, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, out: np.ndarray
+) -> None:  # pragma: no cover - numba
+    """``out[f, indices[j]] += sums[f, c] * data[j]`` over class ``c``'s CSR row of weights.
+
+    The class sums of disjoint masks (sectors, segments) meet a weights matrix with one
+    entry per class: this costs one product per entry, where BLAS would multiply the
+    whole ``(n_classes, n_masks)`` matrix.
+    """
+    for f in range(sums.shape[0]):
+        for c in range(sums.shape[1]):
+            s = sums[f, c]
+            if s != 0.0:
+                for j in range(indptr[c], indptr[c + 1]):
+                    out[f, indices[j]] += s * data[j]

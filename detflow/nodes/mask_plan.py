@@ -73,12 +73,14 @@ log = logging.getLogger(__name__)
 KERNELS = ("classes", "sparse", "rows", "blas")
 #: beyond this many classes the class kernel is not considered by ``auto``
 MAX_CLASSES = 4096
-#: rough ns per unit and frame: per covered pixel, run, and class x mask (classes), per
+#: rough ns per unit and frame: per covered pixel and run (classes; then the class sums are
+#: combined per non-zero weight or by BLAS per class x mask, whichever is cheaper), per
 #: stored mask entry (sparse), per pixel read or converted and per pixel x mask (rows, blas)
 COSTS = {
     "classes_pixel": 0.3,
     "classes_run": 2.0,
-    "classes_combine": 0.5,  # per class and mask
+    "combine_entry": 1.0,  # per non-zero class weight, one at a time
+    "combine_blas": 0.05,  # per class x mask, by BLAS
     "sparse_entry": 1.5,
     "rows_pixel": 0.2,
     "rows_entry": 0.1,
@@ -107,6 +109,32 @@ class MaskClasses:
     @property
     def count(self) -> int:
         return int(self.weights.shape[0])
+
+    @property
+    def entries(self) -> int:
+        """Non-zero weights: one per class for disjoint masks."""
+        return int(np.count_nonzero(self.weights))
+
+    @property
+    def sparse_combine(self) -> bool:
+        """Whether class sums meet the weights one entry at a time rather than by BLAS."""
+        return self.entries * COSTS["combine_entry"] < self.weights.size * COSTS["combine_blas"]
+
+    @property
+    def weights_csr(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(indptr, indices, data)`` of :attr:`weights`, computed once."""
+        cached_csr = self.__dict__.get("_csr")
+        if cached_csr is None:
+            rows, cols = np.nonzero(self.weights)
+            indptr = np.zeros(self.weights.shape[0] + 1, dtype=np.int64)
+            np.cumsum(np.bincount(rows, minlength=self.weights.shape[0]), out=indptr[1:])
+            cached_csr = (indptr, cols.astype(np.int64), np.ascontiguousarray(self.weights[rows, cols]))
+            object.__setattr__(self, "_csr", cached_csr)
+        return cached_csr
+
+    def combine_cost(self) -> float:
+        """Estimated ns per frame to combine the class sums into mask sums."""
+        return min(self.entries * COSTS["combine_entry"], self.weights.size * COSTS["combine_blas"])
 
 
 def mask_classes(dense: np.ndarray) -> MaskClasses | None:
@@ -196,7 +224,13 @@ class MaskPlan:
             zero = _accumulator(tile.dtype)
             run = kernels.class_sums_parallel if self.parallel else kernels.class_sums
             run(tile, c.starts, c.stops, c.labels, zero, sums)
-            out += sums @ c.weights
+            if c.sparse_combine:
+                indptr, indices, data = c.weights_csr
+                acc = np.zeros(out.shape, dtype=np.float64)
+                kernels.combine_sparse(sums, indptr, indices, data, acc)
+                out += acc
+            else:
+                out += sums @ c.weights
         elif self.kernel == "sparse":
             csr = self._csr()
             if csr.dtype.kind in "biuf" and tile.dtype.kind in "biuf":
@@ -285,7 +319,7 @@ def plan_masks(stack: MaskStack, *, kernel: str = "auto", parallel: bool = False
     }
     if classes is not None:
         est["classes"] = (classes.covered * c["classes_pixel"] + len(classes.starts) * c["classes_run"]
-                          + classes.count * count * c["classes_combine"])
+                          + classes.combine_cost())
     chosen = kernel if kernel != "auto" else min(est, key=est.__getitem__)
     plan = MaskPlan(kernel=chosen, stack=stack, classes=classes if chosen == "classes" else None,
                     estimates={k: round(v / 1000, 3) for k, v in est.items()}, parallel=parallel)

@@ -242,3 +242,18 @@ def test_declared_npy_mask_is_made_again_when_its_file_changes(tmp_path) -> None
     out = np.zeros((tile.shape[0], 1), np.float32)
     second.apply(tile, out)
     np.testing.assert_allclose(out[:, 0], tile.reshape(-1, *SIG)[:, :, :3].sum(axis=(1, 2)), rtol=1e-6)
+
+
+@pytest.mark.parametrize(("family", "sparse_combine"), [("sectors", True), ("pixels", True), ("rings", False)])
+@pytest.mark.parametrize("dtype", ["uint16", "float32", "float64"])
+def test_both_ways_of_combining_class_sums(family, sparse_combine, dtype) -> None:
+    mask_list = FAMILIES[family](40)
+    out_dtype = np.result_type(dtype, np.float32)
+    stack = make_mask_stack([lambda m=m: m for m in mask_list], SIG, dtype=out_dtype)
+    plan = plan_masks(stack, kernel="classes")
+    assert plan.classes is not None and plan.classes.sparse_combine == sparse_combine
+    tile = _tile(dtype)
+    out = np.zeros((tile.shape[0], 40), dtype=out_dtype)
+    plan.apply(tile, out)
+    np.testing.assert_allclose(out, _reference(tile, mask_list), rtol=1e-5 if out_dtype == np.float32 else 1e-12,
+                               atol=1e-3)
