@@ -18,12 +18,21 @@ numpy's SIMD ``log`` beat numba loops by 1.5x to 20x.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba
 import numpy as np
 
 __all__ = [
     "LANES",
+    "class_sums",
+    "class_sums_parallel",
+    "combine_sparse",
     "csr_rows_dot",
+    "dense_rows_dot32",
+    "dense_rows_dot64",
+    "row_hashes",
+    "rows_match",
     "shifted_moments",
     "sum_frames",
     "sum_pixels_float",
@@ -158,3 +167,82 @@ def csr_rows_dot(
             for j in range(indptr[k], indptr[k + 1]):
                 s += tile[f, indices[j]] * data[j]
             out[f, k] += s
+
+
+# --- class accumulation for ApplyMasksUDF (detflow.nodes.mask_plan) -----------------
+#
+# Binary or few-valued masks split the pixels into few classes of equal membership.
+# Each frame's class sums are taken over runs of same-class pixels (contiguous slices
+# of the flat frame), so a run is one vectorised loop and pixels in no mask are never
+# read. ``zero`` fixes the accumulator of a run: int64 for integer tiles (exact, and
+# integer sums vectorise without reassociation), float32 for float32 tiles (vectorised
+# by reassociation, as BLAS would), float64 otherwise. Runs add into float64 class sums.
+
+
+@_jit_reduce
+def _frame_class_sums(
+    tile: np.ndarray, f: int, starts: np.ndarray, stops: np.ndarray, labels: np.ndarray, zero: Any, out: np.ndarray
+) -> None:  # pragma: no cover - numba
+    for r in range(starts.shape[0]):
+        s = zero
+        for p in range(starts[r], stops[r]):
+            s += tile[f, p]
+        out[f, labels[r]] += s
+
+
+@_jit_reduce
+def class_sums(
+    tile: np.ndarray, starts: np.ndarray, stops: np.ndarray, labels: np.ndarray, zero: Any, out: np.ndarray
+) -> None:  # pragma: no cover - numba
+    """``out[f, labels[r]] += sum(tile[f, starts[r]:stops[r]])`` for every run ``r``."""
+    for f in range(tile.shape[0]):
+        _frame_class_sums(tile, f, starts, stops, labels, zero, out)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, fastmath={"reassoc", "contract"})
+def class_sums_parallel(
+    tile: np.ndarray, starts: np.ndarray, stops: np.ndarray, labels: np.ndarray, zero: Any, out: np.ndarray
+) -> None:  # pragma: no cover - numba
+    """:func:`class_sums` with the frames spread over numba's threads (``prange``)."""
+    for f in numba.prange(tile.shape[0]):
+        _frame_class_sums(tile, f, starts, stops, labels, zero, out)
+
+
+@_jit
+def row_hashes(bits: np.ndarray, mult: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - numba
+    """``out[p] = sum_m bits[p, m] * mult[m]`` in wrapping uint64: equal rows, equal hashes."""
+    for p in range(bits.shape[0]):
+        h = np.uint64(0)
+        for m in range(bits.shape[1]):
+            h += np.uint64(bits[p, m]) * mult[m]
+        out[p] = h
+
+
+@_jit
+def rows_match(weights: np.ndarray, rep: np.ndarray) -> bool:  # pragma: no cover - numba
+    """Whether every row ``p`` of ``weights`` equals row ``rep[p]`` (its class's first pixel)."""
+    for p in range(weights.shape[0]):
+        q = rep[p]
+        if q != p:
+            for m in range(weights.shape[1]):
+                if weights[p, m] != weights[q, m]:
+                    return False
+    return True
+
+
+@_jit
+def combine_sparse(
+    sums: np.ndarray, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, out: np.ndarray
+) -> None:  # pragma: no cover - numba
+    """``out[f, indices[j]] += sums[f, c] * data[j]`` over class ``c``'s CSR row of weights.
+
+    The class sums of disjoint masks (sectors, segments) meet a weights matrix with one
+    entry per class: this costs one product per entry, where BLAS would multiply the
+    whole ``(n_classes, n_masks)`` matrix.
+    """
+    for f in range(sums.shape[0]):
+        for c in range(sums.shape[1]):
+            s = sums[f, c]
+            if s != 0.0:
+                for j in range(indptr[c], indptr[c + 1]):
+                    out[f, indices[j]] += s * data[j]

@@ -9,21 +9,28 @@ The product of a tile ``(n_frames, n_pixels)`` with the mask stack, per tile:
   per call under the threaded executor, which already runs partitions in parallel.
 * sparse masks: a numba kernel over the CSR rows of the masks reads only the pixels
   the masks cover, without converting the tile (scipy for complex masks).
+
+``ApplyMasksUDF`` itself chooses among these and a class-accumulation kernel for binary
+or few-valued masks (:mod:`detflow.nodes.mask_plan`; ``kernel=`` forces one);
+:func:`apply_mask_stack` above is the dense/sparse product other UDFs use.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
 from detflow.errors import ParameterError
-from detflow.nodes.base import UDF, BufferDecl
+from detflow.nodes.base import UDF, BufferDecl, UDFMeta
+from detflow.nodes.mask_plan import KERNELS, MaskPlan, cached, plan_masks
 from detflow.nodes.masks import MaskStack, check_mask_spec, make_mask_stack, mask_from_spec
 from detflow.nodes.params import Param, one_of
 from detflow.nodes.sum import tile_2d
+from detflow.sources.base import Shape
 
 __all__ = ["ApplyMasksUDF", "apply_mask_stack"]
 
@@ -58,6 +65,14 @@ def apply_mask_stack(tile: np.ndarray, stack: MaskStack, out: np.ndarray) -> Non
         out += acc
     else:
         out += (csr @ t2.T).T
+
+
+def _file_stamp(path: Any) -> tuple[str, int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (str(path), -1, -1)
+    return (str(path), st.st_mtime_ns, st.st_size)
 
 
 def _factories(value: Any) -> str | None:
@@ -99,6 +114,10 @@ class ApplyMasksUDF(UDF):
         Base dtype of the computation instead of float32.
     backends, use_torch
         Accepted for LiberTEM compatibility; only numpy runs.
+    kernel
+        ``"auto"`` (default): the cheapest of ``"classes"``, ``"sparse"``, ``"rows"``
+        and ``"blas"`` for these masks (:mod:`detflow.nodes.mask_plan`); or one of them,
+        forced. :meth:`plan` shows the choice.
     shifts
         Per-frame mask shifts: not supported, must be ``None``.
 
@@ -121,6 +140,8 @@ class ApplyMasksUDF(UDF):
         Param("preferred_dtype", "dtype", default=None, doc="base dtype instead of float32"),
         Param("backends", object, default=None, doc="ignored; only numpy runs"),
         Param("shifts", object, default=None, doc="not supported; must be None"),
+        Param("kernel", str, default="auto", doc="'auto' or one of " + ", ".join(KERNELS),
+              check=one_of("auto", *KERNELS)),
     )
     extra_dims = {"intensity": ("mask",)}
 
@@ -135,6 +156,7 @@ class ApplyMasksUDF(UDF):
         backends: Any = None,
         shifts: Any = None,
         masks: list[dict[str, Any]] | None = None,
+        kernel: str = "auto",
     ) -> None:
         if shifts is not None:
             raise ParameterError("shifts", "(per-frame mask shifts) is not supported by detflow")
@@ -152,6 +174,7 @@ class ApplyMasksUDF(UDF):
             preferred_dtype=preferred_dtype,
             backends=backends,
             shifts=shifts,
+            kernel=kernel,
         )
         self._stack: MaskStack | None = None
 
@@ -160,11 +183,29 @@ class ApplyMasksUDF(UDF):
             return self.params.mask_factories
         return [functools.partial(mask_from_spec, spec, sig_shape) for spec in self.params.masks]
 
+    def _masks_key(self) -> tuple[Any, ...]:
+        """What determines the masks, for the per-process cache of stacks and plans."""
+        p = self.params
+        factories = p.mask_factories if p.masks is None else None
+        files = [_file_stamp(spec["path"]) for spec in p.masks or () if spec.get("type") == "npy"]
+        return (factories, p.masks, files, p.use_sparse, p.mask_dtype)
+
+    def _make_stack(self, sig: tuple[int, ...]) -> MaskStack:
+        """The masks for frames of ``sig``, made once per process for equal parameters.
+
+        Factories are taken to be pure (equal arguments, equal masks), as they must be
+        for every partition to see the same masks; a declared ``npy`` mask is made again
+        when its file changes.
+        """
+        p = self.params
+        key = ("ApplyMasksUDF.stack", self._masks_key(), sig)
+        return cached(key, lambda: make_mask_stack(self._factories(sig), sig, use_sparse=p.use_sparse,
+                                                   dtype=p.mask_dtype))
+
     def _masks(self, sig_shape: tuple[int, ...] | None = None) -> MaskStack:
         if self._stack is None:
-            p = self.params
             sig = tuple(sig_shape if sig_shape is not None else self.meta.sig_shape)
-            self._stack = make_mask_stack(self._factories(sig), sig, use_sparse=p.use_sparse, dtype=p.mask_dtype)
+            self._stack = self._make_stack(sig)
         return self._stack
 
     def validate(self, meta: Any) -> None:
@@ -174,7 +215,7 @@ class ApplyMasksUDF(UDF):
             raise ParameterError("masks", f"declared masks need a 2-D signal; the data has sig_shape {sig}")
         declared = self.params.masks is not None
         try:
-            stack = make_mask_stack(self._factories(sig), sig, use_sparse=self.params.use_sparse)
+            stack = self._make_stack(sig)
         except ParameterError as err:
             if not declared:
                 raise
@@ -202,12 +243,46 @@ class ApplyMasksUDF(UDF):
             count = self._masks().count
         return {"intensity": self.buffer(kind="nav", extra_shape=(count,), dtype=self._result_dtype())}
 
-    def get_task_data(self) -> dict[str, Any]:
-        stack = self._masks()
+    def plan(self, sig_shape: tuple[int, ...] | None = None, input_dtype: Any = "uint16") -> MaskPlan:
+        """The kernel plan for these masks; its ``repr`` says which kernel runs.
+
+        Inside a run the dataset's geometry is used; outside one, give ``sig_shape``
+        (and the input dtype).
+
+        >>> from detflow.nodes.masks import ring
+        >>> udf = ApplyMasksUDF(mask_factories=[lambda: ring(32, 32, 64, 64, 20, 10)])
+        >>> udf.plan((64, 64)).kernel
+        'classes'
+        """
+        if self.meta is not None:
+            return self._plan()
+        if sig_shape is None:
+            raise ParameterError("sig_shape", "is needed to plan the masks outside a run")
+        dtype = np.dtype(input_dtype)
+        self.meta = UDFMeta(dataset_shape=Shape((1,), tuple(sig_shape)), dataset_dtype=dtype, input_dtype=dtype)
+        try:
+            return self._plan()
+        finally:
+            self.meta = None
+            self._stack = None
+
+    def _plan(self) -> MaskPlan:
+        p = self.params
         dtype = self._result_dtype()
-        if stack.dense is not None and stack.dense.dtype != dtype:
-            stack = MaskStack(stack.count, stack.dtype, dense=np.ascontiguousarray(stack.dense, dtype))
-        return {"stack": stack}
+        parallel = self.meta.threads_per_worker > 1
+
+        def make() -> MaskPlan:
+            stack = self._masks()
+            if stack.dense is not None and stack.dense.dtype != dtype:
+                stack = MaskStack(stack.count, stack.dtype, dense=np.ascontiguousarray(stack.dense, dtype))
+            return plan_masks(stack, kernel=p.kernel, parallel=parallel)
+
+        key = ("ApplyMasksUDF.plan", self._masks_key(), tuple(self.meta.sig_shape), str(dtype), p.kernel, parallel)
+        return cached(key, make)
+
+    def get_task_data(self) -> dict[str, Any]:
+        plan = self._plan()
+        return {"stack": plan.stack, "plan": plan}
 
     def process_tile(self, tile: np.ndarray) -> None:
-        apply_mask_stack(tile, self.task_data.stack, self.results.intensity)
+        self.task_data.plan.apply(tile_2d(tile), self.results.intensity)

@@ -66,10 +66,11 @@ class FrameNode(DeclaredNode):
         output's ``(sig_shape, dtype)``. Pure: no data is read."""
         raise NotImplementedError(f"{type(self).__name__} must implement output_signature()")
 
-    def apply(self, block: Any) -> Any:
+    def apply(self, block: Any, *, sig_shape: tuple[int, ...] | None = None) -> Any:
         """``(n, *sig_in) -> (n, *sig_out)`` in the dtype :meth:`output_signature` gives.
 
-        Never writes into ``block``.
+        Never writes into ``block``. ``sig_shape`` is the input's frame shape; a dense
+        block carries it, a sparse one ``(n, prod(sig))`` needs it given.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement apply()")
 

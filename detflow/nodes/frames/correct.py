@@ -114,5 +114,5 @@ class CorrectFrames(FrameNode):
             raise ParameterError("excluded_pixels", text) from err
         return sig_shape, cs.output_dtype(dtype)
 
-    def apply(self, block: np.ndarray) -> np.ndarray:
+    def apply(self, block: np.ndarray, *, sig_shape: tuple[int, ...] | None = None) -> np.ndarray:
         return self._set.apply(block)

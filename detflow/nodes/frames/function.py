@@ -136,7 +136,7 @@ class FunctionFrames(FrameNode):
         out_dtype = np.dtype(dtype) if self.params.dtype is None else self.params.dtype
         return shape, out_dtype
 
-    def apply(self, block: Any) -> Any:
+    def apply(self, block: Any, *, sig_shape: tuple[int, ...] | None = None) -> Any:
         want_shape, want_dtype = self.output_signature(tuple(block.shape[1:]), block.dtype)
         out = self.function()(block, **(self.params.kwargs or {}))
         got_shape = tuple(getattr(out, "shape", ()))
