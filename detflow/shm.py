@@ -3,7 +3,7 @@
 A partition of an on-disk dataset is a recipe (path, byte range) and pickles small; a
 partition of an array in memory (a ``memory`` dataset, a live stream) carries its
 pixels, and pickling those into a pipe costs two copies and the driver's time.
-:func:`stage` instead copies the partition's pixels once into a POSIX shared-memory
+:func:`detflow.executors.staging.stage` instead copies the partition's pixels once into a POSIX shared-memory
 segment and swaps the task's reader for a :class:`SharedArrayReader`, which pickles
 as ``(segment name, base, count, dtype, total)`` and maps the segment in the worker
 that reads it::
@@ -18,7 +18,7 @@ Lifetimes:
 * The driver creates each segment (``SharedMemory(create=True)``, registered with
   multiprocessing's resource tracker, so even a driver killed with SIGKILL leaves no
   segment behind). A staged segment is *live* until ``release()``, which puts it in
-  this process's *pool* of free segments; the next :func:`stage` that fits reuses
+  this process's *pool* of free segments; the next segment asked for that fits reuses
   it. Writing into pages that are already there runs at memory speed (~19 GB/s
   measured), while a fresh segment is faulted in and zeroed page by page on first
   touch (~1.6 GB/s on the same machine): staging is on the driver's critical path,
@@ -36,6 +36,7 @@ Lifetimes:
   Workers never register the segment with a resource tracker, so nothing in a
   worker unlinks what the driver still uses.
 
+This module knows arrays and segments only (sources and executors both use it).
 Executors decide when to stage and when to release (a result came back, the task
 failed, the run or the executor was closed); this module holds no scheduling policy.
 """
@@ -49,23 +50,19 @@ import os
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from multiprocessing.shared_memory import SharedMemory
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
-
-from detflow.nodes.runner import PartitionTask
-from detflow.sources.readers import ArrayReader
 
 try:  # the POSIX shm_open that multiprocessing.shared_memory itself uses
     import _posixshmem
 except ImportError:  # pragma: no cover - Windows
     _posixshmem = None
 
-__all__ = ["SharedArrayReader", "allocate", "live_segments", "pooled_segments", "release_all", "stage", "trim"]
-
-T = TypeVar("T")
+__all__ = ["SharedArrayReader", "allocate", "live_segments", "pooled_segments", "release_all", "share_array",
+           "trim"]
 
 #: prefix of every segment detflow creates; names read ``detflow_<driver pid>_<random>``
 PREFIX = "detflow_"
@@ -81,46 +78,6 @@ _ATTACHED: list[SharedMemory] = []  # only where there is no shm_open
 
 def _pool_bytes() -> int:
     return int(os.environ.get("DETFLOW_SHM_POOL_BYTES", 4 * 2**30))
-
-
-def _noop() -> None:
-    pass
-
-
-def stage(item: T) -> tuple[T, Callable[[], None]]:
-    """``item`` ready to send to another process, and a callable that frees what it took.
-
-    A :class:`~detflow.nodes.runner.PartitionTask` whose partition reads an array in
-    memory (:class:`~detflow.sources.readers.ArrayReader`) gets that partition's pixels
-    copied into a new shared-memory segment and a :class:`SharedArrayReader` in place
-    of its reader. Anything else is returned unchanged, with a release that does
-    nothing. Call ``release()`` on the driver once the item's result is back, or the
-    item failed or was abandoned; calling it twice is harmless.
-
-    Examples
-    --------
-    >>> import pickle
-    >>> import numpy as np
-    >>> from detflow.nodes.runner import PartitionTask
-    >>> from detflow.sources.memory import MemorySource
-    >>> src = MemorySource(data=np.ones((8, 8, 64, 64), dtype=np.uint16))
-    >>> task = PartitionTask(next(src.partitions()), udfs=())
-    >>> staged, release = stage(task)
-    >>> len(pickle.dumps(staged)) < 2000 < len(pickle.dumps(task))
-    True
-    >>> int(staged.partition.read().sum())
-    262144
-    >>> release()   # back to the pool, for the next stage()
-    >>> trim()      # unlink the pool
-    """
-    if not isinstance(item, PartitionTask):
-        return item, _noop
-    reader = item.partition.reader
-    if not isinstance(reader, ArrayReader) or reader.data.size == 0:
-        return item, _noop
-    shared, release = share_array(reader.data, base=reader.base, total=reader.n_pixels)
-    partition = replace(item.partition, reader=shared)
-    return replace(item, partition=partition), release
 
 
 def share_array(

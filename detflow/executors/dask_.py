@@ -150,7 +150,7 @@ def _stager(is_local: bool) -> Callable[[Any], tuple[Any, Callable[[], None]]]:
     if not is_local or os.environ.get("DETFLOW_NO_SHM"):
         return lambda item: (item, lambda: None)
     try:
-        from detflow.shm import stage
+        from detflow.executors.staging import stage
     except ImportError:
         return lambda item: (item, lambda: None)
     return stage

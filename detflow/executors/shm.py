@@ -1,4 +1,5 @@
-"""Moved to :mod:`detflow.shm` (sources and executors both use it); kept as an alias."""
+"""Moved to :mod:`detflow.shm` (sources and executors both use it) and
+:mod:`detflow.executors.staging` (``stage``); kept as an alias."""
 
+from detflow.executors.staging import stage  # noqa: F401
 from detflow.shm import *  # noqa: F403
-from detflow.shm import __all__  # noqa: F401

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from detflow.errors import ConfigurationError, GraphValidationError
+from detflow.graph.events import Subscriber
 from detflow.graph.model import GraphModel, PartitionNode, SourceNode
 from detflow.registry import SINKS
 
 if TYPE_CHECKING:
     from detflow.graph.lowering import CompiledGraph
-    from detflow.sinks.base import Sink
 
 __all__ = ["RunContext", "build_sinks", "default_context", "source_path"]
 
@@ -105,8 +105,8 @@ def _view(compiled: CompiledGraph, index: int) -> Any:
                                results=[r for p in done for r in p.results])
 
 
-def build_sinks(compiled: CompiledGraph, ctx: RunContext) -> dict[int, list[Sink]]:
-    """Sink objects for the graph's sink nodes and ``save_results`` nodes, by pass index."""
+def build_sinks(compiled: CompiledGraph, ctx: RunContext) -> dict[int, list[Subscriber]]:
+    """Subscriber objects for the graph's sink nodes and ``save_results`` nodes, by pass index."""
     graph = compiled.graph
     skipped = {n.id for n in graph if getattr(n, "skip", False)}
     specs: list[tuple[str, str, tuple[str, ...], dict[str, Any]]] = []
@@ -125,7 +125,7 @@ def build_sinks(compiled: CompiledGraph, ctx: RunContext) -> dict[int, list[Sink
                           {"path": "{output_dir}/{input_stem}_" + saved.id + ".zarr"}))
     if specs:
         check_output_dir(ctx.output_dir)
-    sinks: dict[int, list[Sink]] = {}
+    sinks: dict[int, list[Subscriber]] = {}
     for sink_id, type_, inputs, params in specs:
         try:
             cls = SINKS.get(type_)

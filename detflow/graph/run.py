@@ -26,6 +26,7 @@ from detflow.graph import io, view
 from detflow.graph.config import apply_overrides, load_config_file
 from detflow.graph.delayed_ import graph_to_delayed
 from detflow.graph.driver import GraphResults, run_compiled
+from detflow.graph.events import Subscriber
 from detflow.graph.lowering import CompiledGraph, compile_graph, resolve_class
 from detflow.graph.model import GraphModel, SourceNode, UDFNode, udf_type_name
 from detflow.graph.outputs import RunContext, build_sinks, default_context
@@ -35,7 +36,6 @@ from detflow.graph.results import to_xarray
 if TYPE_CHECKING:
     import xarray as xr
 
-    from detflow.sinks.base import Sink
 
 __all__ = ["Graph", "RunContext", "default_context", "resolve_call", "run_graph", "run_graph_iter"]
 
@@ -69,7 +69,7 @@ def run_graph_iter(
     *,
     executor: str | Executor | None = None,
     progress: bool = False,
-    sinks: list[Sink] | None = None,
+    sinks: list[Subscriber] | None = None,
     context: RunContext | None = None,
     max_rate: float | None = 4.0,
 ) -> Iterator[GraphResults]:
@@ -240,7 +240,7 @@ class Graph(GraphModel):
         *,
         executor: str | Executor | None = None,
         progress: bool = False,
-        sinks: list[Sink] | None = None,
+        sinks: list[Subscriber] | None = None,
         output_dir: str | os.PathLike[str] | None = None,
         overwrite: bool = False,
         max_rate: float | None = 4.0,
@@ -258,7 +258,7 @@ class Graph(GraphModel):
         *,
         executor: str | Executor | None = None,
         progress: bool = False,
-        sinks: list[Sink] | None = None,
+        sinks: list[Subscriber] | None = None,
         output_dir: str | os.PathLike[str] | None = None,
         overwrite: bool = False,
     ) -> dict[str, xr.Dataset]:

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from detflow.sources.base import Partition, PartitionPlan
-    from detflow.sources.live.base import LiveAcquisition
+
+
+class _Acquisition(Protocol):
+    """What the feed needs of a live acquisition (:class:`~detflow.sources.live.base.LiveAcquisition`)."""
+
+    def _ranges(self, plan: PartitionPlan | None) -> list[slice]: ...
+
+    def partitions(self, plan: PartitionPlan | None = None, *, shared: bool = False) -> Any: ...
 
 __all__ = ["LiveTaskFeed"]
 
@@ -21,7 +28,7 @@ class LiveTaskFeed(Iterator[Any]):
     failure, raised by the driver once every frame that arrived is merged.
     """
 
-    def __init__(self, aq: LiveAcquisition, plan: PartitionPlan | None, make_task: Callable[[Partition], Any], *,
+    def __init__(self, aq: _Acquisition, plan: PartitionPlan | None, make_task: Callable[[Partition], Any], *,
                  keep: Callable[[slice], bool] | None = None, shared: bool = False) -> None:
         self.make_task = make_task
         self.keep = keep or (lambda frames: True)
