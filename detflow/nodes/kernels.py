@@ -125,17 +125,48 @@ _jit_reduce = numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"
 def dense_rows_dot32(tile: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
     """``out[f, m] += sum_p tile[f, p] * rows[m, p]``, in float32 like an sgemm.
 
-    For a few masks this beats converting the tile and calling BLAS (3 masks: 15 vs
-    5 GB/s on a (32, 65536) uint16 tile): the tile is read in its native dtype, and
-    nothing is allocated, so concurrent threads do not contend for the allocator.
+    Register-blocked like a small matrix product: two frames times four masks per pass
+    over the pixels, so every mask element loaded serves two frames and every pixel
+    four masks (16 masks on 256 x 256 uint16 frames: 29 us a frame, against 66 for one
+    mask and frame at a time and 50 for conversion + BLAS, one core). The tile is read
+    in its native dtype and nothing is allocated, so concurrent threads do not contend
+    for the allocator. A last odd frame or mask is computed as a duplicate and dropped.
     """
     n, npix = tile.shape
-    for f in range(n):
-        for m in range(rows.shape[0]):
-            s = np.float32(0.0)
+    n_masks = rows.shape[0]
+    for f in range(0, n, 2):
+        g = min(f + 1, n - 1)
+        for m in range(0, n_masks, 4):
+            m1, m2, m3 = min(m + 1, n_masks - 1), min(m + 2, n_masks - 1), min(m + 3, n_masks - 1)
+            r0, r1, r2, r3 = rows[m], rows[m1], rows[m2], rows[m3]
+            a0 = a1 = a2 = a3 = np.float32(0.0)
+            b0 = b1 = b2 = b3 = np.float32(0.0)
             for p in range(npix):
-                s += np.float32(tile[f, p]) * rows[m, p]
-            out[f, m] += s
+                x = np.float32(tile[f, p])
+                y = np.float32(tile[g, p])
+                w0, w1, w2, w3 = r0[p], r1[p], r2[p], r3[p]
+                a0 += x * w0
+                a1 += x * w1
+                a2 += x * w2
+                a3 += x * w3
+                b0 += y * w0
+                b1 += y * w1
+                b2 += y * w2
+                b3 += y * w3
+            _add4(out, f, m, m1, m2, m3, a0, a1, a2, a3)
+            if g > f:
+                _add4(out, g, m, m1, m2, m3, b0, b1, b2, b3)
+
+
+@_jit
+def _add4(out: np.ndarray, f: int, m: int, m1: int, m2: int, m3: int, s0: Any, s1: Any, s2: Any, s3: Any) -> None:
+    out[f, m] += s0
+    if m1 > m:
+        out[f, m1] += s1
+    if m2 > m1:
+        out[f, m2] += s2
+    if m3 > m2:
+        out[f, m3] += s3
 
 
 @_jit_reduce

@@ -31,7 +31,7 @@ Examples
 >>> import numpy as np
 >>> from detflow.nodes.masks import make_mask_stack, ring
 >>> stack = make_mask_stack([lambda i=i: ring(32, 32, 64, 64, 8 + 2 * i, 4) for i in range(8)], (64, 64))
->>> plan = plan_masks(stack)
+>>> plan = plan_masks(stack, kernel="classes")  # forced; "auto" weighs the estimates
 >>> plan
 MaskPlan(kernel='classes', masks=8, classes=8, runs=460, covered=1468 of 4096 pixels)
 >>> tile = np.random.default_rng(0).integers(0, 100, (5, 64 * 64)).astype(np.uint16)
@@ -82,11 +82,13 @@ COSTS = {
     "combine_entry": 1.0,  # per non-zero class weight, one at a time
     "combine_blas": 0.05,  # per class x mask, by BLAS
     "sparse_entry": 1.5,
-    "rows_pixel": 0.2,
-    "rows_entry": 0.1,
-    "blas_pixel": 1.0,
-    "blas_entry": 0.03,
+    "rows_pixel": 0.05,
+    "rows_entry": 0.03,
+    "blas_pixel": 0.2,
+    "blas_entry": 0.045,
 }
+#: the rows kernel streams every mask once per two frames: worth it while they stay in cache
+ROWS_MAX_BYTES = 8 * 2**20
 #: dense matrices are built for the class analysis of sparse masks up to this many entries
 _DENSE_ANALYSIS_ENTRIES = 2**25
 
@@ -158,7 +160,7 @@ def mask_classes(dense: np.ndarray) -> MaskClasses | None:
     if len(first) > MAX_CLASSES + 1:
         return None
     if not kernels.rows_match(w, first[inverse]):  # a hash collision: rare, so be exact the slow way
-        uniq, first, inverse = np.unique(w, axis=0, return_index=True, return_inverse=True)
+        _, first, inverse = np.unique(w, axis=0, return_index=True, return_inverse=True)
         if len(first) > MAX_CLASSES + 1:
             return None
     inverse = inverse.reshape(-1)
@@ -314,9 +316,11 @@ def plan_masks(stack: MaskStack, *, kernel: str = "auto", parallel: bool = False
     c = COSTS
     est = {
         "sparse": nnz * c["sparse_entry"],
-        "rows": n_pixels * (c["rows_pixel"] + count * c["rows_entry"]),
         "blas": n_pixels * (c["blas_pixel"] + count * c["blas_entry"]),
     }
+    itemsize = stack.dense.dtype.itemsize if stack.dense is not None else 4
+    if n_pixels * count * itemsize <= ROWS_MAX_BYTES or kernel == "rows":
+        est["rows"] = n_pixels * (c["rows_pixel"] + count * c["rows_entry"])
     if classes is not None:
         est["classes"] = (classes.covered * c["classes_pixel"] + len(classes.starts) * c["classes_run"]
                           + classes.combine_cost())

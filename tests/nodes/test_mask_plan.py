@@ -143,7 +143,8 @@ def test_too_many_classes() -> None:
         ("rings", 16, (256, 256), "classes"),
         ("sectors", 8, (256, 256), "classes"),
         ("dense", 2, (128, 128), "rows"),
-        ("dense", 16, (128, 128), "blas"),
+        ("dense", 16, (128, 128), "rows"),
+        ("dense", 256, (128, 128), "blas"),
         ("pixels", 16, (128, 128), "sparse"),
     ],
 )
