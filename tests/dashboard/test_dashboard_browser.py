@@ -29,7 +29,7 @@ import pytest
 
 from detflow.dashboard.server import Dashboard
 from tests.sinks.slow import scan, slow_graph
-from tests.sinks.test_dashboard import wait_for
+from tests.dashboard.test_dashboard import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
