@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Live benchmark: Merlin frames over TCP on loopback, received, decoded and analysed.
 
+(``--detector dectris``: the DECTRIS case, bitshuffle-LZ4 frames over ZeroMQ against
+LiberTEM-live's DECTRIS client; see ``bench_live_dectris.py``.)
+
 The core benchmark's dataset (uint16, nav 128x128, sig 256x256; ``--small``: nav 32x32)
 is written once more as a 12-bit Merlin acquisition (``U16`` frames, cached in
 ``benchmarks/data/`` beside the MIB files of ``bench_mib.py``). ``detflow sim merlin``
@@ -435,6 +438,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--receivers", default=",".join(RECEIVERS), help=f"comma-separated, of: {', '.join(RECEIVERS)}")
     ap.add_argument("--no-verify", action="store_true", help="skip the correctness pass")
     ap.add_argument("--regen", action="store_true", help="rewrite the dataset and its MIB copy")
+    ap.add_argument("--detector", choices=("merlin", "dectris"), default="merlin",
+                    help="merlin (MIB over TCP, this file) or dectris (bitshuffle-LZ4 over ZeroMQ, "
+                         "bench_live_dectris.py)")
     ap.add_argument("--sim", choices=("detflow", "libertem-live"), default="detflow",
                     help="which Merlin simulator serves the data (default: detflow sim merlin)")
     return ap.parse_args(argv)
@@ -442,6 +448,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.detector == "dectris":
+        import bench_live_dectris
+
+        return bench_live_dectris.run(args)
     nav, sig = bench_core.SIZES["small" if args.small else "full"]
     npy, hdr = ensure_mib(nav, sig, regen=args.regen)
     log(f"warming the page cache: {hdr.with_suffix('.mib').name}, {npy.name}")

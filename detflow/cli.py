@@ -82,6 +82,9 @@ def main() -> None:
     detflow show GRAPH.yaml [--image graph.png]                          print (or draw) it
     detflow serve GRAPH.yaml [--port 5006] [--set NODE.PARAM=VALUE ...]  a live dashboard of a run
     detflow sim merlin SCAN.hdr [--data-port 6342]                       replay it as a Merlin detector
+    detflow sim dectris SCAN.npy [--api-port 8910] [--data-port 9999]     ... or as a DECTRIS detector
+    detflow batch GRAPH.yaml --inputs 'data/**/*.hdr' [--queue runs.db]  run it over many inputs, resumably
+    detflow queue status|list|show|retry|purge QUEUE                     look into a batch queue
     detflow demo                                                         a self-checking example
     """
 
@@ -251,6 +254,29 @@ def sim_merlin(path: str, **options: Any) -> None:
     from detflow.sources.live.merlin.sim import run_simulator
 
     run_simulator(path, echo=click.echo, **options)
+
+
+@sim.command("dectris")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--api-port", default=8910, show_default=True, help="SIMPLON REST port (0: any free port).")
+@click.option("--data-port", default=9999, show_default=True, help="ZeroMQ stream port (0: any free port).")
+@click.option("--encoding", type=click.Choice(["bs8-lz4<", "bs16-lz4<", "bs32-lz4<", "lz4<", "<"]), default=None,
+              help="Blob encoding of a .npy (default: bitshuffle-LZ4 of its element size).")
+@click.option("--trigger-mode", type=click.Choice(["exte", "inte", "exts", "ints"]), default=None,
+              help="Trigger mode to start in (clients may change it over REST); default: the file's, else exte.")
+@_errors
+def sim_dectris(path: str, **options: Any) -> None:
+    """Serve PATH (.npy, HDF5 master file, or a stream dump) as a DECTRIS detector would, until Ctrl-C."""
+    from detflow.sources.live.dectris.sim import run_simulator
+
+    run_simulator(path, echo=click.echo, **options)
+
+
+from detflow.batch.cli import batch, queue  # noqa: E402 - the batch commands live with the batch package
+
+main.add_command(batch)
+main.add_command(queue)
 
 
 if __name__ == "__main__":

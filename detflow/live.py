@@ -68,8 +68,9 @@ class LiveContext(Context):
     def make_connection(self, kind: str) -> type[LiveConnection]:
         """The connection class of detector ``kind``; call ``.open(...)`` on it.
 
-        Known kinds: ``memory`` (replays an array) and ``merlin`` (Quantum Detectors
-        Merlin, or ``detflow sim merlin``).
+        Known kinds: ``memory`` (replays an array), ``merlin`` (Quantum Detectors
+        Merlin, or ``detflow sim merlin``) and ``dectris`` (a DECTRIS detector, or
+        ``detflow sim dectris``).
         """
         cls = CONNECTIONS.get(kind.lower())
         if not (isinstance(cls, type) and issubclass(cls, LiveConnection)):

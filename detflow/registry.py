@@ -95,6 +95,7 @@ SOURCES = Registry(
         "dask": "detflow.sources.dask_:DaskSource",
         "auto": "detflow.sources.auto:load_auto",
         "merlin": "detflow.sources.live.merlin.connection:merlin_source",
+        "dectris": "detflow.sources.live.dectris.connection:dectris_source",
     },
 )
 
@@ -158,6 +159,7 @@ CONNECTIONS = Registry(
     {
         "memory": "detflow.sources.live.memory:MemoryConnection",
         "merlin": "detflow.sources.live.merlin.connection:MerlinConnection",
+        "dectris": "detflow.sources.live.dectris.connection:DectrisConnection",
     },
 )
 

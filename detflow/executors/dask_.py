@@ -11,12 +11,27 @@ at most ``2 * n_workers`` tasks are in flight.
 In-memory partitions go to local workers through shared memory (see
 :mod:`detflow.shm`) rather than as pickles through the scheduler; to a remote
 cluster they are sent with the task.
+
+Lifetime of a staged segment: it lives until no task that reads it can still run.
+
+* A task whose future is done (result back, or its error) is not run again once the
+  future is dropped, so the driver drops it, then releases the segment (back to the
+  pool, where the next item may reuse it).
+* A run that is abandoned (its consumer stopped, or one task failed) does *not* free
+  the segments of the tasks still in flight: ``Future.cancel()`` and dropping a future
+  both return before a worker that already started (or is about to start) the task has
+  stopped, and that task would then read a segment that was unlinked ("is gone") or,
+  worse, reused by the next run's item. Those futures are kept, not cancelled, and each
+  segment is released by its future's done callback; the cost is finishing at most
+  ``in_flight`` tasks per worker. Tasks that carry no segment (file recipes, remote
+  clusters) are cancelled at once, as before.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -61,6 +76,9 @@ class DaskExecutor:
         self.client = client
         self.is_local = is_local
         self._cluster = cluster
+        # futures of abandoned runs whose tasks may still read a segment: future -> release
+        self._lingering: dict[Any, Callable[[], None]] = {}
+        self._lingering_lock = threading.Lock()
 
     @property
     def shares_memory(self) -> bool:
@@ -106,12 +124,17 @@ class DaskExecutor:
         distributed = _distributed()
         stage = _stager(self.is_local)
         it = iter(items)
-        releases: dict[Any, Callable[[], None]] = {}
+        # key -> (future, release of its segment or None): every task submitted, not yet done with
+        in_flight: dict[Any, tuple[Any, Callable[[], None] | None]] = {}
 
         def submit(item: Any) -> Any:
             staged, release = stage(item)
-            future = self.client.submit(fn, staged, pure=False)
-            releases[future.key] = release
+            try:
+                future = self.client.submit(fn, staged, pure=False)
+            except BaseException:
+                release()
+                raise
+            in_flight[future.key] = (future, None if staged is item else release)
             return future
 
         pending = distributed.as_completed(
@@ -119,24 +142,53 @@ class DaskExecutor:
         )
         try:
             for future in pending:
+                key = future.key
                 try:
                     result = future.result()  # a task's exception is re-raised with its own type
                 finally:
-                    releases.pop(future.key, lambda: None)()
+                    # drop the future before the segment: a dropped, done task is never run again
+                    future = None
+                    _, release = in_flight.pop(key, (None, None))
+                    if release is not None:
+                        release()
                 nxt = next(it, _END)
                 if nxt is not _END:
                     pending.add(submit(nxt))
                 yield result
         finally:
-            for future in list(pending.futures):
-                future.cancel()
-            for release in releases.values():
-                release()
+            for future, release in in_flight.values():
+                if release is None:
+                    future.cancel()  # reads no segment: nothing to wait for
+                else:
+                    self._linger(future, release)
+            in_flight.clear()
+
+    def _linger(self, future: Any, release: Callable[[], None]) -> None:
+        """Keep ``future`` until its task is done, then release its segment (see the module
+        docstring: cancelling would not stop a task that already started reading it)."""
+        with self._lingering_lock:
+            self._lingering[future] = release
+
+        def done(f: Any) -> None:
+            with self._lingering_lock:
+                rel = self._lingering.pop(f, None)
+            if rel is not None:
+                rel()
+
+        future.add_done_callback(done)
+
+    def _release_lingering(self) -> None:
+        with self._lingering_lock:
+            lingering = list(self._lingering.values())
+            self._lingering.clear()
+        for release in lingering:
+            release()
 
     def close(self) -> None:
         self.client.close()
         if self._cluster is not None:
             self._cluster.close()
+        self._release_lingering()  # no task of this client runs any more (or its result counts for nothing)
         if self.is_local:
             from detflow.shm import trim
 

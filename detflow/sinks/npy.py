@@ -57,6 +57,24 @@ class NpyRecorderSink:
         except ParameterError as err:
             raise GraphValidationError(err.reason, node=sink_id, node_type="npy", parameter="path") from err
 
+    @staticmethod
+    def is_complete(path: str | os.PathLike[str]) -> bool:
+        """Whether ``path`` is a whole ``.npy`` file: a valid header and every byte it promises."""
+        import math
+
+        import numpy as np
+
+        try:
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(f)
+                size = os.fstat(f.fileno()).st_size
+                return size >= f.tell() + math.prod(shape) * dtype.itemsize
+        except (OSError, ValueError):
+            return False
+
     def udfs(self) -> list[tuple[str, UDF]]:
         return [(self.sink_id, self._udf)]
 

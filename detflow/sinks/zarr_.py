@@ -132,6 +132,16 @@ class ZarrSink:
         return cls(params.pop("path"), nodes=inputs, overwrite=params.pop("overwrite", overwrite),
                    attrs=attrs, node_info=info, **params)
 
+    @staticmethod
+    def is_complete(path: str | os.PathLike[str]) -> bool:
+        """Whether the store at ``path`` was written to the end (its ``complete`` attribute)."""
+        try:
+            with open(os.path.join(os.fspath(path), "zarr.json"), encoding="utf-8") as f:
+                attrs = json.load(f).get("attributes", {})
+        except (OSError, ValueError, AttributeError):
+            return False
+        return attrs.get("complete") is True
+
     # --- Sink protocol ------------------------------------------------------------
     def start(self, info: RunInfo) -> None:
         import zarr

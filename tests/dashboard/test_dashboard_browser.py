@@ -28,8 +28,8 @@ import numpy as np
 import pytest
 
 from detflow.dashboard.server import Dashboard
-from tests.sinks.slow import scan, slow_graph
 from tests.dashboard.test_dashboard import wait_for
+from tests.sinks.slow import Gate, scan, slow_graph
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -59,7 +59,8 @@ for (const m of docs[0].all_models) {
 return out;
 """
 
-# Click the button labelled arguments[0], wherever it sits in Panel's shadow roots.
+# Click the button labelled arguments[0], wherever it sits in Panel's shadow roots; true if it
+# was there and enabled (a tab that has not caught up with the run yet may still show it disabled).
 _CLICK = """
 const label = arguments[0];
 function find(root) {
@@ -70,8 +71,9 @@ function find(root) {
   return null;
 }
 const button = find(document);
-if (button) button.click();
-return button !== null;
+if (!button || button.disabled) return false;
+button.click();
+return true;
 """
 
 
@@ -142,7 +144,9 @@ def _save_screenshot(drv, tmp_path: Path, name: str) -> Path:
 
 def test_dashboard_fills_in_live_and_shows_the_final_values(browser, tmp_path) -> None:
     data = scan((16, 16, 8, 8))
-    dashboard = Dashboard(slow_graph(data, delay=0.1), executor="inline", refresh_ms=100, max_rate=10)
+    gate = Gate(open=True)  # shut before Re-run, so the second run is still going when Stop comes
+    dashboard = Dashboard(slow_graph(data, delay=0.1, gate=gate, hold_from=2), executor="inline",
+                          refresh_ms=100, max_rate=10)
     ctl = dashboard.controller
     server = dashboard.serve(port=0, show=False, threaded=True, autostart=False)
     try:
@@ -155,7 +159,7 @@ def test_dashboard_fills_in_live_and_shows_the_final_values(browser, tmp_path) -
         # the graph's text reaches the page as text: its "<array ...>" must not be taken for an HTML tag
         assert any("data=&lt;array (16, 16, 8, 8) uint16&gt;" in html.unescape(t) for t in page["texts"])
 
-        assert browser.execute_script(_CLICK, "Start"), "no Start button on the page"
+        wait_for(lambda: browser.execute_script(_CLICK, "Start"), what="an enabled Start button")
         wait_for(lambda: ctl.status != "idle", what="the Start button to start the run")
         seen = []  # (frames done, pixels shown) as the page showed them while the run was going
         deadline = time.monotonic() + 60
@@ -196,12 +200,15 @@ def test_dashboard_fills_in_live_and_shows_the_final_values(browser, tmp_path) -
         np.testing.assert_allclose(_image(other, "slow/intensity"), expected["slow/intensity"])
 
         # Re-run from the second tab, Stop from the first: both see the one run
-        assert browser.execute_script(_CLICK, "Re-run")
+        gate.shut()  # the second run merges partitions 0 and 1, then waits in partition 2
+        wait_for(lambda: browser.execute_script(_CLICK, "Re-run"), what="an enabled Re-run button")
         wait_for(lambda: ctl.snapshot().run_id == 2 and ctl.frames_done >= 16, what="the second run to progress")
         browser.close()
         browser.switch_to.window(first)
-        assert browser.execute_script(_CLICK, "Stop")
-        assert ctl.wait(timeout=30) == "stopped"
+        gate.open_when(lambda: ctl.status == "stopping")
+        # the first tab was in the background: its Stop is enabled once it has caught up with run 2
+        wait_for(lambda: browser.execute_script(_CLICK, "Stop"), what="an enabled Stop button")
+        assert ctl.wait(timeout=60) == "stopped"
         # the stopped run shows every partition merged before the stop (texts and image may arrive apart)
         page = wait_for(lambda: (p := _page(browser)) and "run 2: stopped" in _status(p)
                         and int(np.isfinite(_image(p, "slow/intensity")).sum()) == _progress(p)[0] and p,
@@ -209,4 +216,5 @@ def test_dashboard_fills_in_live_and_shows_the_final_values(browser, tmp_path) -
         assert 16 <= _progress(page)[0] == ctl.frames_done < 256
         _save_screenshot(browser, tmp_path, "dashboard-stopped.png")
     finally:
+        gate.open()  # a failed check above must not leave the run held
         server.stop(timeout=30)

@@ -1,7 +1,7 @@
 """Live detectors: connections, acquisitions, simulators.
 
 ``LiveContext().make_connection(kind)`` picks a detector by name (``"memory"``,
-``"merlin"``); :mod:`detflow.sources.live.base` holds the parts every detector
+``"merlin"``, ``"dectris"``); :mod:`detflow.sources.live.base` holds the parts every detector
 shares (hooks, pending acquisitions, the nav-shape rules, the receiving thread).
 """
 

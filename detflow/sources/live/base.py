@@ -57,6 +57,7 @@ from detflow.sources.readers import ArrayReader
 
 __all__ = [
     "DetermineNavShapeEnv",
+    "EncodedFrames",
     "Hooks",
     "LiveAcquisition",
     "LiveConnection",
@@ -91,6 +92,27 @@ class PendingAcquisition:
     detector_config: dict[str, Any] = field(default_factory=dict, repr=False)
     #: connection-specific state (e.g. the parsed header); not for users
     handle: Any = field(default=None, repr=False, compare=False)
+
+
+@dataclass
+class EncodedFrames:
+    """Frames as they came off the wire, for detectors whose frames the workers decode.
+
+    ``blobs`` holds one bytes-like object per frame that arrived;
+    ``make_reader(payload, offsets, base, total)`` returns the
+    :class:`~detflow.sources.base.FrameReader` that decodes them, where ``payload``
+    reads the blobs back to back as flat ``uint8`` (frame ``k`` is bytes
+    ``offsets[k]:offsets[k + 1]``) and ``base``, ``total`` are as for any live reader;
+    ``error`` is the :class:`~detflow.errors.DetectorError` that ended the reception
+    early, if one did (the blobs that arrived are still processed).
+    """
+
+    blobs: Sequence[Any]
+    make_reader: Callable[[FrameReader, np.ndarray, int, int], FrameReader]
+    error: DetectorError | None = None
+
+
+_ReaderMaker = Callable[[int, int, int], FrameReader]
 
 
 @dataclass(frozen=True)
@@ -282,6 +304,9 @@ class LiveAcquisition(Source):
 
     #: marks sources whose partitions arrive over time (the lowering streams them)
     is_live: ClassVar[bool] = True
+    #: frames arrive encoded (:meth:`_receive_encoded`, not :meth:`_receive`): partitions
+    #: carry the encoded bytes and the worker that reads a partition decodes it
+    encoded: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -359,6 +384,14 @@ class LiveAcquisition(Source):
         counting the frames of the whole acquisition that arrived (those of ``out``
         that did are then still processed).
         """
+
+    def _receive_encoded(self, n: int) -> EncodedFrames:
+        """For ``encoded`` acquisitions: the next ``n`` frames as they arrived.
+
+        Fewer only when the detector ended or failed (then ``error`` says why, unless
+        it ended the acquisition normally).
+        """
+        raise NotImplementedError(f"{type(self).__name__} sets 'encoded' but has no _receive_encoded")
 
     def _end(self, ok: bool) -> None:  # noqa: B027 - optional hook
         """The run is over (``ok``: all frames arrived); release per-acquisition state."""
@@ -439,19 +472,9 @@ class LivePartitions(Iterator[Partition]):
                         if self._stop.is_set():
                             return
                         n = frames.stop - frames.start
-                        buf, make_reader = self._buffer(index, n)
-                        failure = None
-                        try:
-                            got = aq._receive(buf)
-                        except DetectorError as err:  # keep the frames of this partition that did arrive
-                            # the traceback's frames hold ``buf``: let go of it (it may be a shared segment)
-                            traceback.clear_frames(err.__traceback__)
-                            failure = err
-                            got = 0
-                            if err.frames_received is not None:
-                                got = min(n, max(0, err.frames_received - self.frames_received))
+                        receive = self._receive_encoded if aq.encoded else self._receive_decoded
+                        got, failure, make_reader = receive(index, n)
                         self.frames_received += got
-                        del buf  # a shared segment must have no view left here once it can be released
                         if got:
                             part = Partition(
                                 index=index, frames=slice(frames.start, frames.start + got), meta=meta,
@@ -479,6 +502,50 @@ class LivePartitions(Iterator[Partition]):
             self._put(err)
         finally:
             self._put(None)
+
+    def _receive_decoded(self, index: int, n: int) -> tuple[int, DetectorError | None, _ReaderMaker]:
+        """Receive ``n`` decoded frames into a buffer of partition ``index``."""
+        buf, make_reader = self._buffer(index, n)
+        failure = None
+        try:
+            got = self.aq._receive(buf)
+        except DetectorError as err:  # keep the frames of this partition that did arrive
+            # the traceback's frames hold ``buf``: let go of it (it may be a shared segment)
+            traceback.clear_frames(err.__traceback__)
+            failure = err
+            got = 0
+            if err.frames_received is not None:
+                got = min(n, max(0, err.frames_received - self.frames_received))
+        del buf  # a shared segment must have no view left here once it can be released
+        return got, failure, make_reader
+
+    def _receive_encoded(self, index: int, n: int) -> tuple[int, DetectorError | None, _ReaderMaker]:
+        """Receive ``n`` encoded frames; their blobs go back to back into one payload."""
+        enc = self.aq._receive_encoded(n)
+        got = min(n, len(enc.blobs))
+        sizes = np.fromiter((memoryview(b).nbytes for b in enc.blobs[:got]), dtype=np.int64, count=got)
+        offsets = np.zeros(got + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        payload_reader: FrameReader
+        if self.shared and got:
+            from detflow import shm
+
+            payload, name, release = shm.allocate(int(offsets[-1]), np.uint8)
+            with self._lock:
+                self._releases[index] = release
+            payload_reader = shm.SharedArrayReader(name, base=0, count=payload.size, dtype=payload.dtype,
+                                                   total=payload.size)
+        else:
+            payload = np.empty(int(offsets[-1]), dtype=np.uint8)
+            payload_reader = ArrayReader(payload)
+        for blob, lo, hi in zip(enc.blobs[:got], offsets[:-1], offsets[1:], strict=True):
+            payload[lo:hi] = np.frombuffer(blob, dtype=np.uint8)
+        del payload
+
+        def encoded_reader(base: int, count: int, total: int) -> FrameReader:
+            return enc.make_reader(payload_reader, offsets, base, total)
+
+        return got, enc.error, encoded_reader
 
     def _buffer(self, index: int, n: int) -> tuple[np.ndarray, Callable[[int, int, int], FrameReader]]:
         """Where partition ``index`` (``n`` frames) is received, and how its reader is made."""

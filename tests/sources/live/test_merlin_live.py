@@ -93,10 +93,12 @@ def test_active_mode_calls_the_hooks_in_order(scan: tuple[Path, np.ndarray]) -> 
 
 def test_passive_without_a_trigger_waits_and_times_out(scan: tuple[Path, np.ndarray]) -> None:
     path, _ = scan
-    with sim(path, wait_trigger=True) as s, df.LiveContext.make_with("inline") as ctx, open_conn(ctx, s) as conn:
+    # the connection's own timeout is long, so a wait that ignored its 0.3 s would take a minute
+    with sim(path, wait_trigger=True) as s, df.LiveContext.make_with("inline") as ctx, \
+            open_conn(ctx, s, timeout=60) as conn:
         t0 = time.monotonic()
         assert conn.wait_for_acquisition(timeout=0.3) is None  # nobody armed the detector
-        assert time.monotonic() - t0 < 5
+        assert time.monotonic() - t0 < 30
 
 
 @pytest.mark.parametrize(
@@ -181,7 +183,7 @@ class DataServer:
         with conn:
             conn.sendall(self.payload)
             if not self.close_after:
-                self.done.wait(10)
+                self.done.wait(120)  # silent (until stop) far longer than any client's timeout
 
     def stop(self) -> None:
         self.done.set()
@@ -231,7 +233,7 @@ def test_silent_detector_times_out(failing_server: DataServer, scan: tuple[Path,
         t0 = time.monotonic()
         with pytest.raises(DetectorTimeoutError, match="29 of 48") as info:
             ctx.run_udf(dataset=aq, udf=SumUDF())
-        assert time.monotonic() - t0 < 10  # bounded: the 0.5 s timeout, not forever
+        assert time.monotonic() - t0 < 60  # bounded: the 0.5 s timeout, not the server's silence
     assert info.value.frames_received == 29
     assert info.value.partial_results.frames_done == 29
 
@@ -283,7 +285,7 @@ def test_graph_with_a_scan_shape_validates_without_taking_an_acquisition(
 schema_version: 1
 name: live-shape
 source: {{type: merlin, params: {{data_port: {s.data_port}, api_port: {s.control_port}, nav_shape: [6, 8],
-                                  wait_timeout: 10}}}}
+                                  wait_timeout: 60}}}}
 partition: {{frames_per_partition: 16}}
 nodes:
   frame: {{type: sum}}
@@ -292,6 +294,6 @@ nodes:
         checked = CliRunner().invoke(main, ["validate", str(graph)])
         assert checked.exit_code == 0, checked.output
         assert "nav (6, 8) sig (32, 24) uint16" in checked.output
-        assert time.monotonic() - t0 < 5  # no waiting for an acquisition
+        assert time.monotonic() - t0 < 30  # no waiting for an acquisition (that would wait up to 60 s)
         res = df.Graph.from_yaml(graph).run(executor="threads")
     np.testing.assert_allclose(res["frame"]["intensity"].values, data.sum(axis=(0, 1)))
