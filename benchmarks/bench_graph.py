@@ -107,8 +107,8 @@ def main() -> int:
         assert np.allclose(got, ref, rtol=1e-3), "graph and hand-written chain disagree"
         t_graph = best(lambda: g.run(executor=ex), args.repeat)
         t_hand = best(lambda: chain_by_hand(data, dark, dense, block), args.repeat)
-        print(f"chain correct->bin->masks: graph {t_graph * 1e3:8.1f} ms, numpy by hand (1 core) {t_hand * 1e3:8.1f} ms, "
-              f"ratio graph/hand {t_graph / t_hand:5.2f}")
+        print(f"chain correct->bin->masks: graph {t_graph * 1e3:8.1f} ms, "
+              f"numpy by hand (1 core) {t_hand * 1e3:8.1f} ms, ratio graph/hand {t_graph / t_hand:5.2f}")
 
         # 2. DPC: one graph, two passes, against the passes by hand
         dpc = df.Graph("dpc")
