@@ -59,7 +59,12 @@ class Context:
     @classmethod
     def make_with(cls, spec: str = "threads", *, cpus: int | None = None, plot_class: Any = None,
                   **kwargs: Any) -> Context:
-        """A context on the executor ``spec`` (``"inline"``, ``"threads"``, ...)."""
+        """A context on the executor ``spec`` (``"inline"``, ``"threads"``, ...).
+
+        ``kwargs`` go to the executor, e.g. ``partition_timeout=60`` (threads,
+        pipelined): a partition running longer stops the run with a
+        :class:`~detflow.errors.PartitionTimeoutError` naming it.
+        """
         return cls(make_executor(spec, cpus=cpus, **kwargs), plot_class=plot_class)
 
     # --- data -----------------------------------------------------------------------

@@ -45,6 +45,9 @@ def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             _fail(err, 2)
         except (DetflowError, OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
             _fail(err, 1)
+        except MemoryError as err:
+            _fail(MemoryError(f"out of memory ({err or 'an allocation failed'}); use a smaller nav_shape, "
+                              "sig_shape or frames_per_partition"), 1)
 
     return click.option("--debug", is_flag=True, help="Show tracebacks instead of a short error.")(wrapper)
 
@@ -86,6 +89,7 @@ def main() -> None:
     detflow batch GRAPH.yaml --inputs 'data/**/*.hdr' [--queue runs.db]  run it over many inputs, resumably
     detflow queue status|list|show|retry|purge QUEUE                     look into a batch queue
     detflow demo                                                         a self-checking example
+    detflow doctor [--clean]                                             what crashed runs left behind
     """
 
 
@@ -96,9 +100,12 @@ def main() -> None:
               help="Folder for outputs ({output_dir} in sink paths); default: the input's folder.")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist (swapped in when the run completes).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.option("--partition-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="Stop the run when one partition takes longer (threads and pipelined executors).")
 @_errors
 def run(graph_file: str, input_path: str | None, assignments: tuple[str, ...], config_file: str | None,
-        executor: str | None, output_dir: str | None, overwrite: bool, progress: bool) -> None:
+        executor: str | None, output_dir: str | None, overwrite: bool, progress: bool,
+        partition_timeout: float | None) -> None:
     """Run GRAPH_FILE: read the data once, feed every node, write every sink.
 
     Parameters win in this order: the node's default < the graph file < --config <
@@ -109,7 +116,19 @@ def run(graph_file: str, input_path: str | None, assignments: tuple[str, ...], c
 
     g = _load(graph_file, input_path, assignments, config_file)
     ctx = default_context(g, output_dir=output_dir, overwrite=overwrite)
-    results = run_graph(g, executor=executor, progress=progress, context=ctx)
+    if partition_timeout is None:
+        results = run_graph(g, executor=executor, progress=progress, context=ctx)
+    else:
+        from detflow.executors.base import make_executor
+
+        graph_ex = g.executor or {"type": "threads"}
+        name = executor or graph_ex["type"]
+        params = dict(graph_ex.get("params", {})) if name == graph_ex["type"] else {}
+        ex = make_executor(name, **{**params, "partition_timeout": partition_timeout})
+        try:
+            results = run_graph(g, executor=ex, progress=progress, context=ctx)
+        finally:
+            ex.close()
     for node_id, ds in results.items():
         names = ", ".join(f"{k} {tuple(v.shape)}" for k, v in ds.data_vars.items())
         click.echo(f"{node_id}: {names}")
@@ -190,10 +209,13 @@ def show(graph_file: str, dot_path: str | None, image: str | None) -> None:
               help="Start the run as soon as the server is up (else: the Start button).")
 @click.option("--max-rate", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True,
               help="Image updates per second at most.")
+@click.option("--password", envvar="DETFLOW_SERVE_PASSWORD", default=None,
+              help="Password the page asks for; required on any --address but loopback "
+                   "(better given as DETFLOW_SERVE_PASSWORD than on the command line).")
 @_errors
 def serve(graph_file: str, input_path: str | None, assignments: tuple[str, ...], config_file: str | None,
           executor: str | None, output_dir: str | None, overwrite: bool, port: int, address: str, show: bool,
-          autostart: bool, max_rate: float) -> None:
+          autostart: bool, max_rate: float, password: str | None) -> None:
     """Serve a live dashboard of GRAPH_FILE: progress, every 2-D result filling in as the
     data arrives, the latest frame and the sum frame, and start / stop / re-run buttons.
 
@@ -205,6 +227,8 @@ def serve(graph_file: str, input_path: str | None, assignments: tuple[str, ...],
     from detflow.graph.run import default_context
 
     g = _load(graph_file, input_path, assignments, config_file)
+    if password:  # the dashboard reads it from there (as for a password set in the environment)
+        os.environ["DETFLOW_SERVE_PASSWORD"] = password
     serve_dashboard(g, port=port, address=address, show=show, autostart=autostart, executor=executor,
                     context=default_context(g, output_dir=output_dir, overwrite=overwrite), max_rate=max_rate)
 
@@ -231,6 +255,22 @@ def demo(directory: str | None, executor: str | None, live: bool) -> None:
     else:
         ok = go(directory)
     sys.exit(0 if ok else 1)
+
+
+@main.command()
+@click.option("--clean", is_flag=True, help="Remove what it lists.")
+def doctor(clean: bool) -> None:
+    """List what crashed runs left behind (shared-memory segments of dead detflow processes); --clean removes it."""
+    from detflow.executors.shm_stale import SHM_DIR, remove_stale_segments, stale_segments
+    from detflow.sources.limits import format_bytes
+
+    found = remove_stale_segments() if clean else stale_segments()
+    for seg in found:
+        click.echo(f"{'removed' if clean else 'stale'}: {SHM_DIR}/{seg.name} ({format_bytes(seg.size)}, "
+                   f"owner pid {seg.pid} is gone)")
+    total = format_bytes(sum(s.size for s in found))
+    click.echo(f"{len(found)} stale shared-memory segment(s), {total}"
+               + ("" if clean or not found else "; run `detflow doctor --clean` to remove them"))
 
 
 @main.group()

@@ -17,6 +17,7 @@ builtin that a caller would naturally catch, so ``except ValueError`` keeps work
     │       ├── DetectorProtocolError (ValueError)         bytes on the wire that break its protocol
     │       └── DetectorCommandError                      a control command answered with an error
     ├── UDFError (RuntimeError)                a UDF broke the UDF contract
+    ├── PartitionTimeoutError (TimeoutError)   a partition ran longer than partition_timeout
     └── MissingDependencyError (ImportError)   an optional extra is not installed
 
 An exception raised by user code inside a partition task is *not* wrapped: it reaches
@@ -41,6 +42,7 @@ __all__ = [
     "GraphValidationError",
     "MissingDependencyError",
     "ParameterError",
+    "PartitionTimeoutError",
     "SourceError",
     "SourceFormatError",
     "SourceNotFoundError",
@@ -189,6 +191,10 @@ class DetectorCommandError(DetectorError):
 
 class UDFError(DetflowError, RuntimeError):
     """A UDF broke the UDF contract (e.g. a ``result_only`` buffer it never produced)."""
+
+
+class PartitionTimeoutError(DetflowError, TimeoutError):
+    """A partition task ran longer than the executor's ``partition_timeout``; names the partition."""
 
 
 class MissingDependencyError(DetflowError, ImportError):

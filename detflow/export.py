@@ -102,6 +102,7 @@ def export_dataset(
         zarr_array = zarr.create_array(
             tmp, shape=shape, dtype=meta.dtype,
             chunks=_zarr_chunks(meta.nav_shape, meta.sig_shape, meta.dtype.itemsize),
+            config={"write_empty_chunks": True},  # every chunk on disk: a missing one means a broken store
         )
     fpp, nparts = getattr(dataset, "partition_sizing", (None, None))
     plan = PartitionPlan(frames_per_partition=fpp, num_partitions=nparts, min_partitions=executor.n_workers)

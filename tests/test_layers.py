@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, int]] = [
     ("errors", 0), ("registry", 0),
     ("shm", 1), ("sources", 1), ("nodes", 1),
     ("executors", 2),
-    ("graph.model", 3), ("graph.results", 3), ("graph.events", 3), ("graph.stream", 3),
+    ("graph.model", 3), ("graph.results", 3), ("graph.events", 3), ("graph.stream", 3), ("graph.yaml_", 3),
     ("graph.io", 4), ("graph.config", 4),
     ("graph.planning", 5), ("graph.view", 5),
     ("graph", 6),  # lowering, merging, the driver, outputs, the dask graph

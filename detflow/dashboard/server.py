@@ -26,6 +26,8 @@ import asyncio
 import html
 import ipaddress
 import logging
+import os
+import secrets
 import signal
 import socket
 import threading
@@ -170,15 +172,20 @@ class Dashboard:
 
     # --- serving ------------------------------------------------------------------------
     def serve(self, *, port: int = 5006, address: str = "127.0.0.1", show: bool = True,
-              autostart: bool = True, threaded: bool = False) -> DashboardServer:
+              autostart: bool = True, threaded: bool = False, password: str | None = None) -> DashboardServer:
         """Serve the dashboard at ``http://{address}:{port}/`` (``port=0``: a free one).
+
+        The dashboard controls a run and shows its data, so on any address but
+        loopback a ``password`` is required (Panel's basic auth: the page asks for it);
+        on loopback it is optional.
 
         With ``threaded=False`` (the command line) this blocks until Ctrl-C or SIGTERM,
         then stops the run and the server. With ``threaded=True`` the server runs in a
         background thread; the returned :class:`DashboardServer` stops it (also as a
         context manager).
         """
-        server = DashboardServer(self, port=port, address=address, show=show, autostart=autostart)
+        server = DashboardServer(self, port=port, address=address, show=show, autostart=autostart,
+                                 password=password)
         if threaded:
             server.start_thread()
         else:
@@ -189,7 +196,11 @@ class Dashboard:
 class DashboardServer:
     """A running dashboard server: ``url``, ``port``, :meth:`stop`."""
 
-    def __init__(self, dashboard: Dashboard, *, port: int, address: str, show: bool, autostart: bool) -> None:
+    def __init__(self, dashboard: Dashboard, *, port: int, address: str, show: bool, autostart: bool,
+                 password: str | None = None) -> None:
+        if not password:
+            self.check_address(address)
+        self.password = password or None
         self.dashboard = dashboard
         self.address = address
         self.port = port or free_port(address)
@@ -200,6 +211,16 @@ class DashboardServer:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+
+    @staticmethod
+    def check_address(address: str) -> None:
+        """Serving without a password is for loopback only: an error for any other address."""
+        if not _is_loopback(address):
+            raise ConfigurationError(
+                f"serve: address {address!r} is reachable from other machines, and the dashboard starts and stops "
+                "runs; give a password (--password, or the DETFLOW_SERVE_PASSWORD environment variable), or "
+                "serve on 127.0.0.1 and reach it through an SSH tunnel"
+            )
 
     @property
     def url(self) -> str:
@@ -217,9 +238,12 @@ class DashboardServer:
         if not _is_loopback(self.address):
             hosts |= {socket.gethostname(), socket.getfqdn()}
         origins = [f"{host}:{self.port}" for host in sorted(hosts)]
+        auth: dict[str, Any] = {}
+        if self.password is not None:  # the login page asks for it; sessions are signed cookies
+            auth = {"basic_auth": self.password, "cookie_secret": secrets.token_hex(32)}
         self._server = get_server(self.dashboard.app, port=self.port, address=self.address,
                                   websocket_origin=origins, loop=self._loop, start=False, show=False,
-                                  title=self.dashboard.title)
+                                  title=self.dashboard.title, **auth)
         self._server.start()
         if self.show:
             self._server.show("/")
@@ -239,7 +263,9 @@ class DashboardServer:
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-        print(f"detflow: serving {self.dashboard.graph.name!r} at {self.url} (Ctrl-C to stop)", flush=True)
+        login = "password required" if self.password else "no password: loopback only"
+        print(f"detflow: serving {self.dashboard.graph.name!r} at {self.url} ({login}; Ctrl-C to stop)",
+              flush=True)
         try:
             self._loop.start()
         except KeyboardInterrupt:
@@ -309,7 +335,15 @@ class DashboardServer:
 def serve(graph: Graph, *, port: int = 5006, address: str = "127.0.0.1", show: bool = True,
           autostart: bool = True, threaded: bool = False, executor: str | Executor | None = None,
           context: RunContext | None = None, max_rate: float | None = 4.0,
-          monitor: bool = True) -> DashboardServer:
-    """Serve the dashboard of ``graph``; see :class:`Dashboard` and :meth:`Dashboard.serve`."""
+          monitor: bool = True, password: str | None = None) -> DashboardServer:
+    """Serve the dashboard of ``graph``; see :class:`Dashboard` and :meth:`Dashboard.serve`.
+
+    ``password`` defaults to the ``DETFLOW_SERVE_PASSWORD`` environment variable; it is
+    required on any address but loopback.
+    """
+    password = password or os.environ.get("DETFLOW_SERVE_PASSWORD") or None
+    if not password:
+        DashboardServer.check_address(address)  # before building anything
     dashboard = Dashboard(graph, executor=executor, context=context, max_rate=max_rate, monitor=monitor)
-    return dashboard.serve(port=port, address=address, show=show, autostart=autostart, threaded=threaded)
+    return dashboard.serve(port=port, address=address, show=show, autostart=autostart, threaded=threaded,
+                           password=password)

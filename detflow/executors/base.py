@@ -7,13 +7,16 @@ graphs or UDFs, and nodes never import executors.
 
 from __future__ import annotations
 
+import inspect
 import os
+import reprlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
-from detflow.errors import ConfigurationError
+from detflow.errors import ConfigurationError, PartitionTimeoutError
 
-__all__ = ["Executor", "default_cpus", "make_executor"]
+__all__ = ["Executor", "check_partition_timeout", "default_cpus", "describe_item", "make_executor",
+           "timed_out"]
 
 
 @runtime_checkable
@@ -28,6 +31,32 @@ class Executor(Protocol):
     def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]: ...
 
     def close(self) -> None: ...
+
+
+def describe_item(item: Any, n: int) -> str:
+    """``partition 3 (frames 300:400)`` for a partition task, else ``item n (...)``."""
+    part = getattr(item, "partition", None)
+    frames = getattr(part, "frames", None)
+    if isinstance(frames, slice):
+        return f"partition {getattr(part, 'index', n)} (frames {frames.start}:{frames.stop})"
+    return f"item {n} ({reprlib.repr(item)})"
+
+
+def check_partition_timeout(value: float | None, executor: str) -> float | None:
+    """``value`` as seconds (``None``: no limit); an error unless it is > 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigurationError(f"{executor} executor: partition_timeout must be > 0 seconds; got {value!r}")
+    return float(value)
+
+
+def timed_out(desc: str, timeout: float) -> PartitionTimeoutError:
+    """The error for a partition that ran past ``partition_timeout``."""
+    return PartitionTimeoutError(
+        f"{desc} ran longer than partition_timeout={timeout:g} s; the run was stopped (a hung UDF, a "
+        "stalled file system?). Raise partition_timeout (--partition-timeout) if it is just slow"
+    )
 
 
 def default_cpus() -> int:
@@ -53,6 +82,14 @@ def make_executor(spec: str | Executor = "threads", *, cpus: int | None = None, 
 
     aliases = {"synchronous": "inline", "concurrent": "threads", "threaded": "threads"}
     cls = EXECUTORS.get(aliases.get(spec, spec))
+    timeout = kw.pop("partition_timeout", None)
+    if timeout is not None:
+        accepted = {*inspect.signature(cls.make_local).parameters, *inspect.signature(cls).parameters}
+        if "partition_timeout" not in accepted:
+            raise ConfigurationError(
+                f"executor {spec!r}: partition_timeout is not supported; the threads and pipelined executors have it"
+            )
+        kw["partition_timeout"] = timeout
     if cpus is not None:
         if not isinstance(cpus, int) or cpus < 1:
             raise ConfigurationError(f"executor {spec!r}: cpus must be an integer >= 1; got {cpus!r}")

@@ -52,7 +52,6 @@ import contextlib
 import itertools
 import os
 import pickle
-import reprlib
 import signal
 import subprocess
 import sys
@@ -70,7 +69,8 @@ import cloudpickle
 from detflow import shm
 from detflow.errors import ConfigurationError, DetflowError
 from detflow.executors._worker import THREAD_ENV_VARS
-from detflow.executors.base import default_cpus
+from detflow.executors.base import check_partition_timeout, default_cpus, describe_item, timed_out
+from detflow.executors.shm_stale import remove_stale_segments
 from detflow.executors.staging import stage
 
 __all__ = ["PipelinedExecutor", "WorkerLostError", "WorkerSpec"]
@@ -100,6 +100,7 @@ class _Task:
     run: _Run
     desc: str
     release: Callable[[], None]
+    started: float | None = None  # when it became the one its worker runs
 
 
 @dataclass
@@ -214,7 +215,7 @@ class _Pool:
         staged, release = stage(item)
         try:
             item_bytes = cloudpickle.dumps(staged, protocol=pickle.HIGHEST_PROTOCOL)
-            task = _Task(next(self.ids), run, _describe(item, n), release)
+            task = _Task(next(self.ids), run, describe_item(item, n), release)
             for _ in range(len(self.workers) + 1):
                 worker = self.free_worker()
                 assert worker is not None, "submit() needs a free worker"
@@ -228,6 +229,8 @@ class _Pool:
         except BaseException:
             release()
             raise
+        if not worker.tasks:
+            task.started = time.monotonic()
         worker.tasks[task.id] = task
         worker.last_fed = task.id
         run.outstanding.add(task.id)
@@ -256,6 +259,9 @@ class _Pool:
         task = worker.tasks.pop(msg[1], None)
         if task is None:  # cannot happen with a well-behaved worker; never crash the driver on it
             return
+        if worker.tasks:  # the next one starts now
+            head = next(iter(worker.tasks.values()))
+            head.started = head.started or time.monotonic()
         task.release()
         run = task.run
         run.outstanding.discard(task.id)
@@ -286,6 +292,22 @@ class _Pool:
         worker.conn.close()
         self.workers[self.workers.index(worker)] = _Worker(worker.spec, pin=self.pin)
 
+    def check_timeouts(self, run: _Run, limit: float) -> None:
+        """A worker whose running task of ``run`` is past ``limit`` is killed; the run gets the error."""
+        now = time.monotonic()
+        for worker in list(self.workers):
+            head = next(iter(worker.tasks.values()), None)
+            if head is None or head.run is not run or head.started is None or now - head.started <= limit:
+                continue
+            del worker.tasks[head.id]
+            head.release()
+            run.outstanding.discard(head.id)
+            run.done.appendleft((False, timed_out(head.desc, limit)))
+            with contextlib.suppress(OSError):
+                worker.proc.kill()
+            worker.proc.wait(timeout=10.0)
+            self.lost(worker)
+
     def abandon(self, run: _Run) -> None:
         """Stop caring for ``run``: free its segments now, drop its late replies."""
         run.active = False
@@ -310,14 +332,6 @@ class _Pool:
             shm.trim()
 
 
-def _describe(item: Any, n: int) -> str:
-    part = getattr(item, "partition", None)
-    frames = getattr(part, "frames", None)
-    if isinstance(frames, slice):
-        return f"partition {getattr(part, 'index', n)} (frames {frames.start}:{frames.stop})"
-    return f"item {n} ({reprlib.repr(item)})"
-
-
 def _close_pool(pool: _Pool, cleanup_timeout: float) -> None:
     pool.close(cleanup_timeout)
 
@@ -338,6 +352,10 @@ class PipelinedExecutor:
         Seconds :meth:`close` waits for workers to exit before killing them.
     max_in_flight
         Items sent to a worker and not yet answered, at most; bounds memory.
+    partition_timeout
+        Seconds one item may run on a worker; past that the worker is killed (a fresh
+        one takes its place) and the map raises
+        :class:`~detflow.errors.PartitionTimeoutError` naming the partition.
 
     Examples
     --------
@@ -359,7 +377,9 @@ class PipelinedExecutor:
         startup_timeout: float = 30.0,
         cleanup_timeout: float = 10.0,
         max_in_flight: int = 2,
+        partition_timeout: float | None = None,
     ) -> None:
+        self.partition_timeout = check_partition_timeout(partition_timeout, "pipelined")
         specs = list(spec) if spec is not None else self.make_spec()
         if not specs:
             raise ConfigurationError("pipelined executor: spec must name at least one worker; got none")
@@ -367,6 +387,7 @@ class PipelinedExecutor:
             raise ConfigurationError(
                 f"pipelined executor: max_in_flight must be an integer >= 1; got {max_in_flight!r}"
             )
+        remove_stale_segments()  # left by drivers killed together with their resource tracker
         self.n_workers = len(specs)
         self.pin_workers = pin_workers
         self.cleanup_timeout = cleanup_timeout
@@ -445,6 +466,8 @@ class PipelinedExecutor:
                             n_taken += 1
                     if not run.done and not (exhausted and not run.outstanding):
                         pool.pump(LIVE_POLL if ready is not None and not exhausted else POLL_INTERVAL)
+                    if self.partition_timeout is not None:
+                        pool.check_timeouts(run, self.partition_timeout)
                 if run.done:
                     ok, value = run.done.popleft()
                     if not ok:

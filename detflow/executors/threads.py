@@ -9,17 +9,34 @@ on more than one thread, BLAS is held to one thread per call (threadpoolctl), so
 
 from __future__ import annotations
 
+import itertools
+import queue
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any
 
-from detflow.executors.base import default_cpus
+from detflow.executors.base import check_partition_timeout, default_cpus, describe_item, timed_out
 
 __all__ = ["ThreadedExecutor"]
 
 
 class ThreadedExecutor:
     """Runs items on ``cpus`` threads; results come back as they complete.
+
+    Parameters
+    ----------
+    cpus
+        Threads (default: the CPUs this process may use).
+    partition_timeout
+        Seconds one item may run; past that the map raises
+        :class:`~detflow.errors.PartitionTimeoutError` naming the partition.
+
+    The threads are daemon threads of detflow's own small pool: a map that is
+    abandoned (Ctrl-C, a timeout, an error) returns at once without waiting for items
+    still running, and a UDF that hangs forever cannot keep the process from exiting;
+    the executor carries on with fresh threads.
 
     Examples
     --------
@@ -31,13 +48,14 @@ class ThreadedExecutor:
 
     remote = False
 
-    def __init__(self, cpus: int | None = None) -> None:
+    def __init__(self, cpus: int | None = None, *, partition_timeout: float | None = None) -> None:
         self.n_workers = cpus or default_cpus()
-        self._pool = ThreadPoolExecutor(self.n_workers, thread_name_prefix="detflow")
+        self.partition_timeout = check_partition_timeout(partition_timeout, "threads")
+        self._pool = _DaemonPool(self.n_workers)
 
     @classmethod
-    def make_local(cls, *, cpus: int | None = None) -> ThreadedExecutor:
-        return cls(cpus)
+    def make_local(cls, *, cpus: int | None = None, partition_timeout: float | None = None) -> ThreadedExecutor:
+        return cls(cpus, partition_timeout=partition_timeout)
 
     def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
         limits = None
@@ -55,8 +73,14 @@ class ThreadedExecutor:
         it = iter(items)
         # a live source's items arrive over time; ready() says whether next() would block
         ready: Callable[[], bool] | None = getattr(it, "ready", None)
-        pending: set[Future[Any]] = set()
+        pending: dict[Future[Any], tuple[int, Any]] = {}
+        started: dict[int, float] = {}  # item number -> when a thread took it up
+        counter = itertools.count()
         exhausted = False
+
+        def timed(n: int, item: Any) -> Any:
+            started[n] = time.monotonic()
+            return fn(item)
 
         def fill() -> None:
             nonlocal exhausted
@@ -67,29 +91,93 @@ class ThreadedExecutor:
                 if nxt is _END:
                     exhausted = True
                 else:
-                    pending.add(self._pool.submit(fn, nxt))
+                    n = next(counter)
+                    pending[self._pool.submit(timed, n, nxt)] = (n, nxt)
 
+        abandoned = False
         try:
             fill()
             while pending:
                 timeout = LIVE_POLL if ready is not None and not exhausted else None
-                done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+                timeout = self._check_timeouts(pending, started, timeout)
+                done, _ = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
                 for future in done:
+                    started.pop(pending.pop(future)[0], None)
                     yield future.result()  # re-raises the task's exception, traceback intact
                 fill()
+        except GeneratorExit:
+            raise
+        except BaseException:
+            abandoned = True  # Ctrl-C, a timeout, a failed item: do not wait for the ones still running
+            raise
         finally:
             for future in pending:
                 future.cancel()
-            wait(pending)
+            if abandoned:
+                if any(f.running() for f in pending):
+                    self._pool.shutdown(wait=False)  # its busy threads finish (or hang) on their own
+                    self._pool = _DaemonPool(self.n_workers)
+            else:
+                wait(pending)
+
+    def _check_timeouts(self, pending: dict[Future[Any], tuple[int, Any]], started: dict[int, float],
+                        timeout: float | None) -> float | None:
+        """Raise for an item past ``partition_timeout``; else how long to wait at most."""
+        limit = self.partition_timeout
+        if limit is None:
+            return timeout
+        now = time.monotonic()
+        running = [(started[n], n, item) for n, item in pending.values() if n in started]
+        if not running:
+            return limit if timeout is None else min(timeout, limit)
+        since, n, item = min(running, key=lambda r: r[0])
+        left = since + limit - now
+        if left <= 0:
+            raise timed_out(describe_item(item, n), limit)
+        return left if timeout is None else min(timeout, left)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(wait=True)
 
     def __repr__(self) -> str:
         return f"ThreadedExecutor(cpus={self.n_workers})"
 
 
-_END = object()
+class _DaemonPool:
+    """A fixed set of daemon threads taking ``(future, fn, args)`` from one queue."""
 
+    def __init__(self, n: int) -> None:
+        self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None] = (
+            queue.SimpleQueue())
+        self._threads = [threading.Thread(target=self._work, name=f"detflow-{i}", daemon=True) for i in range(n)]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._queue.put((future, fn, args))
+        return future
+
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            future, fn, args = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args)
+            except BaseException as err:  # noqa: BLE001 - handed to the caller through the future
+                future.set_exception(err)
+            else:
+                future.set_result(result)
+
+    def shutdown(self, *, wait: bool) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        if wait:
+            for t in self._threads:
+                t.join()
+
+
+_END = object()
 #: how often to look for newly arrived live items while tasks run (seconds)
 LIVE_POLL = 0.01

@@ -28,12 +28,14 @@ is a reference to a result of another node. ``input`` may be left out where the 
 one partition node. Version 1 files (one ``source``, one ``partition``, UDF ``nodes``) load
 unchanged.
 
-Files are read with ``yaml.safe_load``: nothing in a graph file runs code, except that
+Files are read with ``yaml.safe_load``, through :mod:`detflow.graph.yaml_` (aliases that
+expand past a small limit and duplicate keys are refused): nothing in a graph file runs code, except that
 a node ``type`` may name a class or function by import path, which imports that
-module. The structure is checked here (keys, node options, inputs and references that
-exist, no cycles); validation checks the rest (parameter values, shapes along
-chains). Every error names the file and, where the YAML has it, the line. Relative
-paths in source ``path`` parameters, ``roi`` and ``corrections`` are taken relative to
+module. The structure is checked here (keys, types of the node options,
+inputs that exist, no cycles); :meth:`Graph.validate` checks the rest (parameter
+values against their declarations, shapes against the data). Every error names the
+file and, where the YAML has it, the line.
+Relative paths in source ``path`` parameters, ``roi`` and ``corrections`` are taken relative to
 the graph file's folder.
 """
 
@@ -59,6 +61,7 @@ from detflow.graph.model import (
     UDFNode,
     check_structure,
 )
+from detflow.graph.yaml_ import loads
 from detflow.nodes.resolve import kind_of_type
 
 __all__ = ["SCHEMA_VERSION", "graph_from_dict", "graph_to_dict", "read_graph_file", "write_graph_file"]
@@ -74,20 +77,12 @@ _SINK_KEYS = {"type", "params", "inputs", "skip"}
 _PARTITION_KEYS = {"frames_per_partition", "num_partitions", "roi", "corrections"}
 
 
-def _line_map(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
-    out.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            sub = (*path, key.value)
-            out[sub] = key.start_mark.line + 1
-            _line_map(value, sub, out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, value in enumerate(node.value):
-            _line_map(value, (*path, i), out)
-
-
 def load_yaml(path: str | os.PathLike[str]) -> tuple[Any, dict[tuple[Any, ...], int]]:
-    """``(data, lines)`` of a YAML file; a syntax error names the file and line."""
+    """``(data, lines)`` of a YAML file; errors name the file and line.
+
+    Read with :func:`detflow.graph.yaml_.loads`: a syntax error, a duplicate key or an
+    alias bomb is a :class:`~detflow.errors.GraphValidationError`.
+    """
     file = os.fspath(path)
     try:
         text = Path(file).read_text()
@@ -95,19 +90,7 @@ def load_yaml(path: str | os.PathLike[str]) -> tuple[Any, dict[tuple[Any, ...], 
         raise GraphValidationError("no such file", file=file) from err
     except (OSError, UnicodeDecodeError) as err:
         raise GraphValidationError(f"cannot read: {err}", file=file) from err
-    try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        problem = getattr(err, "problem", None) or str(err)
-        raise GraphValidationError(
-            f"YAML syntax error: {problem}", file=file, line=mark.line + 1 if mark else None
-        ) from err
-    lines: dict[tuple[Any, ...], int] = {}
-    if root is not None:
-        _line_map(root, (), lines)
-    return data, lines
+    return loads(text, file)
 
 
 def read_graph_file(path: str | os.PathLike[str], *, cls: type[GraphModel] = GraphModel) -> Any:

@@ -2,8 +2,9 @@
 
 A :class:`ResultBuffer` is what ``run_udf`` returns per buffer name (LiberTEM's
 ``BufferWrapper`` has the same face): ``.data`` shaped like the dataset
-(``nav_shape + extra_shape`` for nav results, filled outside the ROI with NaN for
-floats, 0 for integers, False for booleans), ``.raw_data`` flat and ROI-filtered,
+(``nav_shape + extra_shape`` for nav results, filled outside the ROI, and where
+partial results have no frames yet, with NaN for floats, 0 for integers, False for
+booleans), ``.raw_data`` flat and ROI-filtered,
 ``.valid_mask``, ``.masked_data``, and ``np.asarray(buf)``.
 """
 
@@ -83,15 +84,23 @@ class ResultBuffer:
 
     @property
     def data(self) -> np.ndarray:
+        """Nav-shaped for nav results; positions outside the ROI, and (in partial
+        results) positions whose frames have not arrived, hold the fill value: NaN for
+        floats, 0 for integers, where only :attr:`valid_mask` tells them apart."""
         if self.kind != "nav":
             return self._raw
         shape = (*self.nav_shape, *self.extra_shape)
-        if self._roi is None:
+        missing = None if self._valid is None or self._valid.all() else ~self._valid
+        if self._roi is None and missing is None:
             return self._raw.reshape(shape)
-        out = np.full(
-            (self._roi.size, *self.extra_shape), fill_value(self.dtype), dtype=self.dtype
-        )
-        out[self._roi] = self._raw
+        fill = fill_value(self.dtype)
+        if self._roi is None:
+            out = self._raw.copy()
+        else:
+            out = np.full((self._roi.size, *self.extra_shape), fill, dtype=self.dtype)
+            out[self._roi] = self._raw
+        if missing is not None:
+            out[missing] = fill
         return out.reshape(shape)
 
     @property

@@ -250,8 +250,8 @@ class ApplyMasksUDF(UDF):
         (and the input dtype).
 
         >>> from detflow.nodes.masks import ring
-        >>> udf = ApplyMasksUDF(mask_factories=[lambda: ring(32, 32, 64, 64, 20, 10)])
-        >>> udf.plan((64, 64)).kernel
+        >>> udf = ApplyMasksUDF(mask_factories=[lambda: ring(128, 128, 256, 256, 60, 40)])
+        >>> udf.plan((256, 256)).kernel
         'classes'
         """
         if self.meta is not None:

@@ -19,7 +19,23 @@ from detflow.nodes.base import UDF, BufferDecl
 from detflow.nodes.params import Param
 from detflow.sources.base import DatasetMeta
 
-__all__ = ["RecordUDF"]
+__all__ = ["RecordUDF", "check_replaceable"]
+
+
+def check_replaceable(path: str, overwrite: bool) -> None:
+    """An existing ``path`` may be replaced only with ``overwrite``, and only if it is an ``.npy`` file."""
+    if not os.path.lexists(path):
+        return
+    if not overwrite:
+        raise ParameterError("filename", f"{path!r} already exists; pass overwrite=True (--overwrite)")
+    try:
+        with open(path, "rb") as f:
+            is_npy = os.path.isfile(path) and f.read(6) == b"\x93NUMPY"
+    except OSError:
+        is_npy = False
+    if not is_npy:
+        raise ParameterError("filename", f"{path!r} exists and is not a .npy file; overwrite replaces only "
+                                         ".npy files: move it away or choose another path")
 
 
 class RecordUDF(UDF):
@@ -51,8 +67,7 @@ class RecordUDF(UDF):
 
     def validate(self, meta: DatasetMeta) -> None:
         super().validate(meta)
-        if os.path.exists(self.params.filename) and not self.params.overwrite:
-            raise ParameterError("filename", f"{self.params.filename!r} already exists; pass overwrite=True")
+        check_replaceable(self.params.filename, self.params.overwrite)
         folder = os.path.dirname(os.path.abspath(self.params.filename))
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
             raise ParameterError("filename", f"cannot write into {folder!r}")

@@ -7,6 +7,11 @@ In a graph file::
 
 The frames never travel to the driver: the sink adds a :class:`~detflow.nodes.record.RecordUDF`
 to the run, which writes them on the workers, memory-mapped, at their nav positions.
+
+They go to ``<path>.partial``, moved onto ``path`` only when the run completes: an
+interrupted run leaves an existing file as it was and the partial file named as
+such. An existing ``path`` is replaced only with the user's own ``--overwrite``
+(never a graph-file parameter), and only if it is an ``.npy`` file.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from detflow.nodes.record import RecordUDF
+from detflow.nodes.record import RecordUDF, check_replaceable
 
 if TYPE_CHECKING:
     from detflow.graph.events import PassView as Plan
@@ -33,7 +38,9 @@ class NpyRecorderSink:
                  meta: Any = None) -> None:
         self.path = os.fspath(path)
         self.sink_id = sink_id
-        self._udf = RecordUDF(filename=self.path, overwrite=overwrite)
+        check_replaceable(self.path, overwrite)
+        self.partial_path = self.path + ".partial"
+        self._udf = RecordUDF(filename=self.partial_path, overwrite=True)  # a stale partial is ours to replace
         if meta is not None:
             from detflow.nodes.runner import main_meta
 
@@ -50,10 +57,11 @@ class NpyRecorderSink:
         if "path" not in params:
             raise TypeError(f"npy sink {sink_id!r}: parameter 'path' is required")
         from detflow.errors import GraphValidationError, ParameterError
+        from detflow.sinks.base import refuse_overwrite_param
 
+        refuse_overwrite_param(sink_id, "npy", params)
         try:
-            return cls(params.pop("path"), sink_id=sink_id, overwrite=params.pop("overwrite", overwrite),
-                       meta=plan.meta, **params)
+            return cls(params.pop("path"), sink_id=sink_id, overwrite=overwrite, meta=plan.meta, **params)
         except ParameterError as err:
             raise GraphValidationError(err.reason, node=sink_id, node_type="npy", parameter="path") from err
 
@@ -85,4 +93,5 @@ class NpyRecorderSink:
         pass
 
     def finish(self, results: UDFResults | None) -> None:
-        pass
+        if results is not None and os.path.exists(self.partial_path):
+            os.replace(self.partial_path, self.path)

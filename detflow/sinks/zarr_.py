@@ -19,7 +19,10 @@ When results arrive:
 
 Existing paths are refused unless ``overwrite`` is set; then the new store is written
 beside the old one (``<path>.partial``) and swapped in only when the run completes,
-so an old store is never half overwritten.
+so an old store is never half overwritten. ``overwrite`` is the user's own flag
+(``--overwrite``, ``run(..., overwrite=True)``), never a graph-file parameter, and it
+replaces only a zarr store detflow wrote (its root attributes carry ``written_by:
+detflow``): any other file or folder at the path is an error naming it.
 """
 
 from __future__ import annotations
@@ -42,6 +45,25 @@ if TYPE_CHECKING:
     from detflow.graph.results import ResultBuffer, UDFResults
 
 __all__ = ["ZarrSink"]
+
+
+def _written_by_detflow(path: str) -> bool:
+    """Whether ``path`` is a zarr (v3) store whose root says detflow wrote it."""
+    try:
+        with open(os.path.join(path, "zarr.json")) as f:
+            attrs = json.load(f).get("attributes", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(attrs, dict) and (attrs.get("written_by") == "detflow" or "detflow_version" in attrs)
+
+
+def _check_writable(path: str) -> None:
+    """The nearest existing folder above ``path`` is a folder we may write in."""
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise ConfigurationError(f"zarr sink: cannot write {path!r}: {folder!r} is not a writable folder")
 
 
 def _jsonable(value: Any) -> Any:
@@ -105,6 +127,12 @@ class ZarrSink:
             raise ConfigurationError(
                 f"zarr sink: {self.path!r} already exists; pass overwrite (--overwrite) to replace it"
             )
+        if os.path.lexists(self.path) and not _written_by_detflow(self.path):
+            raise ConfigurationError(
+                f"zarr sink: {self.path!r} exists and is not a zarr store detflow wrote; --overwrite replaces "
+                "only those: move it away or choose another path"
+            )
+        _check_writable(self.path)
         self._write_path = self.path + ".partial" if os.path.exists(self.path) else self.path
         self._group: Any = None
         self._arrays: dict[tuple[str, str], Any] = {}
@@ -129,8 +157,10 @@ class ZarrSink:
         attrs = {"graph": plan.name, "detflow_version": __version__,
                  "source": _jsonable(getattr(plan.source, "path", None) or plan.source.describe()),
                  "sink": sink_id}
-        return cls(params.pop("path"), nodes=inputs, overwrite=params.pop("overwrite", overwrite),
-                   attrs=attrs, node_info=info, **params)
+        from detflow.sinks.base import refuse_overwrite_param
+
+        refuse_overwrite_param(sink_id, "zarr", params)
+        return cls(params.pop("path"), nodes=inputs, overwrite=overwrite, attrs=attrs, node_info=info, **params)
 
     @staticmethod
     def is_complete(path: str | os.PathLike[str]) -> bool:
@@ -152,8 +182,14 @@ class ZarrSink:
             raise ConfigurationError(f"zarr sink {self.path!r}: nodes {missing} are not in this run")
         if self._write_path != self.path and os.path.exists(self._write_path):
             shutil.rmtree(self._write_path)
-        self._group = zarr.open_group(self._write_path, mode="w-", zarr_format=3)
-        self._group.attrs.update({**self.attrs, "partitions_total": info.partitions_total,
+        try:
+            self._group = zarr.open_group(self._write_path, mode="w-", zarr_format=3)
+        except Exception as err:  # zarr says "Cannot create ''" when the path appeared meanwhile
+            raise ConfigurationError(
+                f"zarr sink: cannot create {self._write_path!r}: it appeared after the run was checked "
+                f"(another run writing the same store?): {err}"
+            ) from err
+        self._group.attrs.update({**self.attrs, "written_by": "detflow", "partitions_total": info.partitions_total,
                                   "partitions_done": [], "complete": False})
         nav = info.meta.nav_shape
         self._valid = self._group.create_array(

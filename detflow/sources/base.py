@@ -11,9 +11,12 @@ The frame arithmetic shared by every format lives here, once:
 * Readers see the file as a flat stream of pixels (``read_pixels``). The dataset's
   logical frame ``i`` starts at pixel ``(i + sync_offset) * frame_size``; pixels before
   the start or past the end of the stream read as zeros. So ``sync_offset > 0`` skips
-  frames, ``sync_offset < 0`` inserts blank frames, a ``nav_shape`` with more positions
-  than the file has frames pads with blank frames, and a ``sig_shape`` with a different
-  pixel count re-cuts a contiguous stream into frames of the new size.
+  frames (the last ones read as zeros), ``sync_offset < 0`` inserts blank frames, and a
+  ``sig_shape`` with a different pixel count re-cuts a contiguous stream into frames of
+  the new size. A ``nav_shape`` (given, or from a file's header) with more positions
+  than the data has frames is an error naming the source and both counts, never a
+  silent run over zeros, unless ``allow_short=True`` asks for the missing frames to
+  read as zeros.
 * Partitions are cut from the logical frame range by a :class:`PartitionPlan`.
 """
 
@@ -29,6 +32,7 @@ from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 import numpy as np
 
 from detflow.errors import ConfigurationError, SourceFormatError
+from detflow.sources.limits import format_bytes, physical_memory
 
 __all__ = [
     "DatasetMeta",
@@ -240,6 +244,10 @@ class Source(abc.ABC):
         Signal shape to present; a different pixel count re-cuts the pixel stream.
     sync_offset
         ``> 0`` skips that many frames at the start; ``< 0`` inserts blank frames.
+    allow_short
+        Read frames the data does not have (a ``nav_shape`` larger than the file, a
+        cut-off acquisition) as zeros instead of raising
+        :class:`~detflow.errors.SourceFormatError`.
     """
 
     #: short registry name, set by subclasses
@@ -251,6 +259,7 @@ class Source(abc.ABC):
         nav_shape: Sequence[int] | None = None,
         sig_shape: Sequence[int] | None = None,
         sync_offset: int = 0,
+        allow_short: bool = False,
     ) -> None:
         native_nav, native_sig, reader = self._open()
         self._reader = reader
@@ -259,6 +268,11 @@ class Source(abc.ABC):
         if not sig or any(s < 1 for s in sig):
             raise ConfigurationError(f"{self.describe()}: sig_shape must be positive; got {sig}")
         fsize = math.prod(sig)
+        if fsize > reader.n_pixels and not allow_short:
+            raise SourceFormatError(
+                f"{getattr(self, 'path', None) or self.describe()}: sig_shape {sig} needs {fsize} pixels a frame; "
+                f"the data holds {reader.n_pixels} pixels in all ({math.prod(native_sig)} a frame as stored)"
+            )
         available = reader.n_pixels // fsize
         if nav_shape is None:
             nav = (
@@ -277,6 +291,18 @@ class Source(abc.ABC):
                 f"{available - 1} (the source has {available} frames); got {sync_offset}"
             )
         self.sync_offset = sync_offset
+        self.allow_short = bool(allow_short)
+        _check_fits(self, nav, sig)
+        # blank frames a negative sync_offset inserts are asked for; any other frame must exist
+        wanted = math.prod(nav) + min(sync_offset, 0)
+        if wanted > available and not self.allow_short:
+            origin = "nav_shape" if nav_shape is not None else "the scan shape the source declares"
+            raise SourceFormatError(
+                f"{getattr(self, 'path', None) or self.describe()}: holds {available} frames of {sig} "
+                f"{reader.dtype}, but {origin} {nav} needs {wanted}"
+                f"{f' (with sync_offset {sync_offset})' if sync_offset < 0 else ''}: {wanted - available} "
+                "missing; give a nav_shape that fits, or allow_short=True to read the missing frames as zeros"
+            )
         #: (frames_per_partition, num_partitions) chosen at load time; None: default sizing
         self.partition_sizing: tuple[int | None, int | None] = (None, None)
         self.meta = DatasetMeta(nav_shape=nav, sig_shape=sig, dtype=reader.dtype)
@@ -347,6 +373,19 @@ class Source(abc.ABC):
             f"<{type(self).__name__} nav={m.nav_shape} sig={m.sig_shape} dtype={m.dtype}"
             f"{f' sync_offset={self.sync_offset}' if self.sync_offset else ''}>"
         )
+
+
+def _check_fits(source: Source, nav: tuple[int, ...], sig: tuple[int, ...]) -> None:
+    """Refuse shapes whose smallest result buffers (one float64 per frame, per pixel) cannot fit in memory."""
+    memory = physical_memory()
+    for what, shape in (("nav_shape", nav), ("sig_shape", sig)):
+        need = math.prod(shape) * 8
+        if need > memory:
+            raise ConfigurationError(
+                f"{source.describe()}: {what} {shape} is too large: one float64 result per "
+                f"{'scan position' if what == 'nav_shape' else 'pixel'} would need {format_bytes(need)}, "
+                f"more than this machine's {format_bytes(memory)} of memory"
+            )
 
 
 def check_frame_layout(what: str, n_bytes: int, itemsize: int, frame_size: int) -> int:

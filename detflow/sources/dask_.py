@@ -62,6 +62,7 @@ class DaskSource(Source):
         nav_shape: Sequence[int] | None = None,
         sig_shape: Sequence[int] | None = None,
         sync_offset: int = 0,
+        allow_short: bool = False,
     ) -> None:
         import dask.array as da
 
@@ -83,7 +84,8 @@ class DaskSource(Source):
             arr = arr.rechunk({0: max(first)})  # blocks must be uniform along the first axis
         self.array = arr
         self._sig_dims = sig_dims
-        super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset)
+        super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset,
+                         allow_short=allow_short)
 
     def _open(self) -> tuple[tuple[int, ...], tuple[int, ...], FrameReader]:
         arr = self.array

@@ -129,13 +129,15 @@ class HDF5Source(Source):
         nav_shape: Sequence[int] | None = None,
         sig_shape: Sequence[int] | None = None,
         sync_offset: int = 0,
+        allow_short: bool = False,
     ) -> None:
         if path is None:
             raise ConfigurationError("hdf5 source: parameter 'path' is required")
         self.path = os.fspath(path)
         self.ds_path = ds_path
         self._sig_dims = int(sig_dims)
-        super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset)
+        super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset,
+                         allow_short=allow_short)
 
     def describe(self) -> str:
         return f"hdf5 source {self.path!r}"

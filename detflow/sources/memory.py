@@ -56,11 +56,13 @@ class MemorySource(Source):
         nav_shape: Sequence[int] | None = None,
         sig_shape: Sequence[int] | None = None,
         sync_offset: int = 0,
+        allow_short: bool = False,
     ) -> None:
         arr = check_array(data, sig_dims, "memory source")
         self._data = np.ascontiguousarray(arr)
         self._sig_dims = sig_dims
-        super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset)
+        super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset,
+                         allow_short=allow_short)
 
     def _open(self) -> tuple[tuple[int, ...], tuple[int, ...], FrameReader]:
         shape = self._data.shape

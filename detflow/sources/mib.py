@@ -3,8 +3,11 @@
 Opening an acquisition (on the driver, reading a few hundred bytes per file):
 
 1. From the path given, the acquisition header and the data files: ``X.hdr`` →
-   ``X*.mib``; ``X123.mib`` → ``X*.mib`` with the trailing digits stripped (and its
-   ``.hdr`` next to it, if there is one). ``disable_glob=True`` takes the one file.
+   ``X.mib`` alone when it exists, else ``X<digits>.mib`` (``X_<digits>``, ``X-<digits>``),
+   leaving out files that have a ``.hdr`` of their own (``r12.mib`` next to ``r12.hdr``
+   is not part of ``r1``) and, of several, those whose counter depth is not the
+   header's; ``X123.mib`` → its own ``X123.hdr``, else ``X.hdr`` and its files, else
+   ``X<digits>.mib``. ``disable_glob=True`` takes the one file.
 2. The first frame header of each file: the files are ordered by its sequence number
    and must all share one layout (frame size, pixel format); a file whose size is not
    a whole number of frames is truncated, and its last frame header must parse, or
@@ -24,6 +27,7 @@ one that decodes. The reader pickles as paths, frame counts and the layout.
 from __future__ import annotations
 
 import glob
+import logging
 import math
 import os
 import re
@@ -38,6 +42,8 @@ from detflow.sources.base import FrameReader, Source
 from detflow.sources.mib_decode import MAX_HEADER_BYTES, MibLayout, decode_frames, parse_frame_header
 from detflow.sources.mib_write import write_mib
 from detflow.sources.readers import MmapReader
+
+log = logging.getLogger(__name__)
 
 __all__ = ["MibFile", "MibReader", "MibSource", "find_files", "read_hdr", "write_mib"]
 
@@ -72,43 +78,59 @@ def read_hdr(path: str) -> dict[str, str]:
 
 
 def _strip_digits(stem: str) -> str:
-    return re.sub(r"[0-9]+$", "", stem)
+    return re.sub(r"[_-]?[0-9]+$", "", stem)
 
 
-def _siblings(base: str) -> list[str]:
-    """``base*.mib``; of those, ``base.mib`` / ``base<digits>.mib`` / ``base_<digits>.mib``
-    when there are any, so that ``scan1.hdr`` does not pick up ``scan12b.mib``."""
-    found = glob.glob(glob.escape(base) + "*.mib")
-    name = re.compile(re.escape(os.path.basename(base)) + r"[_-]?[0-9]*\.mib$", re.IGNORECASE)
-    strict = [f for f in found if name.match(os.path.basename(f))]
-    return strict or found
+def _numbered(base: str) -> list[str]:
+    """The numbered data files of acquisition ``base``: ``base<digits>.mib`` (or with
+    ``_``/``-`` before the digits), less those that have a ``.hdr`` of their own: for
+    ``r1``, ``r12.mib`` next to ``r12.hdr`` is acquisition ``r12``, not file 2 of ``r1``."""
+    name = re.compile(re.escape(os.path.basename(base)) + r"[_-]?[0-9]+\.mib$", re.IGNORECASE)
+    found = glob.glob(glob.escape(base) + "*.[mM][iI][bB]")
+    return [f for f in found
+            if name.match(os.path.basename(f)) and not os.path.isfile(os.path.splitext(f)[0] + ".hdr")]
+
+
+def _data_files(stem: str) -> list[str]:
+    """``stem.mib`` alone when it exists, else the numbered files of ``stem``."""
+    alone = [stem + ext for ext in (".mib", ".MIB") if os.path.isfile(stem + ext)]
+    return alone[:1] or _numbered(stem)
 
 
 def find_files(path: str, *, disable_glob: bool = False) -> tuple[str | None, list[str]]:
-    """``(hdr_path or None, [mib paths])`` of the acquisition ``path`` belongs to."""
+    """``(hdr_path or None, [mib paths])`` of the acquisition ``path`` belongs to.
+
+    From ``X.hdr``: ``X.mib`` when it exists, taken alone; else the numbered files
+    ``X<digits>.mib`` that have no ``.hdr`` of their own. From ``X<digits>.mib``: its
+    own ``.hdr`` if there is one, else ``X.hdr`` and that acquisition's files (which
+    must include the one given), else the numbered files of ``X``.
+    """
     stem, ext = os.path.splitext(path)
     ext = ext.lower()
     if ext == ".hdr":
         if not os.path.isfile(path):
             raise SourceNotFoundError(path)
-        hdr: str | None = path
-        mibs = [stem + ".mib"] if disable_glob else _siblings(stem)
+        mibs = [stem + ".mib"] if disable_glob else _data_files(stem)
         mibs = [m for m in mibs if os.path.isfile(m)]
         if not mibs:
             raise SourceNotFoundError(
-                stem + "*.mib", f"no data files found for the acquisition header {path!r}"
+                stem + "*.mib", f"no data files found for the acquisition header {path!r} "
+                f"(looked for {os.path.basename(stem)}.mib, then {os.path.basename(stem)}<number>.mib)"
             )
-    elif ext == ".mib":
-        if not os.path.isfile(path):
-            raise SourceNotFoundError(path)
-        base = _strip_digits(stem)
-        mibs = [path] if disable_glob else _siblings(base)
-        hdr = next(
-            (c for c in (stem + ".hdr", base + ".hdr", base.rstrip("_-") + ".hdr") if os.path.isfile(c)),
-            None,
-        )
-    else:
+        return path, sorted(mibs)
+    if ext != ".mib":
         raise ConfigurationError(f"mib source: expected a .hdr or .mib path; got {path!r}")
+    if not os.path.isfile(path):
+        raise SourceNotFoundError(path)
+    if os.path.isfile(stem + ".hdr"):
+        return stem + ".hdr", [path] if disable_glob else sorted(_data_files(stem))
+    base = _strip_digits(stem)
+    hdr = next((c for c in (base + ".hdr", base.rstrip("_-") + ".hdr") if os.path.isfile(c)), None)
+    if disable_glob or base == stem:
+        return hdr, [path]
+    mibs = _data_files(base) if hdr is not None else _numbered(base)
+    if os.path.abspath(path) not in {os.path.abspath(m) for m in mibs}:
+        mibs = [path]  # the header's acquisition is another one (its .mib stands alone)
     return hdr, sorted(mibs)
 
 
@@ -120,6 +142,28 @@ class MibFile:
     first_frame: int  # index in the acquisition of this file's first frame
     n_frames: int
     size: int
+
+
+def _matching_header(mibs: list[str], header: dict[str, str], hdr_path: str | None) -> list[str]:
+    """Of several candidate files, those whose frames have the header's counter depth.
+
+    A numbered file of another depth belongs to another acquisition; if none is left,
+    the error names the header and the files.
+    """
+    depth = header.get("Counter Depth (number)", "").strip()
+    if len(mibs) < 2 or not depth.isdigit():
+        return mibs
+    depths = {p: parse_frame_header(_read_head(p), f"{p}, frame 0").counter_depth for p in mibs}
+    keep = [p for p in mibs if depths[p] == int(depth)]
+    if keep and len(keep) < len(mibs):
+        log.warning("%s: left out data files of another counter depth than the header's %s: %s", hdr_path, depth,
+                    ", ".join(sorted(os.path.basename(p) for p in mibs if p not in keep)))
+    if not keep:
+        raise SourceFormatError(
+            f"{hdr_path}: the header says counter depth {depth}, but its data files hold other depths: "
+            + ", ".join(f"{os.path.basename(p)} ({d} bits)" for p, d in sorted(depths.items()))
+        )
+    return keep
 
 
 def _read_head(path: str, offset: int = 0) -> bytes:
@@ -247,8 +291,9 @@ class MibSource(Source):
         The ``.hdr`` file, or any one of the acquisition's ``.mib`` files.
     nav_shape
         Overrides the header's scan shape (needed for a flat scan without ``.hdr``).
-    sig_shape, sync_offset
-        As for every source.
+    sig_shape, sync_offset, allow_short
+        As for every source: an acquisition cut short (fewer frames than its header's
+        scan shape) is an error unless ``allow_short=True``.
     disable_glob
         Read only the file given (a ``.mib``), not its siblings.
 
@@ -272,6 +317,7 @@ class MibSource(Source):
         nav_shape: Sequence[int] | None = None,
         sig_shape: Sequence[int] | None = None,
         sync_offset: int = 0,
+        allow_short: bool = False,
         disable_glob: bool = False,
     ) -> None:
         if path is None:
@@ -279,7 +325,8 @@ class MibSource(Source):
         self.path = os.fspath(path)
         self._disable_glob = bool(disable_glob)
         self.header: dict[str, str] = {}
-        super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset)
+        super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset,
+                         allow_short=allow_short)
 
     def describe(self) -> str:
         return f"mib source {self.path!r}"
@@ -288,7 +335,7 @@ class MibSource(Source):
         hdr_path, mibs = find_files(self.path, disable_glob=self._disable_glob)
         self.hdr_path = hdr_path
         self.header = read_hdr(hdr_path) if hdr_path is not None else {}
-        self.layout, files = _open_files(mibs)
+        self.layout, files = _open_files(_matching_header(mibs, self.header, hdr_path))
         self.files = [f.path for f in files]
         total = sum(f.n_frames for f in files)
         reader = MibReader(self.layout, tuple(files), total)

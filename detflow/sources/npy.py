@@ -44,12 +44,14 @@ class NpySource(Source):
         nav_shape: Sequence[int] | None = None,
         sig_shape: Sequence[int] | None = None,
         sync_offset: int = 0,
+        allow_short: bool = False,
     ) -> None:
         if path is None:
             raise ConfigurationError("npy source: parameter 'path' is required")
         self.path = os.fspath(path)
         self._sig_dims = sig_dims
-        super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset)
+        super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset,
+                         allow_short=allow_short)
 
     def close(self) -> None:
         """Unmap the file in this process (partitions already handed out stay valid)."""

@@ -48,6 +48,7 @@ class RawSource(Source):
         sig_shape: Sequence[int] | None = None,
         offset: int = 0,
         sync_offset: int = 0,
+        allow_short: bool = False,
     ) -> None:
         for name, value in (("path", path), ("dtype", dtype), ("nav_shape", nav_shape),
                             ("sig_shape", sig_shape)):
@@ -62,14 +63,8 @@ class RawSource(Source):
             raise ConfigurationError(f"raw source: parameter 'offset' must be >= 0; got {offset}")
         self._offset = int(offset)
         self._native = (tuple(nav_shape), tuple(sig_shape))  # type: ignore[arg-type]
-        super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset)
-        have = self._reader.n_pixels // self.meta.frame_size
-        if have < self.meta.n_frames:
-            raise SourceFormatError(
-                f"{self.path}: holds {have} frames of {self.meta.sig_shape} {self._dtype}, "
-                f"but nav_shape {self.meta.nav_shape} needs {self.meta.n_frames}; "
-                "check the shapes, dtype and offset"
-            )
+        super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset,
+                         allow_short=allow_short)
 
     def close(self) -> None:
         """Unmap the file in this process (partitions already handed out stay valid)."""

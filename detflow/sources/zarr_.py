@@ -48,7 +48,15 @@ class ZarrReader(ChunkedReader):
         return ("zarr", self.path, self.array_path, self.mtime)
 
     def _read_slab(self, sel: tuple[slice, ...]) -> np.ndarray:
-        return np.asarray(_open_array(self.path, self.array_path)[sel])
+        try:
+            return np.asarray(_open_array(self.path, self.array_path)[sel])
+        except Exception as err:  # a codec error deep inside zarr names no file
+            where = os.path.join(self.path, self.array_path) if self.array_path else self.path
+            span = ", ".join(f"{s.start or 0}:{'' if s.stop is None else s.stop}" for s in sel)
+            raise SourceFormatError(
+                f"{where}: cannot read [{span}]: a chunk there is corrupt or unreadable "
+                f"({type(err).__name__}: {err})"
+            ) from err
 
 
 def _mtime(path: str) -> int:
@@ -88,13 +96,16 @@ class ZarrSource(Source):
         nav_shape: Sequence[int] | None = None,
         sig_shape: Sequence[int] | None = None,
         sync_offset: int = 0,
+        allow_short: bool = False,
     ) -> None:
         if path is None:
             raise ConfigurationError("zarr source: parameter 'path' is required")
         self.path = os.fspath(path)
         self.array_path = array_path.strip("/")
         self._sig_dims = int(sig_dims)
-        super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset)
+        self._allow_short = bool(allow_short)  # _open needs it before the base class sets it
+        super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset,
+                         allow_short=allow_short)
 
     def describe(self) -> str:
         return f"zarr source {self.path!r}"
@@ -132,6 +143,12 @@ class ZarrSource(Source):
             raise SourceFormatError(f"{target}: dtype {dtype} is not numeric")
         nav, sig = tuple(arr.shape[: -self._sig_dims]), tuple(arr.shape[-self._sig_dims :])
         self.chunks = tuple(arr.chunks)
+        if not self._allow_short and (written := arr.nchunks_initialized) < arr.nchunks:
+            raise SourceFormatError(
+                f"{target}: {arr.nchunks - written} of the array's {arr.nchunks} chunks are missing (an "
+                "interrupted write, or chunks of nothing but the fill value that the writer left out); "
+                f"pass allow_short=True to read them as the fill value {arr.fill_value!r}"
+            )
         reader = ZarrReader(nav, sig, dtype, block_frames(nav, self.chunks), path=self.path,
                             array_path=self.array_path, mtime=_mtime(target))
         return nav, sig, reader

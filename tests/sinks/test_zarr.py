@@ -92,17 +92,13 @@ def test_existing_store_is_refused_then_swapped_whole(tmp_path) -> None:
         _graph(data, path).run(executor="inline")
     # a failing overwrite leaves the old store intact
     g = _graph(data * 2, path, late=FailsLate())
-    sink = g.nodes["out"]
-    g.replace_node(type(sink)(sink.id, sink.type, sink.inputs, {**sink.params, "overwrite": True}))
     with pytest.raises(RuntimeError):
-        g.run(executor="inline")
+        g.run(executor="inline", overwrite=True)
     old = xr.open_zarr(path)
     np.testing.assert_allclose(old["total_intensity"].values, data.sum(axis=(2, 3)))
     # a completed overwrite replaces it
     g = _graph(data * 2, path)
-    sink = g.nodes["out"]
-    g.replace_node(type(sink)(sink.id, sink.type, sink.inputs, {**sink.params, "overwrite": True}))
-    g.run(executor="inline")
+    g.run(executor="inline", overwrite=True)
     new = xr.open_zarr(path)
     np.testing.assert_allclose(new["total_intensity"].values, 2 * data.sum(axis=(2, 3)))
     assert not (tmp_path / "s.zarr.partial").exists()

@@ -85,6 +85,22 @@ def test_nav_shape_smaller_than_data(make_source) -> None:
     np.testing.assert_array_equal(frames, data.reshape(35, 6, 8)[:20])
 
 
+def test_nav_shape_larger_than_data_is_an_error_unless_allowed(make_source) -> None:
+    from detflow.errors import SourceFormatError
+
+    data = _data("uint16")
+    with pytest.raises(SourceFormatError, match=r"holds 35 frames .*nav_shape \(6, 7\) needs 42: 7 missing"):
+        make_source(data, nav_shape=(6, 7))
+
+
+def test_allow_short_reads_missing_frames_as_zeros(make_source) -> None:
+    data = _data("uint16")
+    src = make_source(data, nav_shape=(6, 7), allow_short=True)
+    frames, _ = _read_all(src, PartitionPlan(num_partitions=3))
+    np.testing.assert_array_equal(frames[:35], data.reshape(35, 6, 8))
+    assert not frames[35:].any()
+
+
 def test_sig_shape_recuts_the_pixel_stream(make_source) -> None:
     data = _data("uint16")
     src = make_source(data, sig_shape=(3, 4), nav_shape=(14, 10))

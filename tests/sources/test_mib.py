@@ -328,8 +328,9 @@ def test_mixed_frame_sizes_within_a_file(tmp_path, rng) -> None:
 
 
 def test_overlapping_acquisitions(tmp_path, rng) -> None:
-    write_mib(tmp_path / "x.hdr", rng.integers(0, 9, size=(2, 8, 8)).astype(np.uint16))
-    write_mib(tmp_path / "x_2", rng.integers(0, 9, size=(2, 8, 8)).astype(np.uint16), write_hdr=False)
+    write_mib(tmp_path / "x.hdr", rng.integers(0, 9, size=(2, 8, 8)).astype(np.uint16), frames_per_file=1)
+    write_mib(tmp_path / "other", rng.integers(0, 9, size=(2, 8, 8)).astype(np.uint16), write_hdr=False)
+    os.replace(tmp_path / "other.mib", tmp_path / "x_3.mib")  # numbered like x's files, frames 1..2 again
     with pytest.raises(SourceFormatError, match="overlap"):
         MibSource(tmp_path / "x.hdr")
 

@@ -40,7 +40,7 @@ def test_group_with_one_array(tmp_path, data) -> None:
 def test_group_with_two_arrays_needs_array_path(tmp_path, data) -> None:
     g = zarr.open_group(tmp_path / "g.zarr", mode="w")
     for name in ("a", "b"):
-        g.create_array(name, shape=data.shape, dtype=data.dtype)
+        g.create_array(name, shape=data.shape, dtype=data.dtype)[...] = data
     with pytest.raises(ConfigurationError, match="give parameter 'array_path'.*a .*b "):
         ZarrSource(tmp_path / "g.zarr")
     assert ZarrSource(tmp_path / "g.zarr", array_path="b").shape.nav == (7, 4)

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detflow.errors import ConfigurationError, DetectorError, DetectorProtocolError, DetectorTimeoutError
+from detflow.sources.limits import MAX_FRAME_BYTES, check_size
 from detflow.sources.live.base import Hooks, LiveAcquisition, LiveConnection, PendingAcquisition, ReadyForDataEnv
 from detflow.sources.live.merlin.control import MerlinControl
 from detflow.sources.live.merlin.data import MerlinDataStream
@@ -97,6 +98,11 @@ class MerlinConnection(LiveConnection):
             raise DetectorProtocolError(
                 f"merlin at {ctl.where}: COUNTERDEPTH is {depth}; Merlin counts with 1, 6, 12 or 24 bits"
             )
+        if width < 1 or height < 1:
+            raise DetectorProtocolError(f"merlin at {ctl.where}: IMAGEX x IMAGEY is {width}x{height}; expected >= 1")
+        check_size(width * height * DEPTH_DTYPES[depth].itemsize, MAX_FRAME_BYTES,
+                   field=f"frame size (IMAGEX {width} x IMAGEY {height} at COUNTERDEPTH {depth})",
+                   where=f"merlin at {ctl.where}", error=DetectorProtocolError)
         return (height, width), DEPTH_DTYPES[depth]
 
     def wait_for_acquisition(self, timeout: float | None = None) -> PendingAcquisition | None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 from detflow.errors import (
     DetectorCommandError,
@@ -46,7 +47,7 @@ class MerlinControl(PortClient):
     host, port
         Where Merlin (or its simulator) listens.
     timeout
-        Seconds each socket operation (connect, send, each receive) may take;
+        Seconds a connect, a send, or a whole reply may take;
         :class:`~detflow.errors.DetectorTimeoutError` past that.
 
     Examples
@@ -131,18 +132,25 @@ class MerlinControl(PortClient):
         return fields
 
     def _read_reply(self, sock: socket.socket, command: str) -> bytes:
-        prefix = self._recv_exactly(sock, PREFIX_BYTES, command)
-        n = parse_prefix(prefix, f"{self.where}: reply to {command!r}")
-        payload = self._recv_exactly(sock, n, command)
+        # one deadline for the whole reply: a peer trickling a byte at a time cannot
+        # stretch it past the timeout, however short each wait between bytes is
+        deadline = time.monotonic() + self.timeout
+        prefix = self._recv_exactly(sock, PREFIX_BYTES, command, deadline)
+        n = parse_prefix(prefix, f"{self.where}: reply to {command!r}", what="reply length")
+        payload = self._recv_exactly(sock, n, command, deadline)
         if payload.endswith(b","):  # length = len(payload): the status byte is still to come
-            payload += self._recv_exactly(sock, 1, command)
+            payload += self._recv_exactly(sock, 1, command, deadline)
         return payload
 
-    def _recv_exactly(self, sock: socket.socket, n: int, command: str) -> bytes:
+    def _recv_exactly(self, sock: socket.socket, n: int, command: str, deadline: float) -> bytes:
         buf = bytearray(n)
         view = memoryview(buf)
         got = 0
         while got < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            sock.settimeout(left)
             k = sock.recv_into(view[got:], n - got)
             if k == 0:
                 raise DetectorDisconnectedError(

@@ -41,9 +41,12 @@ next frame message (nor an acquisition header) is a ``DetectorProtocolError`` gi
 the byte offset and the frame where it happened. So is a frame whose MPX length
 differs from the first frame's.
 
-**Failures.** Every socket call has a timeout. Silence longer than ``timeout`` raises
-:class:`~detflow.errors.DetectorTimeoutError` (a partly received frame is kept, so
-the call may be retried); the peer closing the connection raises
+**Failures.** Every wait has a deadline: ``timeout`` bounds the whole acquisition
+header, the first frame's header, and each frame in turn (from the end of the one
+before), not each ``recv``, so a peer trickling a byte at a time is a
+:class:`~detflow.errors.DetectorTimeoutError` as surely as silence (a partly received
+frame is kept, so the call may be retried). Lengths the peer announces are checked
+against :mod:`detflow.sources.limits` before anything is buffered for them; the peer closing the connection raises
 :class:`~detflow.errors.DetectorDisconnectedError`. Both carry ``frames_received`` and
 say "N of M frames arrived"; the frames that did arrive have been written to the
 caller's array first (up to :attr:`~MerlinDataStream.next_index`).
@@ -65,6 +68,7 @@ from detflow.errors import (
     DetectorTimeoutError,
     SourceFormatError,
 )
+from detflow.sources.limits import MAX_FRAME_BYTES, MAX_HEADER_BYTES, check_size
 from detflow.sources.live.merlin.protocol import (
     HEADER_PATTERN,
     PREFIX_BYTES,
@@ -277,7 +281,9 @@ class MerlinDataStream(PortClient):
                     skipped += len(self._pending) - _HEADER_PREFIX_KEEP
                     del self._pending[:-_HEADER_PREFIX_KEEP]
                 self._fill(what, deadline)
-            start, total = m.start(), PREFIX_BYTES + int(m.group(1)) - 1
+            length = check_size(int(m.group(1)) - 1, MAX_HEADER_BYTES, field="acquisition header length",
+                                where=f"{self.where}: acquisition header", error=DetectorProtocolError)
+            start, total = m.start(), PREFIX_BYTES + length
             skipped += start
             del self._pending[:start]
             while len(self._pending) < total:
@@ -313,8 +319,16 @@ class MerlinDataStream(PortClient):
     def _peek_layout(self) -> MibLayout:
         what = "the first frame"
         min_header = 64  # parse_frame_header's smallest header
+        deadline = time.monotonic() + self.timeout  # for the whole first frame header, not each recv
+        try:
+            return self._peek_layout_until(what, min_header, deadline)
+        except TimeoutError:
+            raise self._fail(DetectorTimeoutError,
+                             f"the first frame's header did not arrive in full within {self.timeout:.3g} s") from None
+
+    def _peek_layout_until(self, what: str, min_header: int, deadline: float) -> MibLayout:
         while len(self._pending) < PREFIX_BYTES + min_header:
-            self._fill(what)
+            self._fill(what, deadline)
         head = bytes(self._pending[: PREFIX_BYTES + min_header])
         where = f"{self.where}: first frame of the acquisition"
         if HEADER_PATTERN.match(head):
@@ -330,8 +344,9 @@ class MerlinDataStream(PortClient):
         except (ValueError, IndexError):
             raise DetectorProtocolError(f"{where}: cannot read the message length or frame header size from "
                                         f"{shown(head, 60)!r}") from None
+        check_size(length, MAX_FRAME_BYTES, field="frame message length", where=where, error=DetectorProtocolError)
         while len(self._pending) < PREFIX_BYTES + header_bytes:
-            self._fill(what)
+            self._fill(what, deadline)
         raw = bytes(self._pending[PREFIX_BYTES : PREFIX_BYTES + header_bytes])
         try:
             layout = MibLayout.from_header(parse_frame_header(raw, where), where)
@@ -428,8 +443,15 @@ class MerlinDataStream(PortClient):
         n_total = self.header.n_frames if self.header is not None else 0
         checked = 0
         why = _FULL
+        # the timeout bounds the wait for each whole frame, not each recv: a peer that
+        # trickles a byte at a time runs into it as surely as one that falls silent
+        deadline = time.monotonic() + self.timeout
+        progress = filled // mb
         while True:
             complete = filled // mb
+            if complete > progress:
+                progress = complete
+                deadline = time.monotonic() + self.timeout
             if complete > checked:
                 bad = np.flatnonzero((msgs[checked:complete, :_CHECK_BYTES] != template).any(axis=1))
                 if bad.size:
@@ -448,7 +470,12 @@ class MerlinDataStream(PortClient):
                 if (head != template[: len(head)]).any():
                     why = self._classify(head) if len(head) == _CHECK_BYTES else _GARBAGE
                     break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                why = _TIMEOUT
+                break
             try:
+                sock.settimeout(left)
                 got = sock.recvmsg_into([views[row][offset:], *views[row + 1 : min(want, row + 64)]])[0]
             except TimeoutError:
                 why = _TIMEOUT
@@ -557,7 +584,7 @@ class MerlinDataStream(PortClient):
             self._done = True
             return
         if why == _TIMEOUT:
-            raise self._fail(DetectorTimeoutError, f"nothing received for {self.timeout:.3g} s")
+            raise self._fail(DetectorTimeoutError, f"no complete frame within {self.timeout:.3g} s")
         if why == _EOF:
             self.close()
             raise self._fail(DetectorDisconnectedError, "the connection closed mid-acquisition")

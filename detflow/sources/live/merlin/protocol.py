@@ -39,6 +39,7 @@ from detflow.errors import (
     DetectorProtocolError,
     DetectorTimeoutError,
 )
+from detflow.sources.limits import MAX_MESSAGE_BYTES, check_size
 
 __all__ = [
     "PortClient",
@@ -78,11 +79,13 @@ def encode_message(payload: bytes) -> bytes:
     return message_prefix(len(payload)) + payload
 
 
-def parse_prefix(prefix: bytes | bytearray | memoryview, where: str) -> int:
+def parse_prefix(prefix: bytes | bytearray | memoryview, where: str, *, maximum: int = MAX_MESSAGE_BYTES,
+                 what: str = "message length") -> int:
     """The payload length announced by a 15-byte ``MPX,<10 digits>,`` prefix.
 
     Returns ``n - 1``, the bytes that follow the prefix under the documented
-    convention. Raises :class:`~detflow.errors.DetectorProtocolError` naming ``where``.
+    convention. Raises :class:`~detflow.errors.DetectorProtocolError` naming ``where``,
+    also when the length is above ``maximum`` (nothing is allocated for it).
     """
     raw = bytes(prefix[:PREFIX_BYTES])
     m = _PREFIX.fullmatch(raw)
@@ -93,7 +96,7 @@ def parse_prefix(prefix: bytes | bytearray | memoryview, where: str) -> int:
     n = int(m.group(1))
     if n < 1:
         raise DetectorProtocolError(f"{where}: message prefix {shown(raw)!r} announces {n} bytes; expected >= 1")
-    return n - 1
+    return check_size(n - 1, maximum, field=what, where=where, error=DetectorProtocolError)
 
 
 def _int_field(fields: dict[str, str], key: str, where: str, *, required: bool) -> int | None:

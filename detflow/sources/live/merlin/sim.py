@@ -57,6 +57,7 @@ from types import TracebackType
 from typing import Any
 
 from detflow.errors import ConfigurationError
+from detflow.sources.limits import MAX_MESSAGE_BYTES
 from detflow.sources.live.merlin.protocol import (
     PREFIX_BYTES,
     AcquisitionHeader,
@@ -321,7 +322,7 @@ class MerlinSimulator:
             if self._stop.is_set():
                 raise _ClientGone
             try:
-                data = conn.recv(n - len(buf))
+                data = conn.recv(min(n - len(buf), 1 << 16))  # recv(n) would allocate n bytes
             except TimeoutError:
                 continue
             if not data:
@@ -335,7 +336,12 @@ class MerlinSimulator:
             if not prefix.startswith(b"MPX,") or not prefix[4:14].isdigit():
                 log.warning("merlin simulator: control port: not an MPX message: %r; closing", prefix)
                 return
-            payload = self._recv_exactly(conn, int(prefix[4:14]) - 1).decode("latin-1")
+            length = int(prefix[4:14]) - 1
+            if not 0 <= length <= MAX_MESSAGE_BYTES:
+                log.warning("merlin simulator: control port: a request of %d bytes (limit %d); closing",
+                            length, MAX_MESSAGE_BYTES)
+                return
+            payload = self._recv_exactly(conn, length).decode("latin-1")
             reply = self.handle_command(payload)
             self._sendall(conn, [memoryview(encode_message(reply.encode("latin-1")))])
 
