@@ -2,7 +2,9 @@
 """Live benchmark: Merlin frames over TCP on loopback, received, decoded and analysed.
 
 (``--detector dectris``: the DECTRIS case, bitshuffle-LZ4 frames over ZeroMQ against
-LiberTEM-live's DECTRIS client; see ``bench_live_dectris.py``.)
+LiberTEM-live's DECTRIS client; see ``bench_live_dectris.py``. ``--detector asi``: the
+ASI Timepix3 case, sparse CSR events over TCP against LiberTEM-live's ASI client; see
+``bench_live_asi.py``.)
 
 The core benchmark's dataset (uint16, nav 128x128, sig 256x256; ``--small``: nav 32x32)
 is written once more as a 12-bit Merlin acquisition (``U16`` frames, cached in
@@ -438,9 +440,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--receivers", default=",".join(RECEIVERS), help=f"comma-separated, of: {', '.join(RECEIVERS)}")
     ap.add_argument("--no-verify", action="store_true", help="skip the correctness pass")
     ap.add_argument("--regen", action="store_true", help="rewrite the dataset and its MIB copy")
-    ap.add_argument("--detector", choices=("merlin", "dectris"), default="merlin",
+    ap.add_argument("--detector", choices=("merlin", "dectris", "asi"), default="merlin",
                     help="merlin (MIB over TCP, this file) or dectris (bitshuffle-LZ4 over ZeroMQ, "
-                         "bench_live_dectris.py)")
+                         "bench_live_dectris.py) or asi (CSR events over TCP, bench_live_asi.py)")
     ap.add_argument("--sim", choices=("detflow", "libertem-live"), default="detflow",
                     help="which Merlin simulator serves the data (default: detflow sim merlin)")
     return ap.parse_args(argv)
@@ -452,6 +454,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         import bench_live_dectris
 
         return bench_live_dectris.run(args)
+    if args.detector == "asi":
+        import bench_live_asi
+
+        return bench_live_asi.run(args)
     nav, sig = bench_core.SIZES["small" if args.small else "full"]
     npy, hdr = ensure_mib(nav, sig, regen=args.regen)
     log(f"warming the page cache: {hdr.with_suffix('.mib').name}, {npy.name}")

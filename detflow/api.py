@@ -6,8 +6,9 @@ node per UDF) and runs it; there is no second engine behind the convenience API.
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
@@ -24,6 +25,19 @@ if TYPE_CHECKING:
     from detflow.sinks.base import Sink
 
 __all__ = ["Context"]
+
+
+async def _aiter(gen: Generator[UDFResults, None, None]) -> AsyncIterator[UDFResults]:
+    """``gen`` stepped in a worker thread, one item per ``await``."""
+    done = object()
+    try:
+        while True:
+            item = await asyncio.to_thread(next, gen, done)
+            if item is done:
+                return
+            yield item  # type: ignore[misc]
+    finally:
+        gen.close()
 
 
 class Context:
@@ -74,12 +88,15 @@ class Context:
         *args: Any,
         num_partitions: int | None = None,
         frames_per_partition: int | None = None,
+        io_backend: Any = None,
         **kwargs: Any,
     ) -> Source:
         """Open a dataset: ``ctx.load("npy", path=...)``, ``"raw"``, ``"memory"``, ...
 
         ``nav_shape``, ``sig_shape`` and ``sync_offset`` work for every type;
         ``num_partitions`` / ``frames_per_partition`` set how it is cut for runs.
+        ``io_backend`` (LiberTEM's mmap/buffered/direct choice) is accepted and not
+        needed: each source reads its format in the way that suits it.
         """
         cls = SOURCES.get(filetype.lower())
         try:
@@ -90,7 +107,8 @@ class Context:
         return source
 
     # --- running --------------------------------------------------------------------
-    def _graph(self, dataset: Source, udfs: Sequence[UDF], roi: Any, corrections: Any = None) -> Graph:
+    def _graph(self, dataset: Source, udfs: Sequence[UDF], roi: Any, corrections: Any = None,
+               backends: Any = None) -> Graph:
         if not isinstance(dataset, Source):
             raise ConfigurationError(
                 f"dataset must be a dataset from ctx.load(); got {type(dataset).__name__}"
@@ -98,17 +116,13 @@ class Context:
         g = Graph("run_udf")
         g.source(dataset)
         fpp, nparts = getattr(dataset, "partition_sizing", (None, None))
-        g.partition(frames_per_partition=fpp, num_partitions=nparts, roi=roi, corrections=corrections)
+        g.partition(frames_per_partition=fpp, num_partitions=nparts, roi=roi, corrections=corrections,
+                    backends=backends)
         for udf in udfs:
             if not isinstance(udf, UDF):
                 raise ConfigurationError(f"udf must be a UDF instance; got {udf!r}")
             g.udf(udf)
         return g
-
-    @staticmethod
-    def _check_unsupported(sync: bool) -> None:
-        if not sync:
-            raise ConfigurationError("run_udf: sync=False is not supported; use run_udf_iter")
 
     def run_udf_iter(
         self,
@@ -129,10 +143,20 @@ class Context:
         frames done (ROI frames only). ``plots=True`` draws every 2-D result live
         (in a notebook they fill in as the run goes), ``plots=[["intensity"],
         [("magnitude", np.log1p)]]`` chosen buffers per UDF, optionally transformed;
-        the plot objects are kept in ``ctx.plots`` (see ``plot_class``)."""
-        self._check_unsupported(sync)
+        the plot objects are kept in ``ctx.plots`` (see ``plot_class``).
+
+        ``sync=False`` returns an asynchronous iterator instead (LiberTEM's asyncio API):
+        ``async for part in ctx.run_udf_iter(..., sync=False)``; the run proceeds in a
+        worker thread, one partial result at a time, so the event loop stays free."""
+        if not sync:
+            # an AsyncIterator: typed as the common case, sync=True
+            return _aiter(self._iter(dataset, udf, roi, progress, plots, corrections, backends))  # type: ignore[return-value]
+        return self._iter(dataset, udf, roi, progress, plots, corrections, backends)
+
+    def _iter(self, dataset: Source, udf: UDF | Sequence[UDF], roi: Any, progress: bool, plots: Any,
+              corrections: Any, backends: Any) -> Generator[UDFResults, None, None]:
         udfs = [udf] if isinstance(udf, UDF) else list(udf)
-        graph = self._graph(dataset, udfs, roi, corrections)
+        graph = self._graph(dataset, udfs, roi, corrections, backends)
         sinks: list[Sink] = []
         if plots is not None and plots is not False:
             from detflow.sinks.plots import LivePlotSink
@@ -165,12 +189,13 @@ class Context:
         sync: bool = True,
     ) -> dict[str, ResultBuffer] | tuple[dict[str, ResultBuffer], ...]:
         """Run one UDF (returns its results) or a list of UDFs (a tuple, one per UDF)
-        in one pass over the data."""
+        in one pass over the data. ``sync=False`` returns an awaitable of the same
+        (the run proceeds in a worker thread)."""
+        if not sync:
+            kw = dict(progress=progress, plots=plots, corrections=corrections, backends=backends)
+            return asyncio.to_thread(self.run_udf, dataset, udf, roi, **kw)  # type: ignore[arg-type, return-value]
         last = None
-        for last in self.run_udf_iter(  # noqa: B007
-            dataset, udf, roi, progress=progress, plots=plots, corrections=corrections,
-            backends=backends, sync=sync,
-        ):
+        for last in self._iter(dataset, udf, roi, progress, plots, corrections, backends):  # noqa: B007
             pass
         assert last is not None
         buffers = last.buffers

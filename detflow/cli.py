@@ -86,6 +86,7 @@ def main() -> None:
     detflow serve GRAPH.yaml [--port 5006] [--set NODE.PARAM=VALUE ...]  a live dashboard of a run
     detflow sim merlin SCAN.hdr [--data-port 6342]                       replay it as a Merlin detector
     detflow sim dectris SCAN.npy [--api-port 8910] [--data-port 9999]     ... or as a DECTRIS detector
+    detflow sim asi-tpx3 SCAN.npz [--port 8283] [--chunk-frames 128]      ... or as an ASI Timepix3 CSR stream
     detflow batch GRAPH.yaml --inputs 'data/**/*.hdr' [--queue runs.db]  run it over many inputs, resumably
     detflow queue status|list|show|retry|purge QUEUE                     look into a batch queue
     detflow demo                                                         a self-checking example
@@ -309,6 +310,26 @@ def sim_merlin(path: str, **options: Any) -> None:
 def sim_dectris(path: str, **options: Any) -> None:
     """Serve PATH (.npy, HDF5 master file, or a stream dump) as a DECTRIS detector would, until Ctrl-C."""
     from detflow.sources.live.dectris.sim import run_simulator
+
+    run_simulator(path, echo=click.echo, **options)
+
+
+@sim.command("asi-tpx3")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8283, show_default=True, help="Data port (0: any free port, printed).")
+@click.option("--chunk-frames", default=128, show_default=True, type=click.IntRange(min=1),
+              help="Frames per ArrayChunk.")
+@click.option("--metadata-bytes", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Bytes of ScanStart metadata to send with each scan.")
+@click.option("--acquisitions", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Acquisitions sent to each client that connects.")
+@click.option("--nav-shape", type=(int, int), default=None, help="Scan shape, for a .npz without one.")
+@click.option("--sig-shape", type=(int, int), default=None, help="Frame shape, for a .npz without one.")
+@_errors
+def sim_asi_tpx3(path: str, **options: Any) -> None:
+    """Serve PATH (CSR .npz, or dense .npy converted) as an ASI Timepix3 CSR stream, until Ctrl-C."""
+    from detflow.sources.live.asi_tpx3.sim import run_simulator
 
     run_simulator(path, echo=click.echo, **options)
 

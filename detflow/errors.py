@@ -17,6 +17,10 @@ builtin that a caller would naturally catch, so ``except ValueError`` keeps work
     │       ├── DetectorProtocolError (ValueError)         bytes on the wire that break its protocol
     │       └── DetectorCommandError                      a control command answered with an error
     ├── UDFError (RuntimeError)                a UDF broke the UDF contract
+    │   ├── UDFMergeError (NotImplementedError)  sig/single buffers and no merge()
+    │   ├── UDFMethodError (TypeError)          no process_* method
+    │   ├── BufferAssignmentError (ValueError)  a value that does not fit a result buffer
+    │   └── InvalidMaskError (ValueError)       a with_mask() mask that does not fit its data
     ├── PartitionTimeoutError (TimeoutError)   a partition ran longer than partition_timeout
     └── MissingDependencyError (ImportError)   an optional extra is not installed
 
@@ -47,6 +51,8 @@ __all__ = [
     "SourceFormatError",
     "SourceNotFoundError",
     "UDFError",
+    "UDFMergeError",
+    "UDFMethodError",
     "UnknownNameError",
     "annotate_node_error",
 ]
@@ -195,6 +201,12 @@ class UDFError(DetflowError, RuntimeError):
 
 class PartitionTimeoutError(DetflowError, TimeoutError):
     """A partition task ran longer than the executor's ``partition_timeout``; names the partition."""
+class UDFMergeError(UDFError, NotImplementedError):
+    """A UDF with ``sig`` or ``single`` buffers and no ``merge`` (LiberTEM: ``NotImplementedError``)."""
+
+
+class UDFMethodError(UDFError, TypeError):
+    """A UDF that implements none of the ``process_*`` methods (LiberTEM: ``TypeError``)."""
 
 
 class MissingDependencyError(DetflowError, ImportError):

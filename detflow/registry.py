@@ -88,6 +88,7 @@ SOURCES = Registry(
     {
         "memory": "detflow.sources.memory:MemorySource",
         "npy": "detflow.sources.npy:NpySource",
+        "csr": "detflow.sources.csr:CsrSource",
         "raw": "detflow.sources.raw:RawSource",
         "mib": "detflow.sources.mib:MibSource",
         "hdf5": "detflow.sources.hdf5_:HDF5Source",
@@ -96,6 +97,7 @@ SOURCES = Registry(
         "auto": "detflow.sources.auto:load_auto",
         "merlin": "detflow.sources.live.merlin.connection:merlin_source",
         "dectris": "detflow.sources.live.dectris.connection:dectris_source",
+        "asi_tpx3": "detflow.sources.live.asi_tpx3.connection:asi_tpx3_source",
     },
 )
 
@@ -160,6 +162,7 @@ CONNECTIONS = Registry(
         "memory": "detflow.sources.live.memory:MemoryConnection",
         "merlin": "detflow.sources.live.merlin.connection:MerlinConnection",
         "dectris": "detflow.sources.live.dectris.connection:DectrisConnection",
+        "asi_tpx3": "detflow.sources.live.asi_tpx3.connection:AsiTpx3Connection",
     },
 )
 

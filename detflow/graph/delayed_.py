@@ -38,22 +38,22 @@ def _run(bound: PassPlan, task: PartitionTask) -> PartialResult:
 
 
 def _context(bound: PassPlan, meta: Any) -> ReduceContext:
-    return ReduceContext(bound.udf_specs(), meta, bound.corrections)
+    return ReduceContext(bound.udf_specs(), meta, bound.corrections, bound.roi)
 
 
 def _finish(bound: PassPlan, root: Any, meta: Any, n_tasks: int) -> dict[str, dict[str, Any]]:
     ctx = _context(bound, meta)
     partial = finish(root, ctx) if n_tasks else None
-    valid = np.zeros(meta.n_frames, dtype=bool)
     out = {}
     for (node_id, udf), (inp, m) in zip(bound.udfs, bound.inputs, strict=True):
+        valid = np.zeros(meta.n_frames, dtype=bool)  # what is merged so far, per UDF
         # this task may run in another process than the bind task: ``meta`` does not travel
         udf.meta = main_meta(udf, m if inp >= 0 else meta, bound.roi, None if inp >= 0 else bound.corrections)
         merger = Merger(node_id, udf, m if inp >= 0 else meta, bound.roi)
         if partial is not None:
             i = [u for u, _ in bound.udfs].index(node_id)
             if partial.n_processed:
-                merger.merge(partial, partial.buffers[i])
+                merger.merge(partial, partial.buffers[i], valid)
             valid[:] = True if bound.roi is None else bound.roi
         out[node_id] = {k: v for (_, k), v in values_of(node_id, merger.results(valid)).items()}
     return out

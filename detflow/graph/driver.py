@@ -219,7 +219,7 @@ def _run_pass(plan: PassPlan, executor: Executor, final: dict[str, dict[str, Res
             feed.done(partial.index)
         for merger, buffers in zip(mergers, partial.buffers, strict=True):
             if partial.n_processed:
-                merger.merge(partial, buffers)
+                merger.merge(partial, buffers, valid)
         valid[partial.frames] = True if roi is None else roi[partial.frames]
         done["frames"] += partial.n_processed
         done["partitions"] += partial.partitions
@@ -283,7 +283,7 @@ def _run_pass(plan: PassPlan, executor: Executor, final: dict[str, dict[str, Res
         elif reduce_tree is not None and tasks:
             from detflow.nodes.reduce import ReduceContext
 
-            ctx = ReduceContext(specs, meta, plan.corrections)
+            ctx = ReduceContext(specs, meta, plan.corrections, roi)
             yield _as_graph(stream.emit(reduce_tree(run_partition, tasks, ctx)).results)
         else:
             for partial in executor.map_unordered(run_partition, tasks):

@@ -74,7 +74,7 @@ _TOP_KEYS_V2 = {"schema_version", "name", "description", "sources", "nodes", "si
 _NODE_KEYS_V2 = {"type", "kind", "params", "input", "inputs", "skip", "save_results"}
 _UDF_KEYS = {"type", "params", "input", "skip", "save_results"}
 _SINK_KEYS = {"type", "params", "inputs", "skip"}
-_PARTITION_KEYS = {"frames_per_partition", "num_partitions", "roi", "corrections"}
+_PARTITION_KEYS = {"frames_per_partition", "num_partitions", "roi", "corrections", "backends"}
 
 
 def load_yaml(path: str | os.PathLike[str]) -> tuple[Any, dict[tuple[Any, ...], int]]:
@@ -226,8 +226,9 @@ def _read_v2(c: _Checker, g: GraphModel, spec: dict[str, Any], base: Path | None
             raise c.fail(f"the graph has several sources ({', '.join(map(str, sources))}); say which one "
                          "with 'input'", "nodes", nid, node=nid, parameter="input")
         roi, corrections = _partition_extras(c, params, base, ("nodes", nid, "params"), nid)
-        g.add(PartitionNode(nid, str(src), params.get("frames_per_partition"), params.get("num_partitions"),
-                            roi, corrections))
+        g.partition(str(src), id=nid, frames_per_partition=params.get("frames_per_partition"),
+                    num_partitions=params.get("num_partitions"), roi=roi, corrections=corrections,
+                    backends=params.get("backends"))
     for nid, body in bodies.items():
         if body["type"] == "partition":
             continue
@@ -294,7 +295,8 @@ def _read_v1(c: _Checker, g: GraphModel, spec: dict[str, Any], base: Path | None
     c.keys(part, _PARTITION_KEYS, "partition", "partition", node="partition")
     roi, corrections = _partition_extras(c, part, base, ("partition",), "partition")
     g.partition("source", id="partition", frames_per_partition=part.get("frames_per_partition"),
-                num_partitions=part.get("num_partitions"), roi=roi, corrections=corrections)
+                num_partitions=part.get("num_partitions"), roi=roi, corrections=corrections,
+                backends=part.get("backends"))
 
     nodes = c.mapping(spec.get("nodes"), "nodes", "nodes")
     if not nodes:
@@ -377,6 +379,8 @@ def graph_to_dict(g: GraphModel) -> dict[str, Any]:
                                                "give corrections as a mapping of .npy paths",
                                                node=n.id, parameter="corrections")
                 part["corrections"] = _plain(dict(n.corrections), n.id)
+            if n.backends is not None:
+                part["backends"] = list(n.backends)
             nodes[n.id] = {"type": "partition", "input": n.input, **({"params": part} if part else {})}
         elif isinstance(n, FramesNode | UDFNode | ResultNode):
             body: dict[str, Any] = {"type": n.type}

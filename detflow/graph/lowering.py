@@ -30,7 +30,9 @@ from detflow.errors import (
     GraphValidationError,
     ParameterError,
     UDFError,
+    UDFMethodError,
     UnknownNameError,
+    annotate_node_error,
 )
 from detflow.graph.model import (
     FramesNode,
@@ -45,6 +47,7 @@ from detflow.graph.model import (
     refs_of,
 )
 from detflow.graph.planning import GraphPlan, Pass, plan_graph
+from detflow.nodes.backends import choose_backend
 from detflow.nodes.base import UDF
 from detflow.nodes.resolve import node_class
 from detflow.nodes.runner import FrameSpec, UDFSpec, main_meta
@@ -79,6 +82,9 @@ class PassPlan:
     #: result nodes computed after (and during) this pass: (node id, instance or None until its
     #: references are known, input ids)
     results: list[tuple[str, Any, tuple[str, ...]]] = field(default_factory=list)
+    #: array backends the UDFs may take their input in (the partition node's ``backends``)
+    backends: tuple[str, ...] | None = None
+    #: the source was opened from the graph's parameters (not handed in), so the plan closes it
     owns_source: bool = False
 
     @property
@@ -99,8 +105,8 @@ class PassPlan:
     def udf_specs(self) -> tuple[UDFSpec, ...]:
         out = []
         for (node_id, udf), (inp, meta) in zip(self.udfs, self.inputs, strict=False):
-            out.append(UDFSpec.of(node_id, udf, input=inp, meta=None if inp < 0 else meta))
-        out += [UDFSpec.of(node_id, udf) for node_id, udf in self.udfs[len(self.inputs):]]
+            out.append(UDFSpec.of(node_id, udf, self.backends, input=inp, meta=None if inp < 0 else meta))
+        out += [UDFSpec.of(node_id, udf, self.backends) for node_id, udf in self.udfs[len(self.inputs):]]
         return tuple(out)
 
     def with_udfs(self, extra: list[tuple[str, UDF]]) -> PassPlan:
@@ -264,7 +270,8 @@ class CompiledGraph:
                 continue
             corrections = part["corrections"] if stream.index < 0 else None
             self._check_udf(node, udf, stream.meta if stream.index >= 0 else source.meta, part["roi"],
-                            corrections, via=None if stream.index < 0 else node.input)
+                            corrections, via=None if stream.index < 0 else node.input,
+                            backends=getattr(g[p.partition], "backends", None))
             udfs.append((uid, udf))
             inputs.append((stream.index, stream.meta))
         results = []
@@ -283,6 +290,7 @@ class CompiledGraph:
             frames_per_partition=getattr(g[p.partition], "frames_per_partition", None),
             num_partitions=getattr(g[p.partition], "num_partitions", None), roi=part["roi"], udfs=udfs,
             corrections=part["corrections"], frames=frames, inputs=inputs, results=results,
+            backends=getattr(g[p.partition], "backends", None),
         )
 
     def build_result(self, node_id: str, values: Values) -> Any:
@@ -344,12 +352,18 @@ class CompiledGraph:
             raise GraphValidationError(str(err), node=node.id, node_type=node.type) from err
 
     def _check_udf(self, node: UDFNode, udf: UDF, meta: DatasetMeta, roi: np.ndarray | None,
-                   corrections: CorrectionSet | None, *, via: str | None) -> None:
+                   corrections: CorrectionSet | None, *, via: str | None,
+                   backends: tuple[str, ...] | None = None) -> None:
         try:
             udf.validate(meta)
             udf.meta = main_meta(udf, meta, roi, corrections)
             udf.get_method()
             decls = udf.get_result_buffers()
+            choose_backend(udf.get_backends(), backends, udf_name=type(udf).__name__)
+        except (UDFMethodError, TypeError, NotImplementedError) as err:
+            # LiberTEM raises these types for these contract breaks: ported tests catch them
+            raise annotate_node_error(err, node_id=node.id, node_type=type(udf).__name__,
+                                      where="while checking the UDF") from None
         except ParameterError as err:
             hint = (f" (its input {via!r} gives frames of {meta.sig_shape} {meta.dtype})" if via else "")
             raise GraphValidationError(err.reason + hint, node=node.id, node_type=node.type,

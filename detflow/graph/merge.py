@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from detflow.errors import UDFError, annotate_node_error
-from detflow.graph.results import ResultBuffer
+from detflow.graph.results import ResultBuffer, check_returned, result_buffer
 from detflow.nodes.base import UDF, BufferDecl, UDFData
 from detflow.nodes.runner import PartialResult, check_result_only
 from detflow.sources.base import DatasetMeta
@@ -38,15 +38,23 @@ class Merger:
         # row of each frame's result in the (ROI-filtered) nav buffers
         self.rows_before = None if roi is None else np.concatenate(([0], np.cumsum(roi)))
 
-    def merge(self, partial: PartialResult, buffers: dict[str, np.ndarray]) -> None:
+    def _with_valid(self, valid: np.ndarray) -> None:
+        # LiberTEM's get_valid_nav_mask(): over the ROI positions, what is merged so far
+        mask = valid if self.roi is None else valid[self.roi]
+        self.udf.meta = self.udf.meta.replace(valid_nav_mask=mask.copy())
+
+    def merge(self, partial: PartialResult, buffers: dict[str, np.ndarray], valid: np.ndarray) -> None:
+        """Merge one partition's ``buffers``; ``valid`` marks the frames merged before it."""
         start = partial.frames.start
         lo = start if self.rows_before is None else int(self.rows_before[start])
         hi = lo + partial.n_processed
+        owner = type(self.udf).__name__
         dest = UDFData(
-            {k: (b[lo:hi] if self.decls[k].kind == "nav" else b) for k, b in self.dest.items()}
+            {k: (b[lo:hi] if self.decls[k].kind == "nav" else b) for k, b in self.dest.items()}, owner=owner
         )
+        self._with_valid(valid)
         try:
-            self.udf.merge(dest, UDFData(buffers))
+            self.udf.merge(dest, UDFData(buffers, owner=owner))
         except Exception as err:
             raise annotate_node_error(
                 err, node_id=self.node_id, node_type=type(self.udf).__name__,
@@ -54,9 +62,11 @@ class Merger:
             ) from None
 
     def results(self, valid: np.ndarray) -> dict[str, ResultBuffer]:
-        self.udf.results = UDFData(self.dest)
+        self.udf.results = UDFData(self.dest, owner=type(self.udf).__name__)
+        self._with_valid(valid)
         try:
             computed = self.udf.get_results() or {}
+            check_returned(self.udf, computed, self.decls)
         except Exception as err:
             raise annotate_node_error(
                 err, node_id=self.node_id, node_type=type(self.udf).__name__,
@@ -65,17 +75,12 @@ class Merger:
         check_result_only(self.udf, computed, self.node_id)
         out = {}
         names = [k for k, d in self.decls.items() if d.use != "private"]
-        names += [k for k in computed if k not in self.decls]
         for name in names:
-            decl = self.decls.get(name)
-            value = np.asarray(computed[name] if name in computed else self.dest[name])
-            if decl is None:
-                decl = BufferDecl(kind="single", extra_shape=value.shape, dtype=value.dtype)
-            elif decl.kind == "nav":
-                value = self._flat_nav(name, value)
-            out[name] = ResultBuffer(
+            decl = self.decls[name]
+            value = computed[name] if name in computed else self.dest[name]
+            out[name] = result_buffer(
                 value, decl, nav_shape=self.meta.nav_shape, sig_shape=self.meta.sig_shape,
-                roi=self.roi, valid=valid,
+                roi=self.roi, valid=valid, flat_nav=lambda v, n=name: self._flat_nav(n, v),
             )
         return out
 
@@ -84,9 +89,8 @@ class Merger:
         rows = self.meta.n_frames if self.roi is None else int(np.count_nonzero(self.roi))
         if value.ndim >= 1 and value.shape[0] == rows:
             return value
-        if value.shape[: len(nav)] == nav:  # returned nav-shaped: flatten, filter
-            flat = value.reshape((self.meta.n_frames, *value.shape[len(nav):]))
-            return flat if self.roi is None else flat[self.roi]
+        if value.shape[: len(nav)] == nav:  # returned nav-shaped: flatten (a ROI keeps it whole)
+            return value.reshape((self.meta.n_frames, *value.shape[len(nav):]))
         raise UDFError(
             f"node {self.node_id!r} ({type(self.udf).__name__}): get_results() returned nav "
             f"buffer {name!r} with shape {value.shape}; expected ({rows}, ...) "

@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from detflow.errors import UDFError
 from detflow.nodes.base import BufferDecl
+from detflow.nodes.buffers import ArrayWithMask, get_bbox_slice, get_inner_slice
 
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["ResultBuffer", "UDFResults", "dim_names", "fill_value", "to_xarray"]
+__all__ = ["ResultBuffer", "UDFResults", "check_returned", "dim_names", "fill_value", "result_buffer", "to_xarray"]
 
 
 def fill_value(dtype: np.dtype) -> Any:
@@ -56,6 +58,7 @@ class ResultBuffer:
         sig_shape: tuple[int, ...],
         roi: np.ndarray | None,
         valid: np.ndarray | None = None,
+        mask: np.ndarray | None = None,
     ) -> None:
         self._raw = raw
         self.decl = decl
@@ -64,6 +67,17 @@ class ResultBuffer:
         self.sig_shape = sig_shape
         self._roi = roi  # flat bool or None
         self._valid = valid  # flat bool over the dataset: positions computed so far
+        self._mask = mask  # the UDF's own valid mask (with_mask), shaped like raw
+        # a nav result given for the whole nav space although a ROI is set: kept whole
+        self._full = decl.kind == "nav" and roi is not None and raw.shape[:1] == (roi.size,)
+
+    @property
+    def where(self) -> str | None:
+        return self.decl.where
+
+    @property
+    def use(self) -> str | None:
+        return self.decl.use
 
     @property
     def dtype(self) -> np.dtype:
@@ -90,11 +104,14 @@ class ResultBuffer:
         if self.kind != "nav":
             return self._raw
         shape = (*self.nav_shape, *self.extra_shape)
-        missing = None if self._valid is None or self._valid.all() else ~self._valid
-        if self._roi is None and missing is None:
+        # positions in the ROI whose frames have not arrived (outside the ROI is the ROI's business)
+        missing = None if self._valid is None else ~self._valid if self._roi is None else ~self._valid & self._roi
+        if missing is not None and not missing.any():
+            missing = None
+        if (self._roi is None or self._full) and missing is None:
             return self._raw.reshape(shape)
         fill = fill_value(self.dtype)
-        if self._roi is None:
+        if self._roi is None or self._full:
             out = self._raw.copy()
         else:
             out = np.full((self._roi.size, *self.extra_shape), fill, dtype=self.dtype)
@@ -105,24 +122,56 @@ class ResultBuffer:
 
     @property
     def valid_mask(self) -> np.ndarray:
-        """Boolean mask, nav-shaped for nav results, of the positions that hold results."""
+        """Boolean mask shaped like :attr:`data` of the elements that hold results.
+
+        Nav results: positions in the ROI merged so far, and the UDF's own mask
+        (:meth:`UDF.with_mask`) where it gave one.
+        """
         if self.kind != "nav":
-            return np.ones(self._raw.shape, dtype=bool)
-        mask = np.ones(int(np.prod(self.nav_shape)), dtype=bool)
+            own = self._mask if self._mask is not None else np.ones(self._raw.shape, dtype=bool)
+            return np.broadcast_to(own, self._raw.shape).copy()
+        n = int(np.prod(self.nav_shape))
+        pos = np.ones(n, dtype=bool)
         if self._roi is not None:
-            mask &= self._roi
+            pos &= self._roi
         if self._valid is not None:
-            mask &= self._valid
-        return mask.reshape(self.nav_shape)
+            pos &= self._valid
+        flat = np.broadcast_to(pos.reshape((n,) + (1,) * len(self.extra_shape)), (n, *self.extra_shape)).copy()
+        if self._mask is not None:
+            own = np.zeros((n, *self.extra_shape), dtype=bool)
+            if self._roi is None or self._full:
+                own[:] = self._mask.reshape(own.shape)
+            else:
+                own[self._roi] = self._mask
+            flat &= own
+        return flat.reshape((*self.nav_shape, *self.extra_shape))
+
+    @property
+    def raw_valid_mask(self) -> np.ndarray:
+        """:attr:`valid_mask` in the layout of :attr:`raw_data`."""
+        mask = self.valid_mask
+        if self.kind != "nav" or self._roi is None or self._full:
+            return mask.reshape(self._raw.shape)
+        return mask.reshape((-1, *self.extra_shape))[self._roi]
 
     @property
     def masked_data(self) -> np.ma.MaskedArray:
-        data = self.data
-        if self.kind != "nav":
-            return np.ma.masked_array(data)
-        mask = ~self.valid_mask
-        mask = np.broadcast_to(mask.reshape(mask.shape + (1,) * len(self.extra_shape)), data.shape)
-        return np.ma.masked_array(data, mask=mask)
+        """:attr:`data` as a masked array, masked where :attr:`valid_mask` is False."""
+        return np.ma.masked_array(self.data, mask=~self.valid_mask)
+
+    @property
+    def raw_masked_data(self) -> np.ma.MaskedArray:
+        """:attr:`raw_data` as a masked array."""
+        return np.ma.masked_array(self._raw, mask=~self.raw_valid_mask)
+
+    @property
+    def valid_slice_bounding(self) -> tuple[slice, ...]:
+        """Slices bounding the valid elements of :attr:`data` (they may include invalid ones)."""
+        return get_bbox_slice(self.valid_mask)
+
+    def get_valid_slice_inner(self, axis: int = 0) -> tuple[slice, ...]:
+        """Slices across ``axis`` that select only valid elements (see LiberTEM's)."""
+        return get_inner_slice(self.valid_mask, axis=axis)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -134,6 +183,52 @@ class ResultBuffer:
 
     def __repr__(self) -> str:
         return f"<ResultBuffer kind={self.kind} shape={self.shape} dtype={self.dtype}>"
+
+
+def check_returned(udf: Any, computed: Mapping[str, Any], decls: Mapping[str, BufferDecl]) -> None:
+    """What ``get_results`` returned must be declared, and not ``private`` (as in LiberTEM)."""
+    for name, value in computed.items():
+        decl = decls.get(name)
+        if decl is None:
+            raise UDFError(
+                f"{type(udf).__name__}: buffer {name!r} is not declared in `get_result_buffers` "
+                "(hint: `self.buffer(..., use='result_only')`)"
+            )
+        if decl.use == "private":
+            raise UDFError(
+                f"{type(udf).__name__}: buffer {name!r} is use='private': "
+                "don't return `use='private'` buffers from `get_results`"
+            )
+        arr = value.arr if isinstance(value, ArrayWithMask) else value
+        kind = np.asarray(arr).dtype.kind
+        if kind != decl.dtype.kind and not (kind in "iu" and decl.dtype.kind in "iu"):
+            raise UDFError(
+                f"{type(udf).__name__}: the returned array {name!r} has a different dtype kind "
+                f"({np.asarray(arr).dtype}) than declared ({decl.dtype})"
+            )
+
+
+def result_buffer(
+    value: Any,
+    decl: BufferDecl,
+    *,
+    nav_shape: tuple[int, ...],
+    sig_shape: tuple[int, ...],
+    roi: np.ndarray | None,
+    valid: np.ndarray | None,
+    flat_nav: Any,
+) -> ResultBuffer:
+    """A returned value (array or :class:`ArrayWithMask`) as a :class:`ResultBuffer`."""
+    mask = None
+    if isinstance(value, ArrayWithMask):
+        mask = np.asarray(value.mask)
+        value = value.arr
+    arr = np.asarray(value)
+    if decl.kind == "nav":
+        arr = flat_nav(arr)
+        if mask is not None:
+            mask = np.broadcast_to(mask, np.shape(value)).reshape(arr.shape)
+    return ResultBuffer(arr, decl, nav_shape=nav_shape, sig_shape=sig_shape, roi=roi, valid=valid, mask=mask)
 
 
 def to_xarray(

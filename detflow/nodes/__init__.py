@@ -8,7 +8,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from detflow.nodes.base import UDF, BufferDecl, UDFMeta, UDFPostprocessMixin, UDFPreprocessMixin
+from detflow.nodes.base import (
+    UDF,
+    BufferDecl,
+    NoOpUDF,
+    UDFMeta,
+    UDFMethod,
+    UDFPostprocessMixin,
+    UDFPreprocessMixin,
+)
 from detflow.nodes.params import Param
 
 _LAZY = {
@@ -21,6 +29,8 @@ _LAZY = {
     "CoMUDF": "detflow.nodes.com",
     "AutoUDF": "detflow.nodes.auto",
     "RecordUDF": "detflow.nodes.record",
+    "FEMUDF": "detflow.nodes.fem",
+    "CrystallinityUDF": "detflow.nodes.crystallinity",
     "SignalMonitorUDF": "detflow.nodes.monitor",
     "PartitionMonitorUDF": "detflow.nodes.monitor",
     "masks": "detflow.nodes.masks",
@@ -29,8 +39,10 @@ _LAZY = {
 __all__ = [
     "UDF",
     "BufferDecl",
+    "NoOpUDF",
     "Param",
     "UDFMeta",
+    "UDFMethod",
     "UDFPostprocessMixin",
     "UDFPreprocessMixin",
     *_LAZY,

@@ -25,29 +25,43 @@ Buffers, by kind:
 * ``single``: shape ``extra_shape`` (or ``(1,)``), merged by ``merge``.
 
 ``use="private"`` hides a buffer from the user's results; ``use="result_only"`` is not
-allocated on workers and must be returned by ``get_results``.
+allocated on workers (it reads as ``None`` there) and must be returned by ``get_results``.
+Assigning to a buffer (``self.results.maxima = v``, ``dest.s = src.s``) writes into it, as
+in LiberTEM (:mod:`detflow.nodes.buffers`); ``self.meta`` is described in
+:mod:`detflow.nodes.meta`, array backends in :mod:`detflow.nodes.backends`.
+
+Contract breaks raise what LiberTEM raises: no ``process_*`` method is a ``TypeError``
+(:class:`~detflow.errors.UDFMethodError`), ``sig``/``single`` buffers without ``merge`` a
+``NotImplementedError`` (:class:`~detflow.errors.UDFMergeError`).
 
 This module holds the contract only; running it is :mod:`detflow.nodes.runner`.
 """
 
 from __future__ import annotations
 
-import builtins
+import enum
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from detflow.errors import UDFError
+from detflow.errors import UDFError, UDFMergeError, UDFMethodError
+from detflow.nodes import backends as _bk
+from detflow.nodes.buffers import ArrayWithMask, UDFData
+from detflow.nodes.meta import Slice, UDFMeta
 from detflow.nodes.params import Param, check_params
-from detflow.sources.base import DatasetMeta, Shape
+from detflow.sources.base import DatasetMeta
 
 __all__ = [
     "UDF",
+    "AuxBufferWrapper",
     "BufferDecl",
+    "NoOpUDF",
+    "Slice",
     "UDFData",
     "UDFMeta",
+    "UDFMethod",
     "UDFParams",
     "UDFPostprocessMixin",
     "UDFPreprocessMixin",
@@ -103,88 +117,47 @@ class UDFParams(Mapping[str, Any]):
         return f"UDFParams({self._kwargs!r})"
 
 
-class UDFData(Mapping[str, Any]):
-    """Named arrays, readable as attributes: ``self.results``, ``dest``, ``src``, ``task_data``."""
+class UDFMethod(enum.StrEnum):
+    """The process method a UDF runs with (``UDF.UDF_METHOD``), as LiberTEM's.
 
-    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
-        self.__dict__["_data"] = dict(data or {})
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.__dict__["_data"][name]
-        except KeyError:
-            raise AttributeError(f"no buffer {name!r}; there are: {sorted(self.__dict__['_data'])}") from None
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        self._data[name] = value
-
-    def __getitem__(self, name: str) -> Any:
-        return self._data[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __repr__(self) -> str:
-        inner = ", ".join(f"{k}: {getattr(v, 'shape', '?')}" for k, v in self._data.items())
-        return f"UDFData({inner})"
-
-
-@dataclass(frozen=True)
-class FrameSlice:
-    """Where the current unit of work lies: frames ``origin : origin + count`` in flat nav order.
-
-    Positions are in the full dataset. With a ROI the range may span frames outside it
-    that the tile does not hold; ``meta.coordinates`` lists exactly the frames it holds.
+    A ``str`` enum: ``UDFMethod.TILE == "tile"``.
     """
 
-    origin: int
-    count: int
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (self.count,)
-
-    def as_slice(self) -> slice:
-        return slice(self.origin, self.origin + self.count)
+    TILE = "tile"
+    FRAME = "frame"
+    PARTITION = "partition"
 
 
-@dataclass(frozen=True)
-class UDFMeta:
-    """What a UDF knows about the data it is working on (``self.meta``)."""
+class AuxBufferWrapper:
+    """Per-frame auxiliary data given to a UDF as a keyword argument (:meth:`UDF.aux_data`).
 
-    dataset_shape: Shape
-    dataset_dtype: np.dtype
-    input_dtype: np.dtype
-    roi: np.ndarray | None = None
-    partition_shape: Shape | None = None
-    partition_index: int | None = None
-    slice: FrameSlice | None = None
-    coordinates: np.ndarray | None = None
-    sig_slice: tuple[builtins.slice, ...] | None = None
-    corrections: Any = None
-    device_class: str = "cpu"
-    array_backend: str = "numpy"
-    threads_per_worker: int = 1
-    tiling_scheme: Any = None
-    tiling_scheme_idx: int = 0
+    On workers ``self.params.<name>`` is the view for the current frame, tile or
+    partition (ROI applied), like a ``nav`` result buffer's view.
+    """
 
-    @property
-    def nav_shape(self) -> tuple[int, ...]:
-        return self.dataset_shape.nav
+    def __init__(self, data: np.ndarray, kind: str, extra_shape: tuple[int, ...], dtype: Any) -> None:
+        if kind != "nav":
+            raise ValueError(f"aux_data: only kind='nav' is supported (as in LiberTEM); got {kind!r}")
+        self.kind = kind
+        self.extra_shape = tuple(int(e) for e in extra_shape)
+        self.dtype = np.dtype(dtype)
+        arr = np.asarray(data)
+        if arr.dtype != self.dtype:
+            raise ValueError(f"aux_data: data has dtype {arr.dtype}; declared {self.dtype}")
+        extra = self.extra_shape if self.extra_shape not in ((), (1,)) else ()
+        self.data = arr.reshape((-1, *extra))
 
-    @property
-    def sig_shape(self) -> tuple[int, ...]:
-        return self.dataset_shape.sig
+    def for_frames(self, idx: np.ndarray | slice, frame: bool = False) -> np.ndarray:
+        """The rows of flat dataset positions ``idx`` (one frame: LiberTEM's frame view)."""
+        rows = self.data[idx]
+        if frame and not self.extra_shape:
+            return rows.reshape((1,))
+        if frame:
+            return rows.reshape(self.extra_shape)
+        return rows
 
-    def get_valid_nav_mask(self) -> np.ndarray | None:
-        """Flat boolean mask of the positions inside the ROI (``None``: all of them)."""
-        return None if self.roi is None else self.roi.reshape(-1)
-
-    def replace(self, **changes: Any) -> UDFMeta:
-        return replace(self, **changes)
+    def __repr__(self) -> str:
+        return f"<AuxBufferWrapper kind={self.kind} dtype={self.dtype} extra_shape={self.extra_shape}>"
 
 
 class UDF:
@@ -207,8 +180,32 @@ class UDF:
     TILE_DEPTH_MAX: ClassVar[float] = float("inf")
     TILE_SIZE_BEST_FIT: ClassVar[object] = object()
     TILE_SIZE_MAX: ClassVar[float] = float("inf")
-    BACKEND_NUMPY: ClassVar[str] = "numpy"
-    BACKEND_ALL: ClassVar[tuple[str, ...]] = ("numpy",)
+    BACKEND_NUMPY: ClassVar[str] = _bk.NUMPY
+    BACKEND_CUPY: ClassVar[str] = _bk.CUPY
+    BACKEND_CUDA: ClassVar[str] = _bk.CUDA
+    BACKEND_SPARSE_COO: ClassVar[str] = _bk.SPARSE_COO
+    BACKEND_SPARSE_GCXS: ClassVar[str] = _bk.SPARSE_GCXS
+    BACKEND_SPARSE_DOK: ClassVar[str] = _bk.SPARSE_DOK
+    BACKEND_SCIPY_COO: ClassVar[str] = _bk.SCIPY_COO
+    BACKEND_SCIPY_CSR: ClassVar[str] = _bk.SCIPY_CSR
+    BACKEND_SCIPY_CSC: ClassVar[str] = _bk.SCIPY_CSC
+    BACKEND_SCIPY_COO_ARRAY: ClassVar[str] = _bk.SCIPY_COO_ARRAY
+    BACKEND_SCIPY_CSR_ARRAY: ClassVar[str] = _bk.SCIPY_CSR_ARRAY
+    BACKEND_SCIPY_CSC_ARRAY: ClassVar[str] = _bk.SCIPY_CSC_ARRAY
+    BACKEND_CUPY_SCIPY_COO: ClassVar[str] = _bk.CUPY_SCIPY_COO
+    BACKEND_CUPY_SCIPY_CSR: ClassVar[str] = _bk.CUPY_SCIPY_CSR
+    BACKEND_CUPY_SCIPY_CSC: ClassVar[str] = _bk.CUPY_SCIPY_CSC
+    #: every backend, in LiberTEM's priority order
+    BACKEND_ALL: ClassVar[tuple[str, ...]] = _bk.BACKEND_ALL
+    CPU_BACKENDS: ClassVar[frozenset[str]] = _bk.CPU_BACKENDS
+    CUDA_BACKENDS: ClassVar[frozenset[str]] = _bk.CUDA_BACKENDS
+    CUPY_BACKENDS: ClassVar[frozenset[str]] = _bk.CUPY_BACKENDS
+    SPARSE_BACKENDS: ClassVar[frozenset[str]] = _bk.SPARSE_BACKENDS
+    DENSE_BACKENDS: ClassVar[frozenset[str]] = _bk.DENSE_BACKENDS
+    ND_BACKENDS: ClassVar[frozenset[str]] = _bk.ND_BACKENDS
+    D2_BACKENDS: ClassVar[frozenset[str]] = _bk.D2_BACKENDS
+    #: the enum ``get_method`` returns
+    UDF_METHOD: ClassVar[type[UDFMethod]] = UDFMethod
 
     #: declared parameters; empty means "not declared" (any keyword accepted)
     params_spec: ClassVar[tuple[Param, ...]] = ()
@@ -219,8 +216,9 @@ class UDF:
         self._kwargs = kwargs
         self.params = UDFParams(kwargs)
         self.meta: UDFMeta = None  # type: ignore[assignment]  # set before any method runs
-        self.results: UDFData = UDFData()
-        self.task_data: UDFData = UDFData()
+        self.results: UDFData = UDFData(owner=type(self).__name__)
+        self.task_data: UDFData = UDFData(owner=type(self).__name__, write_through=False)
+        self._backend = _bk.NUMPY
 
     # --- re-instantiation ---------------------------------------------------------
     @property
@@ -272,15 +270,37 @@ class UDF:
     def get_tiling_preferences(self) -> dict[str, Any]:
         return {"depth": self.TILE_DEPTH_DEFAULT, "total_size": self.TILE_SIZE_BEST_FIT}
 
-    def get_backends(self) -> tuple[str, ...]:
+    def get_backends(self) -> Any:
+        """Array backends the UDF takes its input in (a subset of :attr:`BACKEND_ALL`)."""
         return (self.BACKEND_NUMPY,)
 
-    def get_method(self) -> str:
-        """``"tile"``, ``"frame"`` or ``"partition"``: the first that is implemented."""
-        for method in ("tile", "frame", "partition"):
-            if getattr(type(self), f"process_{method}") is not getattr(UDF, f"process_{method}"):
+    def get_method(self) -> UDFMethod:
+        """The process method to run: by default the first implemented of tile, frame, partition."""
+        for method in UDFMethod:
+            if getattr(type(self), f"process_{method.value}") is not getattr(UDF, f"process_{method.value}"):
                 return method
-        raise UDFError(f"{type(self).__name__} implements none of process_frame, process_tile, process_partition")
+        raise UDFMethodError(
+            f"{type(self).__name__}: UDF should implement one of the `process_*` methods "
+            "(process_tile, process_frame or process_partition)"
+        )
+
+    def forbuf(self, arr: Any, target: np.ndarray) -> Any:
+        """``arr`` made assignable to the result buffer ``target`` (dense, sig unflattened)."""
+        return _bk.make_like(arr, target)
+
+    @staticmethod
+    def with_mask(data: Any, mask: np.ndarray | bool) -> ArrayWithMask[Any]:
+        """Mark the valid part of a result returned from ``get_results`` (``True`` = valid)."""
+        return ArrayWithMask(data, mask)
+
+    @staticmethod
+    def aux_data(data: Any, kind: str, extra_shape: tuple[int, ...] = (), dtype: Any = "float32") -> AuxBufferWrapper:
+        """Per-frame auxiliary input, passed to the UDF as a keyword argument.
+
+        ``data`` holds one element (of ``extra_shape``) per navigation position; in
+        ``process_*`` the parameter reads as the current frame's, tile's or partition's part.
+        """
+        return AuxBufferWrapper(data, kind, extra_shape, dtype)
 
     def get_task_data(self) -> dict[str, Any]:
         """Per-partition data computed on the worker (``self.task_data``)."""
@@ -288,6 +308,7 @@ class UDF:
 
     @property
     def xp(self) -> Any:
+        """The array module of the current backend (numpy: detflow runs on CPUs)."""
         return np
 
     # --- validation (detflow) ---------------------------------------------------------
@@ -339,15 +360,20 @@ class UDF:
         The default copies ``nav`` buffers into place (``dest``'s nav buffers are the
         partition's rows); UDFs with ``sig`` or ``single`` buffers must override it.
         """
-        decls = self.get_result_buffers()
-        for name in src:
-            decl = decls[name]
-            if decl.kind != "nav":
-                raise UDFError(
-                    f"{type(self).__name__} has a {decl.kind!r} buffer {name!r} but no merge(); "
-                    "only nav buffers have a default merge"
-                )
-            dest[name][:] = src[name]
+        if self.requires_custom_merge:
+            kinds = sorted({f"{d.kind!r} buffer {k!r}" for k, d in self.get_result_buffers().items()
+                            if d.kind != "nav" and d.use != "result_only"})
+            raise UDFMergeError(
+                f"{type(self).__name__} has {', '.join(kinds)} but no merge(): "
+                "Default merging only works for kind='nav' buffers. "
+                "Please implement a suitable custom merge function."
+            )
+        for name in dest:
+            s_arr, d_arr = getattr(src, name), getattr(dest, name)
+            if not np.can_cast(s_arr.dtype, d_arr.dtype, casting="safe"):
+                raise TypeError(f"{type(self).__name__}: buffer {name!r}: unsafe automatic casting "
+                                f"from {s_arr.dtype} to {d_arr.dtype}")
+            d_arr[:] = s_arr
 
     def get_results(self) -> dict[str, Any]:
         """Final results from the merged buffers (``self.results``).
@@ -369,3 +395,22 @@ class UDFPreprocessMixin:
 
 class UDFPostprocessMixin:
     """Marker kept for LiberTEM compatibility: ``postprocess`` is always available."""
+
+
+class NoOpUDF(UDF):
+    """A UDF that does nothing: for measuring reading alone (as LiberTEM's ``NoOpUDF``)."""
+
+    def __init__(self, preferred_input_dtype: Any = bool) -> None:
+        super().__init__(preferred_input_dtype=preferred_input_dtype)
+
+    def get_result_buffers(self) -> dict[str, BufferDecl]:
+        return {}
+
+    def get_preferred_input_dtype(self) -> Any:
+        return self.params.preferred_input_dtype
+
+    def get_backends(self) -> Any:
+        return self.BACKEND_ALL
+
+    def process_tile(self, tile: Any) -> None:
+        pass

@@ -12,25 +12,62 @@ is computed in ``get_results`` from those, following LiberTEM's conventions:
   (LiberTEM's ``rotate_deg(a) @ flip_y()``).
 * ``divergence = d field_y/dy + d field_x/dx`` and ``curl = d field_y/dx - d field_x/dy``
   by ``np.gradient`` on the nav grid, NaN outside the ROI (and next to it, where a
-  difference touches a NaN). A nav axis of length 1 contributes 0. With a 1-D nav the
-  scan is taken as one row along x: ``divergence = d field_x/dx`` and ``curl`` is NaN
-  (its ``d/dy`` term is unknown); with more than two nav dimensions both are NaN.
+  difference touches a NaN). A nav axis of length 1 contributes 0. As in LiberTEM, the
+  navigation (and signal) must be 2-D: anything else is a ``ValueError`` before the run.
+* ``regression`` (:class:`RegressionOptions`, or a ``(3, 2)`` array of coefficients):
+  ``SUBTRACT_MEAN`` subtracts the mean field over the merged positions, ``SUBTRACT_LINEAR``
+  a plane ``c0 + c1 * y + c2 * x`` fitted by least squares (per component); the
+  coefficients are the ``regression`` result (``(3, 2)`` float64, rows ``c0, c1, c2``),
+  and ``field``, its components, ``magnitude``, ``divergence`` and ``curl`` are computed
+  from the corrected field, as LiberTEM 0.16 does.
 """
 
 from __future__ import annotations
 
+import enum
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from detflow.errors import ConfigurationError, ParameterError
+from detflow.nodes import backends as bk
 from detflow.nodes.base import UDF, BufferDecl
 from detflow.nodes.masks import MaskStack, circular, ring
 from detflow.nodes.masks_udf import apply_mask_stack
 from detflow.nodes.params import Param, check_params, non_negative, positive
 
-__all__ = ["CoMUDF"]
+__all__ = ["CoMParams", "CoMUDF", "RegressionOptions"]
+
+
+class RegressionOptions(enum.IntEnum):
+    """What ``CoMUDF`` subtracts from the field (LiberTEM's values)."""
+
+    NO_REGRESSION = -1
+    SUBTRACT_MEAN = 0
+    SUBTRACT_LINEAR = 1
+
+
+class CoMParams(NamedTuple):
+    """LiberTEM's parameter bundle: ``CoMUDF(com_params=CoMParams(...))``."""
+
+    cy: float | None = None
+    cx: float | None = None
+    r: float = float("inf")
+    ri: float | None = 0.0
+    scan_rotation: float = 0.0
+    flip_y: bool = False
+    regression: Any = RegressionOptions.NO_REGRESSION
+
+
+def _regression(value: Any) -> str | None:
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        return None if int(value) in (-1, 0, 1) else f"must be -1, 0, 1 or a (3, 2) array; got {value!r}"
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return f"must be a RegressionOptions value or a (3, 2) array; got {value!r}"
+    return None if arr.shape == (3, 2) else f"a coefficient array must have shape (3, 2); got {arr.shape}"
 
 _NAV_RESULTS = ("raw_com", "raw_shifts", "field", "field_y", "field_x", "magnitude")
 
@@ -62,6 +99,8 @@ class CoMUDF(UDF):
         Param("ri", float, default=0.0, doc="inner radius in pixels", check=non_negative),
         Param("scan_rotation", float, default=0.0, doc="degrees", check=_finite),
         Param("flip_y", bool, default=False, doc="negate the y shift before rotating"),
+        Param("regression", object, default=-1, check=_regression,
+              doc="-1: none, 0: subtract the mean field, 1: subtract a fitted plane, or (3, 2) coefficients"),
     )
 
     extra_dims = {"raw_com": ("yx",), "raw_shifts": ("yx",), "field": ("yx",)}
@@ -76,10 +115,15 @@ class CoMUDF(UDF):
         ri: float = 0.0,
         scan_rotation: float = 0.0,
         flip_y: bool = False,
+        regression: Any = RegressionOptions.NO_REGRESSION,
     ) -> None:
-        kwargs = dict(cy=cy, cx=cx, r=r, ri=ri, scan_rotation=scan_rotation, flip_y=flip_y)
+        kwargs = dict(cy=cy, cx=cx, r=r, ri=ri, scan_rotation=scan_rotation, flip_y=flip_y, regression=regression)
         if com_params is not None:  # LiberTEM's CoMUDF(CoMParams(...))
             kwargs.update({k: v for k, v in com_params._asdict().items() if k in kwargs})
+        if kwargs["ri"] is None:
+            kwargs["ri"] = 0.0
+        if isinstance(kwargs["regression"], enum.IntEnum):
+            kwargs["regression"] = int(kwargs["regression"])
         super().__init__(**kwargs)
 
     @classmethod
@@ -92,9 +136,10 @@ class CoMUDF(UDF):
         ri: float = 0.0,
         scan_rotation: float = 0.0,
         flip_y: bool = False,
+        regression: Any = RegressionOptions.NO_REGRESSION,
     ) -> CoMUDF:
-        """A CoMUDF with these parameters; ``ri >= r`` raises :class:`ParameterError`."""
-        udf = cls(cy=cy, cx=cx, r=r, ri=ri, scan_rotation=scan_rotation, flip_y=flip_y)
+        """A CoMUDF with these parameters; ``ri >= r`` raises :class:`ParameterError` (a ``ValueError``)."""
+        udf = cls(cy=cy, cx=cx, r=r, ri=ri, scan_rotation=scan_rotation, flip_y=flip_y, regression=regression)
         udf._check_radii()
         return udf
 
@@ -107,7 +152,16 @@ class CoMUDF(UDF):
     def validate(self, meta: Any) -> None:
         self._check_radii()
         if len(meta.sig_shape) != 2:
-            raise ConfigurationError(f"CoMUDF needs a 2-D sig_shape; got {meta.sig_shape}")
+            raise ConfigurationError(f"CoMUDF only works with 2D sig shape; got sig_shape {meta.sig_shape}")
+        if len(meta.nav_shape) != 2:
+            raise ConfigurationError(f"CoMUDF only works with 2D nav shape; got nav_shape {meta.nav_shape}")
+
+    def get_params(self) -> CoMParams:
+        """The parameters with the centre filled in (LiberTEM's ``get_params``)."""
+        p = self.params
+        cy, cx = self._centre()
+        return CoMParams(cy=cy, cx=cx, r=p.r, ri=p.ri, scan_rotation=p.scan_rotation, flip_y=p.flip_y,
+                         regression=p.regression)
 
     def _centre(self) -> tuple[float, float]:
         sy, sx = self.meta.sig_shape
@@ -123,6 +177,7 @@ class CoMUDF(UDF):
         for name in _NAV_RESULTS + ("divergence", "curl"):
             extra = (2,) if name in ("raw_com", "raw_shifts", "field") else ()
             bufs[name] = self.buffer("nav", extra, dtype, use="result_only")
+        bufs["regression"] = self.buffer("single", (3, 2), np.float64, use="result_only")
         return bufs
 
     def get_task_data(self) -> dict[str, Any]:
@@ -134,6 +189,10 @@ class CoMUDF(UDF):
         y, x = np.indices((h, w), dtype=dtype)
         dense = np.stack([sel.reshape(-1), (y * sel).reshape(-1), (x * sel).reshape(-1)], axis=1)
         return {"stack": MaskStack(3, dense.dtype, dense=np.ascontiguousarray(dense, dtype))}
+
+    def get_backends(self) -> Any:
+        """numpy, scipy.sparse and pydata sparse input (LiberTEM's built-ins take these too)."""
+        return bk.BUILTIN_BACKENDS
 
     def process_tile(self, tile: np.ndarray) -> None:
         apply_mask_stack(tile, self.task_data.stack, self.results.raw_mask_result)
@@ -152,8 +211,10 @@ class CoMUDF(UDF):
         field = np.stack([math.cos(a) * sy + math.sin(a) * sx, -math.sin(a) * sy + math.cos(a) * sx], axis=1).astype(
             dtype
         )
+        coeffs = self._regress(field)
         div, curl = self._derivatives(field)
         return {
+            "regression": coeffs,
             "raw_com": com,
             "raw_shifts": shifts,
             "field": field,
@@ -164,9 +225,33 @@ class CoMUDF(UDF):
             "curl": curl.astype(dtype),
         }
 
+    def _regress(self, field: np.ndarray) -> np.ndarray:
+        """Fit (or take) the regression coefficients and subtract them from ``field`` in place."""
+        option = self.params.regression
+        coeffs = np.zeros((3, 2))
+        nav = tuple(self.meta.nav_shape)
+        roi = self.meta.roi
+        flat = np.arange(math.prod(nav)) if roi is None else np.flatnonzero(roi.reshape(-1))
+        yx = np.stack(np.unravel_index(flat, nav), axis=1).astype(np.float64)  # (rows, 2)
+        inp = np.concatenate([np.ones((len(flat), 1)), yx], axis=1)
+        merged = self.meta.get_valid_nav_mask()
+        valid = np.ones(len(flat), dtype=bool) if merged is None else merged.copy()
+        valid &= np.isfinite(field).all(axis=1)
+        if isinstance(option, int | np.integer):
+            if option == RegressionOptions.SUBTRACT_MEAN and valid.any():
+                coeffs[0] = field[valid].mean(axis=0)
+            elif option == RegressionOptions.SUBTRACT_LINEAR and valid.any():
+                coeffs[:] = np.linalg.lstsq(inp[valid], field[valid].astype(np.float64), rcond=None)[0]
+        else:
+            coeffs[:] = np.asarray(option, dtype=np.float64)
+        if np.any(coeffs):
+            field[valid] -= (inp[valid] @ coeffs).astype(field.dtype)
+        return coeffs
+
     def _derivatives(self, field: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         nav = tuple(self.meta.nav_shape)
-        valid = self.meta.get_valid_nav_mask()
+        roi = self.meta.roi
+        valid = None if roi is None else roi.reshape(-1)
 
         def grid(values: np.ndarray) -> np.ndarray:
             full = np.full(math.prod(nav), np.nan)

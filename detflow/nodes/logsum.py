@@ -6,10 +6,11 @@ from typing import Any
 
 import numpy as np
 
+from detflow.nodes import backends as bk
 from detflow.nodes.base import UDF, BufferDecl, UDFData
 from detflow.nodes.sum import flat_view, tile_2d
 
-__all__ = ["LogsumUDF"]
+__all__ = ["LogsumUDF", "run_logsum"]
 
 #: bound on the float temporary of one step, in elements (32 MiB of float32)
 _CHUNK_ELEMENTS = 8 * 2**20
@@ -40,7 +41,13 @@ class LogsumUDF(UDF):
     def get_result_buffers(self) -> dict[str, BufferDecl]:
         return {"logsum": self.buffer(kind="sig", dtype="float32")}
 
+    def get_backends(self) -> Any:
+        """numpy, scipy.sparse and pydata sparse input (sparse tiles are densified: same numbers)."""
+        return bk.BUILTIN_BACKENDS
+
     def process_tile(self, tile: np.ndarray) -> None:
+        if bk.is_sparse(tile):
+            tile = bk.dense_tile(tile, tuple(self.meta.dataset_shape.sig))
         out = flat_view(self.results.logsum)
         t2 = tile_2d(tile)
         work = np.result_type(t2.dtype, np.float32)
@@ -55,3 +62,8 @@ class LogsumUDF(UDF):
 
     def merge(self, dest: UDFData, src: UDFData) -> None:
         dest.logsum[:] += src.logsum
+
+
+def run_logsum(ctx: Any, dataset: Any, roi: Any = None) -> Any:
+    """LiberTEM's ``run_logsum``: the results of :class:`LogsumUDF` over ``dataset``."""
+    return ctx.run_udf(dataset=dataset, udf=LogsumUDF(), roi=roi)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from detflow.errors import ParameterError
+from detflow.nodes import backends as bk
 from detflow.nodes.base import UDF, BufferDecl, UDFMeta
 from detflow.nodes.mask_plan import KERNELS, MaskPlan, cached, plan_masks
 from detflow.nodes.masks import MaskStack, check_mask_spec, make_mask_stack, mask_from_spec
@@ -40,7 +41,16 @@ KERNEL_MAX_MASKS = 4
 
 
 def apply_mask_stack(tile: np.ndarray, stack: MaskStack, out: np.ndarray) -> None:
-    """``out += tile_2d(tile) @ masks``; ``out`` is ``(n_frames, n_masks)``."""
+    """``out += tile_2d(tile) @ masks``; ``out`` is ``(n_frames, n_masks)``.
+
+    A sparse tile (scipy.sparse or pydata sparse) is multiplied as CSR, reading only
+    its stored pixels, whatever the masks are.
+    """
+    if bk.is_sparse(tile):
+        t_csr = bk.as_scipy_2d(tile)
+        prod = t_csr @ stack.dense if stack.dense is not None else (t_csr @ stack.csr.T).toarray()
+        out += np.asarray(prod).astype(out.dtype, copy=False)
+        return
     t2 = tile_2d(tile)
     if stack.dense is not None:
         dense = stack.dense
@@ -138,7 +148,8 @@ class ApplyMasksUDF(UDF):
         Param("mask_count", int, default=None, doc="number of masks, if known"),
         Param("mask_dtype", "dtype", default=None, doc="dtype of the masks, if known"),
         Param("preferred_dtype", "dtype", default=None, doc="base dtype instead of float32"),
-        Param("backends", object, default=None, doc="ignored; only numpy runs"),
+        Param("backends", object, default=None,
+              doc="array backends to take the input in (default: numpy, scipy.sparse, pydata sparse)"),
         Param("shifts", object, default=None, doc="not supported; must be None"),
         Param("kernel", str, default="auto", doc="'auto' or one of " + ", ".join(KERNELS),
               check=one_of("auto", *KERNELS)),
@@ -269,7 +280,7 @@ class ApplyMasksUDF(UDF):
     def _plan(self) -> MaskPlan:
         p = self.params
         dtype = self._result_dtype()
-        parallel = self.meta.threads_per_worker > 1
+        parallel = (self.meta.threads_per_worker or 1) > 1
 
         def make() -> MaskPlan:
             stack = self._masks()
@@ -284,5 +295,11 @@ class ApplyMasksUDF(UDF):
         plan = self._plan()
         return {"stack": plan.stack, "plan": plan}
 
+    def get_backends(self) -> Any:
+        return bk.BUILTIN_BACKENDS if self.params.backends is None else self.params.backends
+
     def process_tile(self, tile: np.ndarray) -> None:
-        self.task_data.plan.apply(tile_2d(tile), self.results.intensity)
+        if bk.is_sparse(tile):  # stored pixels only, whatever kernel the dense plan chose
+            apply_mask_stack(tile, self.task_data.stack, self.results.intensity)
+        else:
+            self.task_data.plan.apply(tile_2d(tile), self.results.intensity)

@@ -32,7 +32,7 @@ class _LatestMixin(UDF):
     def _mark(self) -> None:
         where = self.meta.slice
         if where is not None:
-            self.results.seen[...] = where.origin + where.count  # last frame + 1
+            self.results.seen[...] = where.origin[0] + where.shape[0]  # last row + 1
 
     def merge(self, dest: UDFData, src: UDFData) -> None:
         if src.seen >= dest.seen:

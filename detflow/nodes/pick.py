@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from detflow.errors import UDFError
+from detflow.nodes import backends as bk
 from detflow.nodes.base import UDF, BufferDecl, UDFData
 
 __all__ = ["PickUDF"]
@@ -44,7 +45,8 @@ class PickUDF(UDF):
         return {"intensity": self.buffer(kind="single", extra_shape=nav + sig, dtype=dtype)}
 
     def get_task_data(self) -> dict[str, Any]:
-        valid = self.meta.get_valid_nav_mask()
+        roi = self.meta.roi
+        valid = None if roi is None else roi.reshape(-1)
         # position of each flat nav index among the selected frames (-1: not selected)
         order = None if valid is None else np.cumsum(valid, dtype=np.int64) - 1
         return {"order": order}
@@ -55,13 +57,19 @@ class PickUDF(UDF):
             coords = np.asarray(meta.coordinates).reshape(n, -1)
             flat = np.ravel_multi_index(tuple(coords.T), meta.nav_shape)
         elif meta.slice is not None and meta.roi is None:
-            flat = np.arange(meta.slice.origin, meta.slice.origin + n)
+            flat = np.arange(meta.slice.origin[0], meta.slice.origin[0] + n)
         else:
             raise UDFError("PickUDF needs self.meta.coordinates for the frames of a tile")
         order = self.task_data.order
         return flat if order is None else order[flat]
 
+    def get_backends(self) -> Any:
+        """numpy, scipy.sparse and pydata sparse input (sparse tiles are densified: same numbers)."""
+        return bk.BUILTIN_BACKENDS
+
     def process_tile(self, tile: np.ndarray) -> None:
+        if bk.is_sparse(tile):
+            tile = bk.dense_tile(tile, tuple(self.meta.dataset_shape.sig))
         n = tile.shape[0]
         if n == 0:
             return

@@ -38,6 +38,14 @@ class ReduceContext:
     specs: tuple[UDFSpec, ...]
     meta: DatasetMeta
     corrections: Any = None
+    roi: np.ndarray | None = None  # flat over the dataset
+
+    def merged_mask(self, group: PartialGroup) -> np.ndarray:
+        """``get_valid_nav_mask()`` while merging into ``group``: its frames, over the ROI."""
+        full = np.zeros(self.meta.n_frames, dtype=bool)
+        for frames, _, _ in group.pieces:
+            full[frames] = True
+        return full if self.roi is None else full[self.roi]
 
     def udfs(self) -> list[UDF]:
         out = []
@@ -47,7 +55,8 @@ class ReduceContext:
             corrections = self.corrections if spec.meta is None else None
             udf.meta = UDFMeta(dataset_shape=meta.shape, dataset_dtype=meta.dtype,
                                input_dtype=input_dtype_for(udf, meta.dtype, corrections),
-                               corrections=corrections)
+                               corrections=corrections,
+                               roi=None if self.roi is None else self.roi.reshape(meta.nav_shape))
             out.append(udf)
         return out
 
@@ -108,12 +117,13 @@ def combine(a: PartialGroup, b: PartialGroup, ctx: ReduceContext) -> PartialGrou
         src_nav = _nav_of(b, i, udf, ctx.meta_of(i))
         dest = UDFData({**{k: np.zeros_like(v) for k, v in src_nav.items()},
                         **{k: v.copy() for k, v in a.rest[i].items()}})
+        udf.meta = udf.meta.replace(valid_nav_mask=ctx.merged_mask(a))
         try:
             udf.merge(dest, UDFData({**src_nav, **b.rest[i]}))
         except Exception as err:
             raise annotate_node_error(err, node_id=ctx.specs[i].node_id, node_type=ctx.specs[i].cls.__name__,
                                       where="in merge (tree reduction)") from None
-        rests.append({k: dest[k] for k in a.rest[i]})
+        rests.append({k: dest.get_buffer(k) for k in a.rest[i]})
     return PartialGroup(a.pieces + b.pieces, tuple(rests), a.indices + b.indices)
 
 

@@ -2,7 +2,7 @@
 
 State per task: fresh UDF instances rebuilt from their keyword arguments (so nothing
 a previous partition left behind leaks in), their partition-sized buffers, and one
-converted copy of the current tile per input dtype that some UDF asked for.
+converted copy of the current tile per (input dtype, array backend) some UDF asked for.
 
 Policy:
 
@@ -22,6 +22,13 @@ Policy:
   by one, which is the only per-frame Python here, and theirs by choice.
 * An exception from UDF code keeps its type and gains notes naming the node and the
   partition (:func:`detflow.errors.annotate_node_error`).
+* Each UDF gets its input in the array backend chosen for it
+  (:func:`detflow.nodes.backends.choose_backend`), converted once per tile for all
+  UDFs that want the same (dtype, backend); a source's tile depth (a memory dataset's
+  ``tileshape``) bounds the tile; a tile UDF that asks for tiles smaller than its frames
+  gets them cut in signal bands (:meth:`~detflow.nodes.running.RunningUDF.plan_bands`).
+* Per-unit state (``self.meta``, the buffer views, aux data in ``self.params``) is set
+  by :class:`~detflow.nodes.running.RunningUDF`, with LiberTEM's conventions.
 """
 
 from __future__ import annotations
@@ -34,12 +41,19 @@ from typing import Any
 import numpy as np
 
 from detflow.errors import UDFError, annotate_node_error
-from detflow.nodes.base import UDF, BufferDecl, FrameSlice, UDFData, UDFMeta
-from detflow.sources.base import DatasetMeta, Partition, Shape
+from detflow.nodes import backends as bk
+from detflow.nodes.base import UDF, UDFMeta
+from detflow.nodes.buffers import UseDiscouragedWarning
+from detflow.nodes.meta import Slice
+from detflow.nodes.running import RunningUDF, coords_of, visible_decls
+from detflow.sources.base import DatasetMeta, Partition
 from detflow.sources.corrections import CorrectionSet
+from detflow.sources.shape import Shape
 
-__all__ = ["FrameSpec", "PartialResult", "PartitionTask", "UDFSpec", "input_dtype_for", "main_meta",
-           "run_partition"]
+__all__ = [
+    "FrameSpec", "PartialResult", "PartitionTask", "UDFSpec", "UseDiscouragedWarning", "input_dtype_for",
+    "main_meta", "run_partition", "visible_decls",
+]
 
 #: native bytes per tile: a few MiB keeps the tile in L2/L3 while all UDFs read it
 TILE_BYTES = 2 * 2**20
@@ -77,10 +91,15 @@ class UDFSpec:
     kwargs: dict[str, Any]
     input: int = -1
     meta: DatasetMeta | None = None
+    #: the run's restriction of array backends (``run_udf(backends=...)``); None: any
+    backends: tuple[str, ...] | None = None
 
     @classmethod
-    def of(cls, node_id: str, udf: UDF, *, input: int = -1, meta: DatasetMeta | None = None) -> UDFSpec:
-        return cls(node_id, type(udf), udf.kwargs, input, meta)
+    def of(cls, node_id: str, udf: UDF, backends: Any = None, *, input: int = -1,
+           meta: DatasetMeta | None = None) -> UDFSpec:
+        if isinstance(backends, str):
+            backends = (backends,)
+        return cls(node_id, type(udf), udf.kwargs, input, meta, None if backends is None else tuple(backends))
 
     def instantiate(self) -> UDF:
         return self.cls(**self.kwargs)
@@ -128,58 +147,8 @@ def input_dtype_for(udf: UDF, native: np.dtype, corrections: CorrectionSet | Non
     return np.result_type(native, preferred)
 
 
-def visible_decls(udf: UDF) -> dict[str, BufferDecl]:
-    """Buffers allocated on workers (everything but ``result_only``)."""
-    return {k: d for k, d in udf.get_result_buffers().items() if d.use != "result_only"}
-
-
-def _nav_view(buf: np.ndarray, decl: BufferDecl, lo: int, hi: int) -> np.ndarray:
-    return buf[lo:hi]
-
-
-def _frame_view(buf: np.ndarray, decl: BufferDecl, i: int) -> np.ndarray:
-    return buf[i : i + 1] if not decl.extra_shape else buf[i]
-
-
-class _Running:
-    """One UDF during one task: instance, node id, buffers, and how to call it."""
-
-    def __init__(self, spec: UDFSpec, meta: UDFMeta, n_rows: int, dmeta: DatasetMeta) -> None:
-        self.spec = spec
-        self.udf = spec.instantiate()
-        if spec.meta is not None:  # reads a frame node's output: its geometry, corrections done
-            dmeta = spec.meta
-            meta = meta.replace(dataset_shape=dmeta.shape, dataset_dtype=dmeta.dtype,
-                                partition_shape=Shape((n_rows,), dmeta.sig_shape),
-                                sig_slice=tuple(slice(0, s) for s in dmeta.sig_shape))
-            self.udf.meta = meta.replace(input_dtype=input_dtype_for(self.udf, dmeta.dtype))
-        else:
-            self.udf.meta = meta.replace(input_dtype=input_dtype_for(self.udf, dmeta.dtype, meta.corrections))
-        self.method = self.udf.get_method()
-        self.decls = visible_decls(self.udf)
-        self.buffers = {k: d.allocate(dmeta, n_rows) for k, d in self.decls.items()}
-        self.udf.results = UDFData(self.buffers)
-        self.udf.task_data = UDFData(self.udf.get_task_data())
-
-    def views(self, lo: int, hi: int) -> UDFData:
-        return UDFData(
-            {
-                k: (_nav_view(b, self.decls[k], lo, hi) if self.decls[k].kind == "nav" else b)
-                for k, b in self.buffers.items()
-            }
-        )
-
-    def frame_views(self, i: int) -> UDFData:
-        return UDFData(
-            {
-                k: (_frame_view(b, self.decls[k], i) if self.decls[k].kind == "nav" else b)
-                for k, b in self.buffers.items()
-            }
-        )
-
-
-def _tile_depth(udfs: Sequence[UDF], frame_bytes: int, n: int) -> int:
-    depth = max(1, TILE_BYTES // max(1, frame_bytes))
+def _tile_depth(udfs: Sequence[UDF], frame_bytes: int, n: int, source_depth: int | None = None) -> int:
+    depth = max(1, TILE_BYTES // max(1, frame_bytes)) if source_depth is None else source_depth
     for udf in udfs:
         pref = udf.get_tiling_preferences().get("depth", UDF.TILE_DEPTH_DEFAULT)
         if isinstance(pref, int | np.integer) and pref > 0:
@@ -204,6 +173,29 @@ def _guarded(task: PartitionTask, spec: UDFSpec, fn: Callable[..., Any], *args: 
         ) from None
 
 
+def _start(task: PartitionTask, spec: UDFSpec, base_meta: UDFMeta, rows: int,
+           partition_coords: np.ndarray) -> RunningUDF:
+    udf = spec.instantiate()
+    row0 = base_meta.slice.origin[0] if base_meta.slice is not None else 0
+    if spec.meta is not None:  # reads a frame node's output: its geometry, corrections done
+        dmeta = spec.meta
+        sig = dmeta.sig_shape
+        base_meta = base_meta.replace(
+            dataset_shape=dmeta.shape, dataset_dtype=dmeta.dtype,
+            partition_shape=Shape((rows, *sig), len(sig)),
+            slice=Slice((row0,) + (0,) * len(sig), Shape((rows, *sig), len(sig))),
+            sig_slice=Slice((0,) * len(sig), Shape(sig, len(sig))),
+        )
+        input_dtype = input_dtype_for(udf, dmeta.dtype)
+    else:
+        dmeta = task.partition.meta
+        input_dtype = input_dtype_for(udf, dmeta.dtype, task.corrections)
+    udf.meta = base_meta
+    backend = bk.choose_backend(udf.get_backends(), spec.backends, bk.NUMPY, udf_name=type(udf).__name__)
+    return RunningUDF(udf, base_meta, rows, dmeta, input_dtype=input_dtype,
+                      backend=backend, partition_coords=partition_coords, row0=row0)
+
+
 def run_partition(task: PartitionTask) -> PartialResult:
     """Run all UDFs of ``task`` over its partition; return their partition buffers."""
     part = task.partition
@@ -214,29 +206,37 @@ def run_partition(task: PartitionTask) -> PartialResult:
     if rows == 0:
         return PartialResult(part.index, part.frames, 0, tuple({} for _ in task.udfs))
 
-    nav_ndim = len(dmeta.nav_shape)
+    # LiberTEM's slices count rows among the ROI frames: where this partition's rows start
+    row0 = part.frames.start if task.roi is None else int(np.count_nonzero(task.roi[: part.frames.start]))
     roi_nav = None if task.roi is None else task.roi.reshape(dmeta.nav_shape)
+    sig = dmeta.sig_shape
+    flat_idx_all = np.arange(part.frames.start, part.frames.stop)
+    part_idx = flat_idx_all if roi_part is None else flat_idx_all[roi_part]
+    coords = coords_of(dmeta.nav_shape)
+    part_coords = coords(part_idx)
+    sig_shape = Shape(sig, len(sig))
     base_meta = UDFMeta(
         dataset_shape=dmeta.shape,
         dataset_dtype=dmeta.dtype,
         input_dtype=dmeta.dtype,
         roi=roi_nav,
-        partition_shape=Shape((rows,), dmeta.sig_shape),
+        partition_shape=Shape((rows, *sig), len(sig)),
         partition_index=part.index,
-        slice=FrameSlice(part.frames.start, n),
-        sig_slice=tuple(slice(0, s) for s in dmeta.sig_shape),
+        slice=Slice((row0,) + (0,) * len(sig), Shape((rows, *sig), len(sig))),
+        sig_slice=Slice((0,) * len(sig), sig_shape),
         corrections=task.corrections,
     )
-    running: list[_Running] = []
+    running: list[RunningUDF] = []
+    specs: dict[int, UDFSpec] = {}
     for spec in task.udfs:
-        r = _guarded(task, spec, _Running, spec, base_meta, rows, dmeta)
-        _guarded(task, spec, r.udf.preprocess)
+        r = _guarded(task, spec, _start, task, spec, base_meta, rows, part_coords)
+        specs[id(r)] = spec
         running.append(r)
-
-    flat_idx_all = np.arange(part.frames.start, part.frames.stop)
-
-    def coords(idx: np.ndarray) -> np.ndarray:
-        return np.stack(np.unravel_index(idx, dmeta.nav_shape), axis=-1).reshape(-1, nav_ndim)
+    depth = _tile_depth([r.udf for r in running], dmeta.frame_bytes, n, getattr(part, "tile_depth", None))
+    for r in running:
+        scheme = r.plan_bands(depth, tuple(r.udf.meta.dataset_shape.sig))
+        r.udf.meta = r.udf.meta.replace(tiling_scheme=scheme, sig_slice=scheme[0])
+        _guarded(task, specs[id(r)], r.udf.preprocess)
 
     chain = _Chain(task)
     whole: np.ndarray | None = None
@@ -249,7 +249,6 @@ def run_partition(task: PartitionTask) -> PartialResult:
             whole = task.corrections.apply(whole)
         wholes = chain.start(whole)
 
-    depth = _tile_depth([r.udf for r in running], dmeta.frame_bytes, n)
     row = 0
     tile_udfs = [r for r in running if r.method != "partition"]
     if tile_udfs:
@@ -276,33 +275,25 @@ def run_partition(task: PartitionTask) -> PartialResult:
                     tile = task.corrections.apply(tile)
                 k = tile.shape[0]
             streams = chain.start(tile)
-            converted: dict[tuple[int, np.dtype], np.ndarray] = {}
+            converted: dict[int, dict[tuple[Any, str], Any]] = {}
             for r in tile_udfs:
-                want = r.udf.meta.input_dtype
-                data = converted.get((r.spec.input, want))
-                if data is None:
-                    src = chain.get(streams, r.spec.input)
-                    data = src if src.dtype == want else src.astype(want)
-                    converted[(r.spec.input, want)] = data
-                _process_tile(task, r, data, idx, row, coords, base_meta)
+                inp = specs[id(r)].input
+                data = r.convert(chain.get(streams, inp), converted.setdefault(inp, {}))
+                _process_tile(task, specs[id(r)], r, data, idx, row, coords)
             row += k
 
     for r in running:
         if r.method == "partition":
             assert whole is not None
-            src = chain.get(wholes, r.spec.input)
-            data = src if src.dtype == r.udf.meta.input_dtype else src.astype(r.udf.meta.input_dtype)
-            r.udf.meta = r.udf.meta.replace(coordinates=coords(
-                flat_idx_all if roi_part is None else flat_idx_all[roi_part]))
-            r.udf.results = UDFData(r.buffers)
-            _guarded(task, r.spec, r.udf.process_partition, data)
+            r.enter(0, rows, part_idx, part_coords)
+            src = chain.get(wholes, specs[id(r)].input)
+            _guarded(task, specs[id(r)], r.udf.process_partition, r.convert(src, {}))
 
     out = []
     for r in running:
-        r.udf.results = UDFData(r.buffers)
-        r.udf.meta = r.udf.meta.replace(slice=FrameSlice(part.frames.start, n), coordinates=None)
-        _guarded(task, r.spec, r.udf.postprocess)
-        _guarded(task, r.spec, r.udf.cleanup)
+        r.leave(rows, part_coords)
+        _guarded(task, specs[id(r)], r.udf.postprocess)
+        _guarded(task, specs[id(r)], r.udf.cleanup)
         out.append(r.buffers)
     return PartialResult(part.index, part.frames, rows, tuple(out))
 
@@ -344,30 +335,28 @@ def _guarded_frames(task: PartitionTask, spec: FrameSpec, fn: Callable[..., Any]
 
 def _process_tile(
     task: PartitionTask,
-    r: _Running,
-    data: np.ndarray,
+    spec: UDFSpec,
+    r: RunningUDF,
+    data: Any,
     idx: np.ndarray,
     row: int,
     coords: Callable[[np.ndarray], np.ndarray],
-    base_meta: UDFMeta,
 ) -> None:
+    """Feed one tile to ``r``; ``row`` is the tile's first row in the partition's buffers."""
     k = data.shape[0]
-    meta = r.udf.meta
-    if r.method == "tile":
-        r.udf.meta = meta.replace(
-            slice=FrameSlice(int(idx[0]), int(idx[-1]) - int(idx[0]) + 1), coordinates=coords(idx)
-        )
-        r.udf.results = r.views(row, row + k)
-        _guarded(task, r.spec, r.udf.process_tile, data)
-        return
     all_coords = coords(idx)
+    if r.method == "tile":
+        r.enter(row, k, idx, all_coords)
+        if not r.bands:
+            _guarded(task, spec, r.udf.process_tile, data)
+            return
+        for i, (y0, y1) in enumerate(r.bands):  # the UDF asked for tiles cut in the signal
+            r.enter_band(i)
+            _guarded(task, spec, r.udf.process_tile, data[:, y0:y1])
+        return
     for i in range(k):
-        r.udf.meta = meta.replace(
-            slice=FrameSlice(int(idx[i]), 1), coordinates=all_coords[i : i + 1]
-        )
-        r.udf.results = r.frame_views(row + i)
-        _guarded(task, r.spec, r.udf.process_frame, data[i])
-    r.udf.meta = meta
+        r.enter(row + i, 1, idx[i : i + 1], all_coords[i : i + 1], frame=True)
+        _guarded(task, spec, r.udf.process_frame, data[i])
 
 
 def check_result_only(udf: UDF, results: dict[str, Any], node_id: str) -> None:

@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from detflow.nodes import backends as bk
 from detflow.nodes.base import UDF, BufferDecl, UDFData
 from detflow.nodes.params import Param
 from detflow.nodes.sum import flat_view, tile_2d
 
-__all__ = ["StdDevUDF"]
+__all__ = ["StdDevUDF", "consolidate_result", "run_stddev"]
 
 
 class StdDevUDF(UDF):
@@ -80,7 +81,13 @@ class StdDevUDF(UDF):
             "s2": np.zeros(size, dtype=np.float64),
         }
 
+    def get_backends(self) -> Any:
+        """numpy, scipy.sparse and pydata sparse input (sparse tiles are densified: same numbers)."""
+        return bk.BUILTIN_BACKENDS
+
     def process_tile(self, tile: np.ndarray) -> None:
+        if bk.is_sparse(tile):
+            tile = bk.dense_tile(tile, tuple(self.meta.dataset_shape.sig))
         td = self.task_data
         t2 = tile_2d(tile)
         if t2.shape[0] == 0:
@@ -134,3 +141,20 @@ class StdDevUDF(UDF):
             "std": np.sqrt(var),
             "mean": (self.results.sum / n).astype(dtype, copy=False),
         }
+
+
+def consolidate_result(udf_result: Any) -> dict[str, Any]:
+    """LiberTEM's ``consolidate_result``: the ``StdDevUDF`` results as plain arrays
+    (``num_frames`` as a number)."""
+    return {
+        "num_frames": udf_result["num_frames"].data[0],
+        **{k: udf_result[k].data for k in ("varsum", "sum", "var", "std", "mean")},
+    }
+
+
+def run_stddev(
+    ctx: Any, dataset: Any, roi: Any = None, progress: bool = False, use_numba: bool = True
+) -> dict[str, Any]:
+    """LiberTEM's ``run_stddev``: run :class:`StdDevUDF` and :func:`consolidate_result` it."""
+    return consolidate_result(ctx.run_udf(dataset=dataset, udf=StdDevUDF(use_numba=use_numba), roi=roi,
+                                          progress=progress))

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from detflow.errors import UDFError
+from detflow.nodes import backends as bk
 from detflow.nodes.base import UDF, BufferDecl, UDFData
 from detflow.nodes.params import Param
 
@@ -58,8 +59,15 @@ class SumUDF(UDF):
         dtype = np.result_type(self.meta.input_dtype, np.dtype(self.params.dtype))
         return {"intensity": self.buffer(kind="sig", dtype=dtype)}
 
+    def get_backends(self) -> Any:
+        """numpy, scipy.sparse and pydata sparse input (LiberTEM's built-ins take these too)."""
+        return bk.BUILTIN_BACKENDS
+
     def process_tile(self, tile: np.ndarray) -> None:
         out = flat_view(self.results.intensity)
+        if bk.is_sparse(tile):  # only the stored pixels are read
+            out += bk.to_numpy(bk.as_scipy_2d(tile).sum(axis=0)).reshape(-1).astype(out.dtype)
+            return
         t2 = tile_2d(tile)
         if t2.dtype.kind in NUMBA_KINDS and out.dtype.kind in "fc":
             from detflow.nodes import kernels

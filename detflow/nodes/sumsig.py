@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from detflow.nodes import backends as bk
 from detflow.nodes.base import UDF, BufferDecl
 from detflow.nodes.sum import tile_2d
 
@@ -37,8 +38,15 @@ class SumSigUDF(UDF):
         dtype = np.result_type(self.meta.input_dtype, np.float32)
         return {"intensity": self.buffer(kind="nav", dtype=dtype)}
 
+    def get_backends(self) -> Any:
+        """numpy, scipy.sparse and pydata sparse input (LiberTEM's built-ins take these too)."""
+        return bk.BUILTIN_BACKENDS
+
     def process_tile(self, tile: np.ndarray) -> None:
         out = self.results.intensity
+        if bk.is_sparse(tile):
+            out += bk.to_numpy(bk.as_scipy_2d(tile).sum(axis=1)).reshape(-1).astype(out.dtype)
+            return
         t2 = tile_2d(tile)
         kind = t2.dtype.kind
         if kind in "biu" and t2.dtype.itemsize < 8:

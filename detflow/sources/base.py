@@ -27,12 +27,13 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 from detflow.errors import ConfigurationError, SourceFormatError
 from detflow.sources.limits import format_bytes, physical_memory
+from detflow.sources.shape import Shape
 
 __all__ = [
     "DatasetMeta",
@@ -51,23 +52,6 @@ _DEFAULT_PARTITION_BYTES = 128 * 2**20
 
 def default_partition_bytes() -> int:
     return int(os.environ.get("DETFLOW_PARTITION_BYTES", _DEFAULT_PARTITION_BYTES))
-
-
-class Shape(NamedTuple):
-    """A dataset shape split into its navigation and signal parts.
-
-    Behaves like the full shape tuple for ``len``/indexing via :attr:`full`.
-    """
-
-    nav: tuple[int, ...]
-    sig: tuple[int, ...]
-
-    @property
-    def full(self) -> tuple[int, ...]:
-        return self.nav + self.sig
-
-    def __repr__(self) -> str:
-        return f"Shape(nav={self.nav}, sig={self.sig})"
 
 
 @dataclass(frozen=True)
@@ -192,6 +176,8 @@ class Partition:
     meta: DatasetMeta
     reader: FrameReader = field(repr=False)
     sync_offset: int = 0
+    #: frames per tile the source asks for (LiberTEM's ``tileshape[0]``); None: the runner chooses
+    tile_depth: int | None = None
 
     @property
     def n_frames(self) -> int:
@@ -200,6 +186,21 @@ class Partition:
     def read(self, dtype: Any = None) -> np.ndarray:
         """All frames, shaped ``(n_frames, *sig_shape)``."""
         return self.read_frames(0, self.n_frames, dtype=dtype)
+
+    def read_sparse(self) -> Any:
+        """All frames as a ``scipy.sparse.csr_array`` of shape ``(n_frames, frame_size)``.
+
+        Only for sources that keep frames sparse (readers with ``read_csr``: the
+        ``csr`` source, the ASI Timepix3 stream); others raise a ConfigurationError.
+        """
+        read_csr = getattr(self.reader, "read_csr", None)
+        if read_csr is None or self.meta.frame_size != getattr(self.reader, "frame_size", None):
+            raise ConfigurationError(
+                f"partition {self.index}: read_sparse() needs a sparse source with its native frame size; "
+                f"{type(self.reader).__name__} holds dense frames: use read()"
+            )
+        first = self.frames.start + self.sync_offset
+        return read_csr(first, first + self.n_frames)
 
     def read_frames(self, start: int, stop: int, dtype: Any = None) -> np.ndarray:
         """Frames ``start:stop`` *relative to this partition*, shaped ``(n, *sig_shape)``.
@@ -324,8 +325,22 @@ class Source(abc.ABC):
     def dtype(self) -> np.dtype:
         return self.meta.dtype
 
+    def _sized_plan(self) -> PartitionPlan:
+        fpp, nparts = getattr(self, "partition_sizing", (None, None))
+        return PartitionPlan(frames_per_partition=fpp, num_partitions=nparts,
+                             min_partitions=getattr(self, "_num_cores", 1))
+
     def get_num_partitions(self, plan: PartitionPlan | None = None) -> int:
-        return len((plan or PartitionPlan()).ranges(self.meta, self._logical_boundaries()))
+        """How many partitions a run cuts (by default with the sizes given to ``ctx.load``)."""
+        return len((plan or self._sized_plan()).ranges(self.meta, self._logical_boundaries()))
+
+    def get_partitions(self) -> list[Partition]:
+        """The partitions a run would cut, as LiberTEM's ``DataSet.get_partitions()``."""
+        return list(self.partitions(self._sized_plan()))
+
+    def set_num_cores(self, cores: int) -> None:
+        """Cut at least ``cores`` partitions where the data allows (LiberTEM's ``set_num_cores``)."""
+        self._num_cores = max(1, int(cores))
 
     def partition_boundaries(self) -> list[int] | None:
         """Native frames where the source's natural blocks start, or ``None``.
@@ -356,7 +371,12 @@ class Source(abc.ABC):
                 meta=self.meta,
                 reader=self._reader.restrict(lo, hi),
                 sync_offset=self.sync_offset,
+                tile_depth=self._tile_depth(),
             )
+
+    def _tile_depth(self) -> int | None:
+        tileshape = getattr(self, "tileshape", None)
+        return None if not tileshape else max(1, int(tileshape[0]))
 
     def close(self) -> None:  # noqa: B027 - most sources hold nothing open
         """Release what the source holds; partitions already handed out stay valid."""

@@ -57,8 +57,11 @@ class MemorySource(Source):
         sig_shape: Sequence[int] | None = None,
         sync_offset: int = 0,
         allow_short: bool = False,
+        tileshape: Sequence[int] | None = None,
     ) -> None:
         arr = check_array(data, sig_dims, "memory source")
+        #: LiberTEM's tile shape: its first entry is the tile depth; tiles are always whole frames
+        self.tileshape = None if tileshape is None else tuple(int(t) for t in tileshape)
         self._data = np.ascontiguousarray(arr)
         self._sig_dims = sig_dims
         super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset,

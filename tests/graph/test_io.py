@@ -97,7 +97,8 @@ def test_structural_errors_point_into_the_file(tmp_path, text: str, pattern: str
     ("node", "pattern"),
     [
         ("  com: {type: com, params: {cx: 8.0, radius: 5}}",
-         r"g\.yaml:6: node 'com' \(com\), parameter 'radius': unknown parameter; com takes: cx, cy, flip_y, r, ri"),
+         r"g\.yaml:6: node 'com' \(com\), parameter 'radius': unknown parameter; "
+         r"com takes: cx, cy, flip_y, r, regression, ri"),
         ("  com: {type: com, params: {cx: 8.0, r: -5}}",
          r"g\.yaml:6: node 'com' \(com\), parameter 'r': must be > 0; got -5"),
         ("  com:\n    type: com\n    params:\n      cx: eight",

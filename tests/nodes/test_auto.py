@@ -25,4 +25,4 @@ def test_auto_validation() -> None:
     with pytest.raises(ParameterError, match="'f'"):
         AutoUDF(f=3).validate(None)
     with pytest.raises(ParameterError, match="'monitor'"):
-        AutoUDF(f=np.max, monitor=True)
+        AutoUDF(f=np.max, monitor="yes").validate(None)

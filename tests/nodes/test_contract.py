@@ -211,7 +211,7 @@ class Explodes(UDF):
         return {"x": self.buffer(kind="nav")}
 
     def process_tile(self, tile):
-        if self.meta.slice.origin + len(tile) > 12:
+        if self.meta.slice.origin[0] + len(tile) > 12:
             raise ZeroDivisionError("boom at the far end")
         self.results.x[:] = 1
 

@@ -64,7 +64,7 @@ class FailsLate(UDF):
         return {"x": self.buffer(kind="nav")}
 
     def process_tile(self, tile):
-        if self.meta.slice.origin <= 20 < self.meta.slice.origin + len(tile):
+        if self.meta.slice.origin[0] <= 20 < self.meta.slice.origin[0] + len(tile):
             raise RuntimeError("detector hiccup")
         self.results.x[:] = 1
 

@@ -91,12 +91,20 @@ def _dask(data: np.ndarray, tmp: Path) -> tuple[str, dict[str, Any]]:
     return "dask", {"arr": da.from_array(data, chunks=_nav_chunks(data))}
 
 
+def _csr(data: np.ndarray, tmp: Path) -> tuple[str, dict[str, Any]]:
+    from detflow.sources.csr import save_csr
+
+    path = tmp / "data.npz"
+    save_csr(path, data)
+    return "csr", {"path": str(path)}
+
+
 BUILDERS: dict[str, Builder] = {
     "memory": _memory, "npy": _npy, "raw": _raw, "mib": _mib(False), "mib-raw": _mib(True),
-    "hdf5": _hdf5, "zarr": _zarr, "dask": _dask,
+    "hdf5": _hdf5, "zarr": _zarr, "dask": _dask, "csr": _csr,
 }
 #: kinds whose partitions carry data: pickles are not recipe-small
-CARRY_DATA = {"memory", "dask"}
+CARRY_DATA = {"memory", "dask", "csr"}
 
 
 @pytest.fixture(params=sorted(BUILDERS))

@@ -85,12 +85,17 @@ class GraphModel:
         num_partitions: int | None = None,
         roi: Any = None,
         corrections: Any = None,
+        backends: Any = None,
     ) -> str:
         """Add a partition node: how source ``input`` (default: the only source) is cut,
-        the ROI, and the detector corrections applied to every frame read (a
-        :class:`~detflow.sources.corrections.CorrectionSet` or a mapping of its arguments)."""
+        the ROI, the detector corrections applied to every frame read (a
+        :class:`~detflow.sources.corrections.CorrectionSet` or a mapping of its arguments),
+        and the array ``backends`` UDFs may get their input in (``None``: any they take)."""
         src = input if input is not None else self._only(SourceNode, "source", "source")
-        return self.add(PartitionNode(id, src, frames_per_partition, num_partitions, roi, corrections))
+        if isinstance(backends, str):
+            backends = (backends,)
+        return self.add(PartitionNode(id, src, frames_per_partition, num_partitions, roi, corrections,
+                                      None if backends is None else tuple(backends)))
 
     def frames(self, kind: Any, *, id: str | None = None, input: str | None = None,
                skip: bool = False, **params: Any) -> str:

@@ -61,6 +61,8 @@ class PartitionNode:
     roi: Any = field(default=None, compare=False)
     #: a CorrectionSet, or a mapping of dark/gain/excluded_pixels (arrays or .npy paths)
     corrections: Any = field(default=None, compare=False)
+    #: array backends the UDFs may take their input in (LiberTEM's ``run_udf(backends=)``)
+    backends: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,10 @@ class EncodedFrames:
     blobs: Sequence[Any]
     make_reader: Callable[[FrameReader, np.ndarray, int, int], FrameReader]
     error: DetectorError | None = None
+    #: instead of ``blobs``: the frames already in one flat ``uint8`` payload, with an
+    #: index of ``frames + 1`` entries that is handed to ``make_reader`` as ``offsets``
+    #: unread (the acquisition defines it: e.g. a CSR ``indptr``)
+    packed: tuple[np.ndarray, np.ndarray] | None = None
 
 
 _ReaderMaker = Callable[[int, int, int], FrameReader]
@@ -522,25 +526,39 @@ class LivePartitions(Iterator[Partition]):
     def _receive_encoded(self, index: int, n: int) -> tuple[int, DetectorError | None, _ReaderMaker]:
         """Receive ``n`` encoded frames; their blobs go back to back into one payload."""
         enc = self.aq._receive_encoded(n)
-        got = min(n, len(enc.blobs))
-        sizes = np.fromiter((memoryview(b).nbytes for b in enc.blobs[:got]), dtype=np.int64, count=got)
-        offsets = np.zeros(got + 1, dtype=np.int64)
-        np.cumsum(sizes, out=offsets[1:])
+        if enc.packed is not None:
+            packed, offsets = enc.packed
+            got = min(n, len(offsets) - 1)
+            payload_size = packed.size
+        else:
+            got = min(n, len(enc.blobs))
+            sizes = np.fromiter((memoryview(b).nbytes for b in enc.blobs[:got]), dtype=np.int64, count=got)
+            offsets = np.zeros(got + 1, dtype=np.int64)
+            np.cumsum(sizes, out=offsets[1:])
+            payload_size = int(offsets[-1])
         payload_reader: FrameReader
         if self.shared and got:
             from detflow import shm
 
-            payload, name, release = shm.allocate(int(offsets[-1]), np.uint8)
+            payload, name, release = shm.allocate(payload_size, np.uint8)
             with self._lock:
                 self._releases[index] = release
             payload_reader = shm.SharedArrayReader(name, base=0, count=payload.size, dtype=payload.dtype,
                                                    total=payload.size)
-        else:
-            payload = np.empty(int(offsets[-1]), dtype=np.uint8)
+        elif enc.packed is not None:
+            payload = enc.packed[0]  # already this partition's own buffer
             payload_reader = ArrayReader(payload)
-        for blob, lo, hi in zip(enc.blobs[:got], offsets[:-1], offsets[1:], strict=True):
-            payload[lo:hi] = np.frombuffer(blob, dtype=np.uint8)
+        else:
+            payload = np.empty(payload_size, dtype=np.uint8)
+            payload_reader = ArrayReader(payload)
+        if enc.packed is not None:
+            if payload is not enc.packed[0]:
+                payload[:] = enc.packed[0]
+        else:
+            for blob, lo, hi in zip(enc.blobs[:got], offsets[:-1], offsets[1:], strict=True):
+                payload[lo:hi] = np.frombuffer(blob, dtype=np.uint8)
         del payload
+        enc.packed = None  # a shared segment now holds the frames; let the heap copy go
 
         def encoded_reader(base: int, count: int, total: int) -> FrameReader:
             return enc.make_reader(payload_reader, offsets, base, total)
