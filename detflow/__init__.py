@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from detflow.api import Context
 from detflow.errors import DetflowError
-from detflow.graph.model import Graph
+from detflow.graph import Graph
 from detflow.live import LiveContext
 
 __version__ = "0.1.0"

@@ -15,7 +15,7 @@ import numpy as np
 
 from detflow.errors import ConfigurationError, ParameterError
 from detflow.executors.base import Executor, make_executor
-from detflow.graph.model import Graph
+from detflow.graph import Graph
 from detflow.graph.results import ResultBuffer, UDFResults
 from detflow.nodes.base import UDF
 from detflow.registry import SOURCES

@@ -143,26 +143,31 @@ def validate(graph_file: str, input_path: str | None, assignments: tuple[str, ..
              config_file: str | None) -> None:
     """Check GRAPH_FILE (and the data it names) without running it."""
     g = _load(graph_file, input_path, assignments, config_file)
-    plan = g.validate()
-    plan.close()
-    m = plan.meta
-    n_parts = plan.source.get_num_partitions(plan.partition_plan())
-    click.echo(f"ok: graph {g.name!r}: {len(plan.udfs)} node(s) over nav {m.nav_shape} sig {m.sig_shape} "
-               f"{m.dtype}, {n_parts} partition(s)")
+    compiled = g.validate()
+    compiled.close()
+    for p in compiled.plan:
+        plan = compiled.passes[p.index]
+        m = plan.meta
+        n_parts = plan.source.get_num_partitions(plan.partition_plan())
+        which = f"pass {p.index + 1}: " if len(compiled.plan) > 1 else ""
+        click.echo(f"ok: graph {g.name!r}: {which}{len(p.udfs)} node(s) over nav {m.nav_shape} "
+                   f"sig {m.sig_shape} {m.dtype}, {n_parts} partition(s)")
 
 
 def to_dot(g: detflow.Graph) -> str:
     """The graph in graphviz's DOT language."""
-    from detflow.graph.model import PartitionNode, SinkNode, SourceNode, UDFNode
+    from detflow.graph.model import FramesNode, PartitionNode, ResultNode, SinkNode, SourceNode, UDFNode, refs_of
 
     lines = [f'digraph "{g.name}" {{', "  rankdir=LR;", "  node [fontname=Helvetica];"]
+    shapes = {SourceNode: "cylinder", PartitionNode: "box3d", FramesNode: "cds", UDFNode: "box",
+              ResultNode: "ellipse", SinkNode: "folder"}
     for n in g:
-        shape = {SourceNode: "cylinder", PartitionNode: "box3d", UDFNode: "box", SinkNode: "folder"}[type(n)]
         label = f"{n.id}\\n[{getattr(n, 'type', 'partition')}]"
         style = ', style=dashed' if getattr(n, "skip", False) else ""
-        lines.append(f'  "{n.id}" [shape={shape}, label="{label}"{style}];')
-        inputs = (n.input,) if isinstance(n, UDFNode | PartitionNode) else getattr(n, "inputs", ())
+        lines.append(f'  "{n.id}" [shape={shapes[type(n)]}, label="{label}"{style}];')
+        inputs = getattr(n, "inputs", None) or ((n.input,) if hasattr(n, "input") else ())
         lines += [f'  "{i}" -> "{n.id}";' for i in inputs]
+        lines += [f'  "{r.node}" -> "{n.id}" [style=dotted, label="{r.name}"];' for _, r in refs_of(n)]
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -220,11 +225,14 @@ def serve(graph_file: str, input_path: str | None, assignments: tuple[str, ...],
     server starts. Ctrl-C stops the run after the partition in flight (the sinks are
     left consistent) and then the server.
     """
+    from detflow.dashboard import serve as serve_dashboard
+    from detflow.graph.run import default_context
+
     g = _load(graph_file, input_path, assignments, config_file)
-    if password:  # Graph.serve reads it from there
+    if password:  # the dashboard reads it from there (as for a password set in the environment)
         os.environ["DETFLOW_SERVE_PASSWORD"] = password
-    g.serve(port=port, address=address, show=show, autostart=autostart, executor=executor,
-            output_dir=output_dir, overwrite=overwrite, max_rate=max_rate)
+    serve_dashboard(g, port=port, address=address, show=show, autostart=autostart, executor=executor,
+                    context=default_context(g, output_dir=output_dir, overwrite=overwrite), max_rate=max_rate)
 
 
 @main.command()

@@ -246,3 +246,22 @@ def test_show_image_runs_graphviz_and_says_when_it_is_missing(tmp_path) -> None:
     drawn = (tmp_path / "g.svg").read_text()
     assert drawn.startswith(f"-Tsvg -o {tmp_path / 'g.svg'}\n")
     assert '"partition" -> "stats";' in drawn
+def test_dpc_example_with_a_result_node_override(tmp_path) -> None:
+    from tests.graph.dpc_data import disk_frames
+
+    data = disk_frames()
+    np.save(tmp_path / "scan.npy", data)
+    graph = Path(__file__).resolve().parents[1] / "examples" / "graphs" / "dpc.yaml"
+    shown = detflow("show", graph)
+    assert shown.returncode == 0, shown.stderr
+    assert "pass 2: read 'part' (source 'scan'): com; then phase" in shown.stdout
+    proc = detflow("run", graph, "--input", tmp_path / "scan.npy", "--set", "disk.threshold=0.3",
+                   "--output-dir", tmp_path / "out", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    store = xr.open_zarr(tmp_path / "out" / "scan_dpc.zarr")
+    total = data.astype(np.float64).sum(axis=(0, 1))
+    ys, xs = np.nonzero(total > 0.3 * total.max())
+    assert float(store["disk_cx"]) == pytest.approx(xs.mean())
+    assert store["phase_phase"].shape == data.shape[:2]
+    bad = detflow("validate", graph, "--input", tmp_path / "scan.npy", "--set", "disk.threshold=3")
+    assert bad.returncode == 2 and "node 'disk' (find_disk), parameter 'threshold'" in bad.stderr

@@ -9,7 +9,7 @@ recipes and are read by the worker that runs them. Results come back with
 at most ``2 * n_workers`` tasks are in flight.
 
 In-memory partitions go to local workers through shared memory (see
-:mod:`detflow.executors.shm`) rather than as pickles through the scheduler; to a remote
+:mod:`detflow.shm`) rather than as pickles through the scheduler; to a remote
 cluster they are sent with the task.
 
 Lifetime of a staged segment: it lives until no task that reads it can still run.
@@ -186,7 +186,7 @@ class DaskExecutor:
             self._cluster.close()
         self._release_lingering()  # no task of this client runs any more (or its result counts for nothing)
         if self.is_local:
-            from detflow.executors.shm import trim
+            from detflow.shm import trim
 
             trim()  # segments this executor pooled for in-memory partitions
 
@@ -198,7 +198,7 @@ def _stager(is_local: bool) -> Callable[[Any], tuple[Any, Callable[[], None]]]:
     if not is_local or os.environ.get("DETFLOW_NO_SHM"):
         return lambda item: (item, lambda: None)
     try:
-        from detflow.executors.shm import stage
+        from detflow.executors.staging import stage
     except ImportError:
         return lambda item: (item, lambda: None)
     return stage

@@ -15,10 +15,10 @@ Policy
   goes to the worker with the fewest in flight (ties: the one fed longest ago).
   Items are taken from the caller's iterable only then, so memory is bounded by
   ``n_workers * max_in_flight`` items however long the stream is.
-* **Transport**: an item is staged (:func:`detflow.executors.shm.stage`) just before
+* **Transport**: an item is staged (:func:`detflow.executors.staging.stage`) just before
   it is sent: a partition of data in memory is copied into shared memory and travels
   by name; a partition of a file is a small recipe that the worker reads itself.
-  The segment is released (back to the pool of :mod:`~detflow.executors.shm`, for
+  The segment is released (back to the pool of :mod:`~detflow.shm`, for
   reuse by the next item) when the item's reply arrives, or when the item is
   abandoned or its worker lost; ``close`` unlinks the pool.
 * **Results** are yielded as they arrive, whichever worker sends them. A reply for
@@ -66,11 +66,12 @@ from typing import Any
 
 import cloudpickle
 
+from detflow import shm
 from detflow.errors import ConfigurationError, DetflowError
-from detflow.executors import shm
 from detflow.executors._worker import THREAD_ENV_VARS
 from detflow.executors.base import check_partition_timeout, default_cpus, describe_item, timed_out
 from detflow.executors.shm_stale import remove_stale_segments
+from detflow.executors.staging import stage
 
 __all__ = ["PipelinedExecutor", "WorkerLostError", "WorkerSpec"]
 
@@ -211,7 +212,7 @@ class _Pool:
 
     def submit(self, run: _Run, fn_bytes: bytes, item: Any, n: int) -> None:
         """Stage ``item`` and send it to the least-loaded worker (one must be free)."""
-        staged, release = shm.stage(item)
+        staged, release = stage(item)
         try:
             item_bytes = cloudpickle.dumps(staged, protocol=pickle.HIGHEST_PROTOCOL)
             task = _Task(next(self.ids), run, describe_item(item, n), release)

@@ -1,7 +1,7 @@
 """Shared-memory segments left behind by drivers that died, found and removed.
 
 Every segment detflow creates is named ``detflow_<driver pid>_<random>`` (see
-:mod:`detflow.executors.shm`). The resource tracker of the driver unlinks them when
+:mod:`detflow.shm`). The resource tracker of the driver unlinks them when
 the driver dies, unless it died too: a SIGKILL of the whole process group takes the
 tracker with it, and the segments stay in ``/dev/shm`` until reboot. A segment whose
 owner pid no longer runs is *stale*; :func:`remove_stale_segments` unlinks those (the
@@ -18,7 +18,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from detflow.executors.shm import PREFIX
+from detflow.shm import PREFIX
 
 __all__ = ["SHM_DIR", "StaleSegment", "remove_stale_segments", "stale_segments"]
 

@@ -109,6 +109,9 @@ class ThreadedExecutor:
                     yield future.result()  # re-raises the task's exception, traceback intact
                 fill()
         except GeneratorExit:
+            # the consumer stopped (Ctrl-C or an error while it held a result, or a break):
+            # a task still running may be hung, so it is not waited for either
+            abandoned = True
             raise
         except BaseException:
             abandoned = True  # Ctrl-C, a timeout, a failed item: do not wait for the ones still running

@@ -1,6 +1,17 @@
-"""Graph model, validation, lowering onto executors, results."""
+"""Graphs: the model (plain data), planning into passes, lowering onto executors, results."""
 
-from detflow.graph.model import Graph, PartitionNode, SourceNode, UDFNode
+from detflow.graph.model import (
+    FramesNode,
+    GraphModel,
+    PartitionNode,
+    Ref,
+    ResultNode,
+    SinkNode,
+    SourceNode,
+    UDFNode,
+)
 from detflow.graph.results import ResultBuffer, UDFResults
+from detflow.graph.run import Graph
 
-__all__ = ["Graph", "PartitionNode", "ResultBuffer", "SourceNode", "UDFNode", "UDFResults"]
+__all__ = ["FramesNode", "Graph", "GraphModel", "PartitionNode", "Ref", "ResultBuffer", "ResultNode", "SinkNode",
+           "SourceNode", "UDFNode", "UDFResults"]

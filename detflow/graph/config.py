@@ -8,10 +8,11 @@ Each level wins over the one before it:
    (a bare ``{com: {r: 30}}`` is read the same way),
 4. keyword arguments (``graph.call(nodes={"com": {"r": 35}})``) or ``--set com.r=35``.
 
-Overrides name a node id and a parameter. For UDF nodes, ``skip`` and
-``save_results`` are node options, everything else is a UDF parameter; ``source``
-takes its format's parameters, ``partition`` its sizing, sinks their parameters and
-``skip``. ``--set`` strings are parsed by the parameter's declared type where it has
+Overrides name a node id and a parameter, for every kind of node. For frame, UDF and
+result nodes ``skip`` and ``save_results`` are node options, everything else is a
+parameter of the node (a ``{ref: node.name}`` value is a reference); sources take
+their format's parameters, partition nodes their sizing, ROI and corrections, sinks
+their parameters and ``skip``. ``--set`` strings are parsed by the parameter's declared type where it has
 one, and as a YAML scalar otherwise.
 """
 
@@ -25,8 +26,10 @@ from typing import Any
 import yaml
 
 from detflow.errors import GraphValidationError, ParameterError, did_you_mean
-from detflow.graph.model import Graph, PartitionNode, SinkNode, SourceNode, UDFNode
+from detflow.graph.io import load_yaml
+from detflow.graph.model import FramesNode, GraphModel, PartitionNode, Ref, ResultNode, SinkNode, SourceNode, UDFNode
 from detflow.nodes.params import Param, unknown_parameter
+from detflow.nodes.resolve import node_class
 
 __all__ = ["apply_overrides", "load_config_file", "parse_set"]
 
@@ -39,8 +42,6 @@ _PARTITION_PARAMS = {
 
 def load_config_file(path: str | os.PathLike[str]) -> tuple[dict[str, dict[str, Any]], dict[tuple[Any, ...], int]]:
     """Per-node overrides from a config file, and the line of each key."""
-    from detflow.graph.io import load_yaml
-
     file = os.fspath(path)
     data, lines = load_yaml(file)
     if data is None:
@@ -59,19 +60,29 @@ def load_config_file(path: str | os.PathLike[str]) -> tuple[dict[str, dict[str, 
         if not isinstance(params, dict):
             raise GraphValidationError(f"overrides of node {node_id!r} must be a mapping; got {params!r}",
                                        node=str(node_id), file=file, line=lines.get((node_id,)))
+        data[node_id] = {k: _refs(v) for k, v in params.items()}
     return data, lines
 
 
-def _declared(graph: Graph, node_id: str, name: str) -> Param | None:
+def _refs(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"ref"}:
+        return Ref.parse(value["ref"])
+    return value
+
+
+def _declared(graph: GraphModel, node_id: str, name: str) -> Param | None:
     """The declaration of parameter ``name`` of node ``node_id``, if it has one."""
     node = graph.nodes[node_id]
-    if isinstance(node, UDFNode):
+    if isinstance(node, UDFNode | FramesNode | ResultNode):
         if name in _UDF_OPTIONS:
             return _UDF_OPTIONS[name]
-        from detflow.graph.lowering import resolve_udf_class
-
-        cls = resolve_udf_class(node) if node.obj is None else type(node.obj)
-        return next((p for p in cls.params_spec if p.name == name), None)
+        kind = {UDFNode: "udf", FramesNode: "frames", ResultNode: "result"}[type(node)]
+        try:
+            cls = node_class(kind, node.type) if node.obj is None else type(node.obj)
+        except Exception as err:
+            raise GraphValidationError(f"cannot use type {node.type!r}: {err}", node=node_id,
+                                       parameter="type") from err
+        return next((p for p in getattr(cls, "params_spec", ()) if p.name == name), None)
     if isinstance(node, PartitionNode):
         return _PARTITION_PARAMS.get(name)
     if isinstance(node, SinkNode) and name == "skip":
@@ -87,25 +98,25 @@ def _declared(graph: Graph, node_id: str, name: str) -> Param | None:
     return None
 
 
-def _known_names(graph: Graph, node_id: str) -> list[str] | None:
+def _known_names(graph: GraphModel, node_id: str) -> list[str] | None:
     """Every parameter node ``node_id`` declares, or ``None`` where it declares none."""
     node = graph.nodes[node_id]
     if isinstance(node, PartitionNode):
-        return [*_PARTITION_PARAMS, "roi", "corrections"]
-    from detflow.registry import SOURCES, UDFS, import_object
-
+        return [*_PARTITION_PARAMS, "roi", "corrections", "backends"]
     try:
-        if isinstance(node, UDFNode):
-            cls = type(node.obj) if node.obj is not None else (
-                import_object(node.type) if ":" in node.type else UDFS.get(node.type))
+        if isinstance(node, UDFNode | FramesNode | ResultNode):
+            kind = {UDFNode: "udf", FramesNode: "frames", ResultNode: "result"}[type(node)]
+            cls = node_class(kind, node.type) if node.obj is None else type(node.obj)
         elif isinstance(node, SourceNode):
+            from detflow.registry import SOURCES
+
             cls = SOURCES.get(node.type)
         else:
             return None
     except Exception:  # an unknown type is reported when the graph is checked, with its line
         return None
     names = [p.name for p in getattr(cls, "params_spec", ())]
-    if names and isinstance(node, UDFNode):
+    if names and isinstance(node, UDFNode | FramesNode | ResultNode):
         names += list(_UDF_OPTIONS)
     return names or None
 
@@ -117,7 +128,7 @@ def _set_error(text: str, node_id: str, name: str) -> GraphValidationError:
     return err
 
 
-def parse_set(graph: Graph, assignments: Iterable[str]) -> dict[str, dict[str, Any]]:
+def parse_set(graph: GraphModel, assignments: Iterable[str]) -> dict[str, dict[str, Any]]:
     """``["com.r=35", "bf.skip=true"]`` -> ``{"com": {"r": 35.0}, "bf": {"skip": True}}``."""
     out: dict[str, dict[str, Any]] = {}
     for text in assignments:
@@ -136,6 +147,10 @@ def parse_set(graph: Graph, assignments: Iterable[str]) -> dict[str, dict[str, A
             node_type = getattr(graph.nodes[node_id], "type", node_id)
             raise _set_error(f"--set {text!r}: {unknown_parameter(name, known, node_type).reason}", node_id, name)
         try:
+            if value.strip().startswith("{ref:") or value.strip().startswith("ref:"):  # --set com.cx={ref: disk.cx}
+                loaded = yaml.safe_load(value if value.strip().startswith("{") else "{" + value + "}")
+                out.setdefault(node_id, {})[name] = _refs(loaded)
+                continue
             parsed = param.parse(value) if param is not None else yaml.safe_load(value)
         except ParameterError as err:
             raise _set_error(f"--set {text!r}: {err.reason}", node_id, name) from err
@@ -146,13 +161,13 @@ def parse_set(graph: Graph, assignments: Iterable[str]) -> dict[str, dict[str, A
 
 
 def apply_overrides(
-    graph: Graph,
+    graph: GraphModel,
     overrides: Mapping[str, Mapping[str, Any]],
     *,
     file: str | None = None,
     lines: Mapping[tuple[Any, ...], int] | None = None,
-) -> Graph:
-    """A copy of ``graph`` with ``{node_id: {param: value}}`` applied."""
+) -> Any:
+    """A copy of ``graph`` (of the same class) with ``{node_id: {param: value}}`` applied."""
     lines = lines or {}
     g = graph.copy()
     for node_id, params in overrides.items():
@@ -164,15 +179,19 @@ def apply_overrides(
             )
         node = g.nodes[node_id]
         params = dict(params)
-        if isinstance(node, UDFNode):
+        if isinstance(node, UDFNode | FramesNode | ResultNode):
             options = {k: params.pop(k) for k in list(params) if k in _UDF_OPTIONS}
+            if isinstance(node, FramesNode) and options.pop("save_results", False):
+                raise GraphValidationError("frame nodes have no results to save", node=node_id,
+                                           parameter="save_results", file=file,
+                                           line=lines.get((node_id, "save_results")))
             for k, v in options.items():
                 if not isinstance(v, bool):
                     raise GraphValidationError(f"must be true or false; got {v!r}", node=node_id,
                                                parameter=k, file=file, line=lines.get((node_id, k)))
             if params and node.obj is not None:
                 raise GraphValidationError(
-                    "this node holds a UDF instance; its parameters cannot be overridden",
+                    "this node holds a ready instance; its parameters cannot be overridden",
                     node=node_id, parameter=next(iter(params)),
                 )
             node = dataclasses.replace(node, params={**node.params, **params}, **options)

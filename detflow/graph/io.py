@@ -1,29 +1,42 @@
 """Graph files: YAML in, YAML out, with line numbers for every error.
 
-A graph file (``schema_version: 1``)::
+A graph file, ``schema_version: 2``::
 
-    schema_version: 1
-    name: bright-field
-    source:    {type: npy, params: {path: scan.npy}}
-    partition: {frames_per_partition: 512}
+    schema_version: 2
+    name: dpc
+    sources:
+      scan: {type: npy, params: {path: scan.npy}}
     nodes:
-      sum: {type: sum}
-      com: {type: com, params: {cx: 128, cy: 128, r: 40}, save_results: true}
+      part: {type: partition, input: scan, params: {frames_per_partition: 512}}
+      binned: {type: bin, input: part, params: {factor: 2}}
+      sum: {type: sum, input: binned}
+      disk: {type: find_disk, input: sum}
+      com: {type: com, input: part, params: {cx: {ref: disk.cx}, cy: {ref: disk.cy}, r: {ref: disk.r}}}
+      phase: {type: idpc, input: com, save_results: true}
+      mine: {type: "mypkg.frames:denoise", kind: frames, input: part}
     sinks:
-      results: {type: zarr, inputs: [sum, com], params: {path: "{output_dir}/{input_stem}.zarr"}}
+      results: {type: zarr, inputs: [sum, com, phase], params: {path: "{output_dir}/{input_stem}.zarr"}}
     executor: {type: threads}
+
+``sources`` is a mapping of source nodes; ``nodes`` holds every other node, each with
+``type``, ``input`` (or ``inputs``, for result nodes), ``params`` and the node options
+``skip`` and ``save_results``. ``type: partition`` is a partition node; any other type
+is a UDF, frames or result registry name, or an import path, whose ``kind`` (``frames``,
+``udf`` or ``result``) is found from the object where it tells (a UDF class does) and
+given with ``kind:`` where it does not (a plain function). A parameter ``{ref: node.name}``
+is a reference to a result of another node. ``input`` may be left out where the graph has
+one partition node. Version 1 files (one ``source``, one ``partition``, UDF ``nodes``) load
+unchanged.
 
 Files are read with ``yaml.safe_load``, through :mod:`detflow.graph.yaml_` (aliases that
 expand past a small limit and duplicate keys are refused): nothing in a graph file runs code, except that
-a node ``type`` may name a UDF class by import path (``mypackage.udfs:MyUDF``), which
-imports that module. The structure is checked here (keys, types of the node options,
+a node ``type`` may name a class or function by import path, which imports that
+module. The structure is checked here (keys, types of the node options,
 inputs that exist, no cycles); :meth:`Graph.validate` checks the rest (parameter
 values against their declarations, shapes against the data). Every error names the
 file and, where the YAML has it, the line.
-
-Relative paths in ``source.params.path`` and ``partition.roi`` are taken relative
-to the graph file's folder. Older schema versions are upgraded by the functions in
-``_UPGRADES`` before reading; there is only version 1 so far.
+Relative paths in source ``path`` parameters, ``roi`` and ``corrections`` are taken relative to
+the graph file's folder.
 """
 
 from __future__ import annotations
@@ -36,15 +49,29 @@ from typing import Any
 import numpy as np
 import yaml
 
-from detflow.errors import GraphValidationError, did_you_mean
-from detflow.graph.model import Graph, PartitionNode, SinkNode, SourceNode, UDFNode
+from detflow.errors import GraphValidationError
+from detflow.graph.model import (
+    FramesNode,
+    GraphModel,
+    PartitionNode,
+    Ref,
+    ResultNode,
+    SinkNode,
+    SourceNode,
+    UDFNode,
+    check_structure,
+)
 from detflow.graph.yaml_ import loads
+from detflow.nodes.resolve import kind_of_type
 
 __all__ = ["SCHEMA_VERSION", "graph_from_dict", "graph_to_dict", "read_graph_file", "write_graph_file"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+_KNOWN_VERSIONS = (1, 2)
 _UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 _TOP_KEYS = {"schema_version", "name", "description", "source", "partition", "nodes", "sinks", "executor"}
+_TOP_KEYS_V2 = {"schema_version", "name", "description", "sources", "nodes", "sinks", "executor"}
+_NODE_KEYS_V2 = {"type", "kind", "params", "input", "inputs", "skip", "save_results"}
 _UDF_KEYS = {"type", "params", "input", "skip", "save_results"}
 _SINK_KEYS = {"type", "params", "inputs", "skip"}
 _PARTITION_KEYS = {"frames_per_partition", "num_partitions", "roi", "corrections", "backends"}
@@ -66,10 +93,10 @@ def load_yaml(path: str | os.PathLike[str]) -> tuple[Any, dict[tuple[Any, ...], 
     return loads(text, file)
 
 
-def read_graph_file(path: str | os.PathLike[str]) -> Graph:
-    """Read and structurally check a graph file."""
+def read_graph_file(path: str | os.PathLike[str], *, cls: type[GraphModel] = GraphModel) -> Any:
+    """Read and structurally check a graph file (into a ``cls``)."""
     data, lines = load_yaml(path)
-    return graph_from_dict(data, file=os.fspath(path), lines=lines)
+    return graph_from_dict(data, file=os.fspath(path), lines=lines, cls=cls)
 
 
 class _Checker:
@@ -113,27 +140,148 @@ class _Checker:
 
 
 def graph_from_dict(
-    spec: Any, *, file: str | None = None, lines: Mapping[tuple[Any, ...], int] | None = None
-) -> Graph:
-    """Build a :class:`Graph` from plain data (what a graph file holds)."""
+    spec: Any, *, file: str | None = None, lines: Mapping[tuple[Any, ...], int] | None = None,
+    cls: type[GraphModel] = GraphModel,
+) -> Any:
+    """Build a graph (a ``cls``) from plain data (what a graph file holds)."""
     c = _Checker(file, lines or {})
     spec = c.mapping(spec, "a graph file")
     version = spec.get("schema_version")
     if version is None:
-        raise c.fail("missing 'schema_version' (this detflow writes version 1)")
+        raise c.fail(f"missing 'schema_version' (this detflow writes version {SCHEMA_VERSION})")
     while version in _UPGRADES:
         spec = _UPGRADES[version](spec)
         version = spec["schema_version"]
-    if version != SCHEMA_VERSION:
-        raise c.fail(f"schema_version {version!r} is not supported; known: {SCHEMA_VERSION}",
-                     "schema_version")
-    c.keys(spec, _TOP_KEYS, "the graph file")
-    g = Graph(str(spec.get("name") or (Path(file).stem if file else "graph")),
-              description=str(spec.get("description") or ""))
+    if version not in _KNOWN_VERSIONS:
+        raise c.fail(f"schema_version {version!r} is not supported; known: "
+                     f"{', '.join(map(str, _KNOWN_VERSIONS))}", "schema_version")
+    c.keys(spec, _TOP_KEYS if version == 1 else _TOP_KEYS_V2, "the graph file")
+    g = cls(str(spec.get("name") or (Path(file).stem if file else "graph")),
+            description=str(spec.get("description") or ""))
     g.source_file = file
     g.lines = dict(lines or {})
+    g.schema_version = version
     base = Path(file).parent if file else None
+    if version == 1:
+        _read_v1(c, g, spec, base)
+    else:
+        _read_v2(c, g, spec, base)
+    _read_sinks(c, g, spec)
+    ex = spec.get("executor")
+    if ex is not None:
+        ex = c.mapping(ex, "executor", "executor")
+        c.keys(ex, {"type", "params", "cpus", "address", "scheduler"}, "executor", "executor")
+        params = dict(c.mapping(ex.get("params"), "executor params", "executor", "params"))
+        params.update({k: ex[k] for k in ("cpus", "address", "scheduler") if k in ex})  # shorthand
+        g.executor = {"type": str(ex.get("type", "threads")), "params": params}
+    check_structure(g)
+    return g
 
+
+def _refs(value: Any) -> Any:
+    """``{ref: node.name}`` mappings as :class:`Ref` objects, anywhere in ``value``."""
+    if isinstance(value, dict):
+        if set(value) == {"ref"}:
+            return Ref.parse(value["ref"])
+        return {k: _refs(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_refs(v) for v in value]
+    return value
+
+
+def _read_v2(c: _Checker, g: GraphModel, spec: dict[str, Any], base: Path | None) -> None:
+    sources = c.mapping(spec.get("sources"), "sources", "sources")
+    if not sources:
+        raise c.fail("'sources' needs at least one source, e.g. {scan: {type: npy, params: {path: scan.npy}}}",
+                     "sources")
+    for sid, body in sources.items():
+        sid = str(sid)
+        body = c.mapping(body, f"source {sid!r}", "sources", sid, node=sid)
+        c.keys(body, {"type", "params"}, f"source {sid!r}", "sources", sid, node=sid)
+        if "type" not in body:
+            raise c.fail("needs a 'type' (e.g. npy, raw)", "sources", sid, node=sid)
+        params = dict(c.mapping(body.get("params"), "params", "sources", sid, "params", node=sid))
+        if base is not None and isinstance(params.get("path"), str):
+            params["path"] = _resolve(base, params["path"])
+        g.source(str(body["type"]), id=sid, **params)
+    nodes = c.mapping(spec.get("nodes"), "nodes", "nodes")
+    if not nodes:
+        raise c.fail("the graph has no nodes: nothing would be computed", "nodes")
+    bodies = {}
+    for nid, body in nodes.items():
+        nid = str(nid)
+        body = c.mapping(body, f"node {nid!r}", "nodes", nid, node=nid)
+        c.keys(body, _NODE_KEYS_V2, f"node {nid!r}", "nodes", nid, node=nid)
+        if "type" not in body:
+            raise c.fail("needs a 'type'", "nodes", nid, node=nid)
+        bodies[nid] = body
+    partitions = [n for n, b in bodies.items() if b["type"] == "partition"]
+    for nid in partitions:  # first, so the others can default their input to the only one
+        body = bodies[nid]
+        params = dict(c.mapping(body.get("params"), "params", "nodes", nid, "params", node=nid))
+        c.keys(params, _PARTITION_KEYS, f"partition node {nid!r}", "nodes", nid, "params", node=nid)
+        only_source = next(iter(sources)) if len(sources) == 1 else None
+        src = body.get("input", only_source)
+        if src is None:
+            raise c.fail(f"the graph has several sources ({', '.join(map(str, sources))}); say which one "
+                         "with 'input'", "nodes", nid, node=nid, parameter="input")
+        roi, corrections = _partition_extras(c, params, base, ("nodes", nid, "params"), nid)
+        g.partition(str(src), id=nid, frames_per_partition=params.get("frames_per_partition"),
+                    num_partitions=params.get("num_partitions"), roi=roi, corrections=corrections,
+                    backends=params.get("backends"))
+    for nid, body in bodies.items():
+        if body["type"] == "partition":
+            continue
+        type_ = str(body["type"])
+        kind = body.get("kind")
+        if kind is None:
+            kind = kind_of_type(type_)
+        if kind not in ("frames", "udf", "result"):
+            raise c.fail(f"cannot tell what kind of node type {type_!r} is" + (f" (kind: {kind!r})" if kind else "")
+                         + "; give 'kind: frames', 'kind: udf' or 'kind: result' (or a registry name: see "
+                         "`detflow show --nodes`)", "nodes", nid, "kind" if "kind" in body else "type",
+                         node=nid, parameter="type")
+        params = _refs(dict(c.mapping(body.get("params"), "params", "nodes", nid, "params", node=nid)))
+        skip = c.flag(body.get("skip", False), "skip", "nodes", nid, node=nid)
+        save = c.flag(body.get("save_results", False), "save_results", "nodes", nid, node=nid)
+        if kind == "result":
+            inputs = body.get("inputs", body.get("input"))
+            if isinstance(inputs, str):
+                inputs = [inputs]
+            if not isinstance(inputs, list) or not inputs:
+                raise c.fail("a result node needs 'input' (a node id) or 'inputs' (a list of them)", "nodes", nid,
+                             node=nid, parameter="input")
+            g.add(ResultNode(nid, tuple(str(i) for i in inputs), type_, params, skip=skip, save_results=save))
+            continue
+        if "inputs" in body:
+            raise c.fail(f"a {kind} node has one 'input'", "nodes", nid, "inputs", node=nid, parameter="inputs")
+        src = body.get("input", partitions[0] if len(partitions) == 1 else None)
+        if src is None:
+            raise c.fail("needs an 'input' (a partition or frames node)", "nodes", nid, node=nid, parameter="input")
+        if kind == "frames":
+            if save:
+                raise c.fail("frame nodes have no results to save", "nodes", nid, "save_results", node=nid,
+                             parameter="save_results")
+            g.add(FramesNode(nid, str(src), type_, params, skip=skip))
+        else:
+            g.add(UDFNode(nid, str(src), type_, params, skip=skip, save_results=save))
+
+
+def _partition_extras(c: _Checker, part: dict[str, Any], base: Path | None, path: tuple[Any, ...],
+                      node: str) -> tuple[Any, Any]:
+    roi = part.get("roi")
+    if roi is not None:
+        roi = _load_roi(c, roi, base, (*path, "roi"), node)
+    corrections = part.get("corrections")
+    if corrections is not None:
+        corrections = dict(c.mapping(corrections, "corrections", *path, "corrections", node=node))
+        for key in ("dark", "gain"):
+            if base is not None and isinstance(corrections.get(key), str):
+                corrections[key] = _resolve(base, corrections[key])
+    return roi, corrections
+
+
+def _read_v1(c: _Checker, g: GraphModel, spec: dict[str, Any], base: Path | None) -> None:
     src = c.mapping(spec.get("source"), "source", "source")
     if "type" not in src:
         raise c.fail("'source' needs a 'type' (e.g. npy, raw)", "source", node="source")
@@ -145,15 +293,7 @@ def graph_from_dict(
 
     part = c.mapping(spec.get("partition"), "partition", "partition")
     c.keys(part, _PARTITION_KEYS, "partition", "partition", node="partition")
-    roi = part.get("roi")
-    if roi is not None:
-        roi = _load_roi(c, roi, base)
-    corrections = part.get("corrections")
-    if corrections is not None:
-        corrections = dict(c.mapping(corrections, "corrections", "partition", "corrections", node="partition"))
-        for key in ("dark", "gain"):
-            if base is not None and isinstance(corrections.get(key), str):
-                corrections[key] = _resolve(base, corrections[key])
+    roi, corrections = _partition_extras(c, part, base, ("partition",), "partition")
     g.partition("source", id="partition", frames_per_partition=part.get("frames_per_partition"),
                 num_partitions=part.get("num_partitions"), roi=roi, corrections=corrections,
                 backends=part.get("backends"))
@@ -167,13 +307,16 @@ def graph_from_dict(
         if "type" not in body:
             raise c.fail("needs a 'type'", "nodes", node_id, node=str(node_id))
         params = c.mapping(body.get("params"), "params", "nodes", node_id, "params", node=str(node_id))
-        g._add(UDFNode(
+        g.add(UDFNode(
             str(node_id), str(body.get("input", "partition")), str(body["type"]), dict(params),
             skip=c.flag(body.get("skip", False), "skip", "nodes", node_id, node=str(node_id)),
             save_results=c.flag(body.get("save_results", False), "save_results", "nodes", node_id,
                                 node=str(node_id)),
         ))
 
+
+
+def _read_sinks(c: _Checker, g: GraphModel, spec: dict[str, Any]) -> None:
     for sink_id, body in c.mapping(spec.get("sinks"), "sinks", "sinks").items():
         body = c.mapping(body, f"sink {sink_id!r}", "sinks", sink_id, node=str(sink_id))
         c.keys(body, _SINK_KEYS, f"sink {sink_id!r}", "sinks", sink_id, node=str(sink_id))
@@ -184,18 +327,8 @@ def graph_from_dict(
             raise c.fail("'inputs' must be a non-empty list of node ids", "sinks", sink_id, "inputs",
                          node=str(sink_id), parameter="inputs")
         params = c.mapping(body.get("params"), "params", "sinks", sink_id, "params", node=str(sink_id))
-        g._add(SinkNode(str(sink_id), str(body.get("type")), tuple(str(i) for i in inputs), dict(params),
+        g.add(SinkNode(str(sink_id), str(body.get("type")), tuple(str(i) for i in inputs), dict(params),
                         skip=c.flag(body.get("skip", False), "skip", "sinks", sink_id, node=str(sink_id))))
-
-    ex = spec.get("executor")
-    if ex is not None:
-        ex = c.mapping(ex, "executor", "executor")
-        c.keys(ex, {"type", "params", "cpus", "address", "scheduler"}, "executor", "executor")
-        params = dict(c.mapping(ex.get("params"), "executor params", "executor", "params"))
-        params.update({k: ex[k] for k in ("cpus", "address", "scheduler") if k in ex})  # shorthand
-        g.executor = {"type": str(ex.get("type", "threads")), "params": params}
-    check_structure(g)
-    return g
 
 
 def _resolve(base: Path, path: str) -> str:
@@ -204,85 +337,26 @@ def _resolve(base: Path, path: str) -> str:
     return os.path.normpath(base / path)
 
 
-def _load_roi(c: _Checker, roi: Any, base: Path | None) -> np.ndarray:
+def _load_roi(c: _Checker, roi: Any, base: Path | None, path: tuple[Any, ...], node: str) -> np.ndarray:
     if isinstance(roi, str):
-        path = _resolve(base, roi) if base is not None else roi
+        file = _resolve(base, roi) if base is not None else roi
         try:
-            arr = np.load(path)
+            return np.load(file)
         except (OSError, ValueError) as err:
-            raise c.fail(f"cannot load ROI file {path!r}: {err}", "partition", "roi", node="partition",
-                         parameter="roi") from err
-        return arr
+            raise c.fail(f"cannot load ROI file {file!r}: {err}", *path, node=node, parameter="roi") from err
     if isinstance(roi, list):
         return np.asarray(roi, dtype=bool)
-    raise c.fail(f"must be a path to a boolean .npy file or a nested list; got {roi!r}", "partition", "roi",
-                 node="partition", parameter="roi")
+    raise c.fail(f"must be a path to a boolean .npy file or a nested list; got {roi!r}", *path, node=node,
+                 parameter="roi")
 
 
-def check_structure(g: Graph) -> None:
-    """Inputs that exist, of the right kind, and no cycles; errors point into the file."""
-    nodes = g.nodes
-    edges: dict[str, tuple[str, ...]] = {}
-    for n in nodes.values():
-        if isinstance(n, UDFNode):
-            edges[n.id] = (n.input,)
-        elif isinstance(n, SinkNode):
-            edges[n.id] = n.inputs
-        elif isinstance(n, PartitionNode):
-            edges[n.id] = (n.input,)
-    for node_id, inputs in edges.items():
-        node = nodes[node_id]
-        group = "sinks" if isinstance(node, SinkNode) else "nodes"
-        key = "inputs" if isinstance(node, SinkNode) else "input"
-        for i, name in enumerate(inputs):
-            if name not in nodes:
-                raise GraphValidationError(
-                    f"input {name!r} is not a node of this graph; {did_you_mean(name, nodes)}"
-                    f"nodes: {', '.join(sorted(nodes))}",
-                    node=node_id, node_type=getattr(node, "type", None), parameter=key,
-                    file=g.source_file,
-                    line=g.line_of(group, node_id, key, i) if isinstance(node, SinkNode)
-                    else g.line_of(group, node_id, key),
-                )
-    _check_cycles(g, edges)
-    for n in nodes.values():
-        if isinstance(n, SinkNode):
-            for name in n.inputs:
-                if isinstance(nodes[name], SinkNode | SourceNode):
-                    raise GraphValidationError(
-                        f"input {name!r} is a {type(nodes[name]).__name__[:-4].lower()}; sinks take UDF "
-                        "nodes (or, for recorders, the partition node)",
-                        node=n.id, node_type=n.type, parameter="inputs", file=g.source_file,
-                        line=g.line_of("sinks", n.id, "inputs"),
-                    )
-
-
-def _check_cycles(g: Graph, edges: Mapping[str, tuple[str, ...]]) -> None:
-    state: dict[str, int] = {}  # 1: on the current path, 2: done
-
-    def visit(node: str, path: list[str]) -> None:
-        if state.get(node) == 2:
-            return
-        if state.get(node) == 1:
-            cycle = [*path[path.index(node):], node]
-            raise GraphValidationError(
-                f"the inputs form a cycle: {' -> '.join(cycle)}", node=node, parameter="input",
-                file=g.source_file, line=g.line_of("nodes", node) or g.line_of("sinks", node),
-            )
-        state[node] = 1
-        for nxt in edges.get(node, ()):
-            visit(nxt, [*path, node])
-        state[node] = 2
-
-    for node in edges:
-        visit(node, [])
-
-
-def graph_to_dict(g: Graph) -> dict[str, Any]:
-    """Plain data for a graph file; refuses what YAML cannot hold (arrays, callables)."""
+def graph_to_dict(g: GraphModel) -> dict[str, Any]:
+    """Plain data for a graph file (``schema_version: 2``); refuses what YAML cannot hold
+    (arrays, callables, loaded datasets)."""
     out: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "name": g.name}
     if g.description:
         out["description"] = g.description
+    sources: dict[str, Any] = {}
     nodes: dict[str, Any] = {}
     sinks: dict[str, Any] = {}
     for n in g:
@@ -290,7 +364,7 @@ def graph_to_dict(g: Graph) -> dict[str, Any]:
             if n.obj is not None:
                 raise GraphValidationError("a loaded dataset cannot be written to a graph file; "
                                            "add the source by type and parameters", node=n.id)
-            out["source"] = {"type": n.type, "params": _plain(dict(n.params), n.id)}
+            sources[n.id] = {"type": n.type, "params": _plain(dict(n.params), n.id)}
         elif isinstance(n, PartitionNode):
             part: dict[str, Any] = {}
             if n.frames_per_partition is not None:
@@ -307,16 +381,24 @@ def graph_to_dict(g: Graph) -> dict[str, Any]:
                 part["corrections"] = _plain(dict(n.corrections), n.id)
             if n.backends is not None:
                 part["backends"] = list(n.backends)
-            out["partition"] = part
-        elif isinstance(n, UDFNode):
+            nodes[n.id] = {"type": "partition", "input": n.input, **({"params": part} if part else {})}
+        elif isinstance(n, FramesNode | UDFNode | ResultNode):
             body: dict[str, Any] = {"type": n.type}
+            kind = {FramesNode: "frames", UDFNode: "udf", ResultNode: "result"}[type(n)]
+            if ":" in n.type and kind_of_type(n.type) != kind:
+                body["kind"] = kind
+            if isinstance(n, ResultNode):
+                if len(n.inputs) == 1:
+                    body["input"] = n.inputs[0]
+                else:
+                    body["inputs"] = list(n.inputs)
+            else:
+                body["input"] = n.input
             if n.params:
                 body["params"] = _plain(dict(n.params), n.id)
-            if n.input != "partition":
-                body["input"] = n.input
             if n.skip:
                 body["skip"] = True
-            if n.save_results:
+            if getattr(n, "save_results", False):
                 body["save_results"] = True
             nodes[n.id] = body
         elif isinstance(n, SinkNode):
@@ -326,6 +408,7 @@ def graph_to_dict(g: Graph) -> dict[str, Any]:
             if n.skip:
                 sbody["skip"] = True
             sinks[n.id] = sbody
+    out["sources"] = sources
     out["nodes"] = nodes
     if sinks:
         out["sinks"] = sinks
@@ -343,13 +426,15 @@ def _plain(value: Any, node: str) -> Any:
         return value.item()
     if isinstance(value, np.dtype):
         return value.str if value.byteorder not in "=|" else value.name
+    if isinstance(value, Ref):
+        return {"ref": str(value)}
     if value is None or isinstance(value, bool | int | float | str):
         return value
     raise GraphValidationError(f"{type(value).__name__} values cannot be written to a graph file",
                                node=node)
 
 
-def write_graph_file(g: Graph, path: str | os.PathLike[str] | None = None) -> str:
+def write_graph_file(g: GraphModel, path: str | os.PathLike[str] | None = None) -> str:
     text = yaml.safe_dump(graph_to_dict(g), sort_keys=False, default_flow_style=None)
     if path is not None:
         Path(path).write_text(text)

@@ -1,30 +1,27 @@
-"""Lowering: from a validated graph to partition tasks on an executor, and back.
+"""Lowering: from a graph and its plan to the objects that run, checked before any read.
 
-``compile_graph`` resolves every node of a :class:`~detflow.graph.model.Graph` into a
-:class:`Plan` (the opened source, the partition plan, the ROI, the UDF instances),
-checking everything it can before any data is read.
+:func:`compile_graph` opens every source, checks every partition node (sizing, ROI,
+corrections), and walks the passes of :func:`~detflow.graph.planning.plan_graph` in
+order, building for each pass a :class:`PassPlan`: the frame nodes with the signal
+shape and dtype each one hands on (``FrameNode.output_signature``, so a mask made
+for 256×256 frames after a ``bin`` of 2 fails here, naming both nodes), the UDF
+instances validated against the geometry they will see, and the result nodes checked
+against the buffers their inputs declare. References are checked too: a missing
+result name is an error naming both nodes.
 
-``run_plan`` is the driver loop, and the only place that knows both sides:
-
-1. cut the source into partitions; drop those with no frame in the ROI;
-2. ``executor.map_unordered(run_partition, tasks)`` runs them, anywhere, in any
-   order; each returns one :class:`~detflow.nodes.runner.PartialResult`;
-3. each partial result enters a :class:`~detflow.graph.stream.ResultStream`, whose
-   first step merges it into the running result of every UDF node (``UDF.merge``,
-   in completion order, each partition exactly once) and whose subscribers (progress,
-   sinks) then see the update;
-4. after each merge a lazily evaluated :class:`~detflow.graph.results.UDFResults` is
-   yielded; ``get_results`` runs only when someone reads it.
-
-Executors see a picklable function and picklable tasks, nothing else.
+Parameters that reference results are not known before the run. At validation they
+are stood in for: a reference to a UDF buffer by an array of the declared shape and
+dtype, a reference to a result node's output by leaving the parameter at its code
+default. :meth:`CompiledGraph.bind` builds the pass again with the real values once
+they are known (the driver does this before each pass), checking everything again.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -37,38 +34,41 @@ from detflow.errors import (
     UnknownNameError,
     annotate_node_error,
 )
-from detflow.graph.model import Graph, PartitionNode, SourceNode, UDFNode, as_flat_roi
-from detflow.graph.results import ResultBuffer, UDFResults, check_returned, result_buffer
-from detflow.graph.stream import ResultStream, RunInfo, Update
-from detflow.nodes.backends import choose_backend
-from detflow.nodes.base import UDF, BufferDecl, UDFData, UDFMeta
-from detflow.nodes.params import unknown_parameter
-from detflow.nodes.runner import (
-    PartialResult,
-    PartitionTask,
-    UDFSpec,
-    check_result_only,
-    input_dtype_for,
-    run_partition,
+from detflow.graph.model import (
+    FramesNode,
+    GraphModel,
+    PartitionNode,
+    Ref,
+    ResultNode,
+    SourceNode,
+    UDFNode,
+    as_flat_roi,
+    bind_refs,
+    refs_of,
 )
-from detflow.registry import SINKS, SOURCES, UDFS, import_object
+from detflow.graph.planning import GraphPlan, Pass, plan_graph
+from detflow.nodes.backends import choose_backend
+from detflow.nodes.base import UDF
+from detflow.nodes.params import unknown_parameter
+from detflow.nodes.resolve import node_class
+from detflow.nodes.runner import FrameSpec, UDFSpec, main_meta
+from detflow.registry import SINKS, SOURCES
 from detflow.sources.base import DatasetMeta, PartitionPlan, Source
 from detflow.sources.corrections import CorrectionSet
-from detflow.sources.live.base import LiveAcquisition, LivePartitions
 from detflow.sources.params import open_source
 
-if TYPE_CHECKING:
-    from detflow.executors.base import Executor
-    from detflow.sinks.base import Sink
+__all__ = ["CompiledGraph", "PassPlan", "compile_graph", "resolve_class"]
 
-__all__ = ["Plan", "compile_graph", "run_plan"]
+#: a stand-in for a parameter whose value is a result node's output: leave it at its default
+_DEFAULT = object()
 
 
 @dataclass
-class Plan:
-    """A graph resolved and checked, ready to run."""
+class PassPlan:
+    """One pass resolved and checked, ready to run (what the driver and the sinks see)."""
 
     name: str
+    index: int
     source_id: str
     source: Source
     partition_id: str
@@ -77,404 +77,386 @@ class Plan:
     roi: np.ndarray | None
     udfs: list[tuple[str, UDF]]
     corrections: CorrectionSet | None = None
+    #: frame nodes: (node id, instance, input index (-1: partition), geometry it hands on)
+    frames: list[tuple[str, Any, int, DatasetMeta]] = field(default_factory=list)
+    #: per UDF: the frame node it reads (-1: partition) and the dataset as it sees it
+    inputs: list[tuple[int, DatasetMeta]] = field(default_factory=list)
+    #: result nodes computed after (and during) this pass: (node id, instance or None until its
+    #: references are known, input ids)
+    results: list[tuple[str, Any, tuple[str, ...]]] = field(default_factory=list)
+    #: array backends the UDFs may take their input in (the partition node's ``backends``)
     backends: tuple[str, ...] | None = None
     #: the source was opened from the graph's parameters (not handed in), so the plan closes it
     owns_source: bool = False
-
-    def close(self) -> None:
-        """Close the source if this plan opened it (a file, a detector connection)."""
-        if self.owns_source:
-            self.source.close()
 
     @property
     def meta(self) -> DatasetMeta:
         return self.source.meta
 
+    def close(self) -> None:
+        if self.owns_source:
+            self.source.close()
+
     def partition_plan(self, min_partitions: int = 1) -> PartitionPlan:
-        return PartitionPlan(
-            frames_per_partition=self.frames_per_partition,
-            num_partitions=self.num_partitions,
-            min_partitions=min_partitions,
-        )
+        return PartitionPlan(frames_per_partition=self.frames_per_partition,
+                             num_partitions=self.num_partitions, min_partitions=min_partitions)
+
+    def frame_specs(self) -> tuple[FrameSpec, ...]:
+        return tuple(FrameSpec(fid, obj, inp) for fid, obj, inp, _ in self.frames)
+
+    def udf_specs(self) -> tuple[UDFSpec, ...]:
+        out = []
+        for (node_id, udf), (inp, meta) in zip(self.udfs, self.inputs, strict=False):
+            out.append(UDFSpec.of(node_id, udf, self.backends, input=inp, meta=None if inp < 0 else meta))
+        out += [UDFSpec.of(node_id, udf, self.backends) for node_id, udf in self.udfs[len(self.inputs):]]
+        return tuple(out)
+
+    def with_udfs(self, extra: list[tuple[str, UDF]]) -> PassPlan:
+        """This pass with more UDFs reading the partition (a recorder sink's)."""
+        return dataclasses.replace(self, udfs=[*self.udfs, *extra],
+                                   inputs=[*self.inputs, *((-1, self.meta) for _ in extra)])
 
 
-def _one(graph: Graph, kind: type, label: str) -> Any:
-    found = [n for n in graph if isinstance(n, kind)]
-    if len(found) != 1:
-        ids = ", ".join(repr(n.id) for n in found) or "none"
-        raise GraphValidationError(f"a graph needs exactly one {label} node; found {ids}")
-    return found[0]
+#: what an earlier pass's run gave: ``{(node, result name): value}``
+Values = Mapping[tuple[str, str], Any]
 
 
-def resolve_udf_class(node: UDFNode) -> type[UDF]:
+def resolve_class(node: FramesNode | UDFNode | ResultNode) -> Any:
+    """The class behind a node's ``type``; an error names the node."""
+    if node.obj is not None:
+        return type(node.obj)
+    kind = {FramesNode: "frames", UDFNode: "udf", ResultNode: "result"}[type(node)]
     try:
-        cls = UDFS.get(node.type) if ":" not in node.type else import_object(node.type)
+        return node_class(kind, node.type)
     except UnknownNameError as err:
         raise GraphValidationError(str(err), node=node.id, parameter="type") from err
     except (ImportError, AttributeError, ValueError) as err:
-        raise GraphValidationError(
-            f"cannot import UDF type {node.type!r}: {err}", node=node.id
-        ) from err
-    if not (isinstance(cls, type) and issubclass(cls, UDF)):
-        raise GraphValidationError(f"{node.type!r} is not a UDF class", node=node.id)
-    return cls
+        label = {"udf": "UDF", "frames": "frame node", "result": "result node"}[kind]
+        raise GraphValidationError(f"cannot import {label} type {node.type!r}: {err}", node=node.id) from err
+    except TypeError as err:
+        raise GraphValidationError(str(err), node=node.id) from err
 
 
-def _open_source(node: SourceNode) -> Source:
-    if node.obj is not None:
-        return node.obj
-    try:
-        cls = SOURCES.get(node.type)
-    except ConfigurationError as err:
-        raise GraphValidationError(str(err), node=node.id, parameter="type") from err
-    try:
-        return open_source(cls, **node.params)
-    except ParameterError as err:
-        raise GraphValidationError(err.reason, node=node.id, node_type=node.type, parameter=err.parameter) from err
-    except TypeError as err:  # an unknown keyword of a source that declares no parameters
-        raise GraphValidationError(str(err), node=node.id, node_type=node.type) from err
-    except ConfigurationError as err:
-        raise GraphValidationError(str(err), node=node.id, node_type=node.type) from err
+@dataclass
+class _Stream:
+    """What a partition or frames node hands on: its geometry, and where it sits in its pass."""
+
+    meta: DatasetMeta
+    index: int = -1  # in the pass's frame list
+    known: bool = True  # False: a frame node before it waits for its references
 
 
-def compile_graph(graph: Graph) -> Plan:
-    """Resolve and check every node of ``graph``."""
-    from detflow.graph.io import check_structure
+class CompiledGraph:
+    """A graph checked against its data: opened sources, partition nodes, passes.
 
-    check_structure(graph)
-    for sink in graph.sink_nodes(include_skipped=True):
-        try:
-            SINKS.get(sink.type)
-        except ConfigurationError as err:
-            raise GraphValidationError(str(err), node=sink.id, parameter="type") from err
-    src_node: SourceNode = _one(graph, SourceNode, "source")
-    part_node: PartitionNode = _one(graph, PartitionNode, "partition")
-    if part_node.input != src_node.id:
-        raise GraphValidationError(
-            f"input {part_node.input!r} is not a source node (the source is {src_node.id!r})",
-            node=part_node.id, parameter="input",
-        )
-    udf_nodes = graph.udf_nodes()
-    if not udf_nodes:
-        skipped = [n.id for n in graph.udf_nodes(include_skipped=True)]
-        raise GraphValidationError(
-            "the graph has no UDF node" + (f" that is not skipped (skipped: {', '.join(skipped)})"
-                                           if skipped else "") + ": nothing would be computed")
-    for node in udf_nodes:
-        if node.input != part_node.id:
-            raise GraphValidationError(
-                f"input {node.input!r} is not a partition node (the partition node is "
-                f"{part_node.id!r})", node=node.id, node_type=node.type, parameter="input",
-            )
-    source = _open_source(src_node)
-    try:
-        return _compile(graph, src_node, part_node, udf_nodes, source)
-    except BaseException:
-        if src_node.obj is None:
-            source.close()
-        raise
+    Build with :func:`compile_graph`; :meth:`bind` a pass with known reference values
+    before running it; :meth:`close` the sources it opened.
+    """
 
+    def __init__(self, graph: GraphModel, plan: GraphPlan) -> None:
+        self.graph = graph
+        self.plan = plan
+        self.sources: dict[str, Any] = {}  # Source (or its geometry only, in a detached copy)
+        self._owned: list[Source] = []
+        self.partitions: dict[str, dict[str, Any]] = {}
+        #: declared buffers of each UDF node: name -> BufferInfo (for references and result nodes)
+        self.buffers: dict[str, dict[str, Any]] = {}
+        #: output names of each result node (empty: not declared)
+        self.result_names: dict[str, tuple[str, ...]] = {}
+        self.passes: list[PassPlan] = []
 
-def _compile(graph: Graph, src_node: SourceNode, part_node: PartitionNode, udf_nodes: list[UDFNode],
-             source: Source) -> Plan:
-    meta = source.meta
-    for name in ("frames_per_partition", "num_partitions"):
-        value = getattr(part_node, name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1):
-            raise GraphValidationError(f"must be an integer >= 1; got {value!r}", node=part_node.id,
-                                       parameter=name)
-    try:
-        PartitionPlan(part_node.frames_per_partition, part_node.num_partitions)
-    except ConfigurationError as err:
-        raise GraphValidationError(str(err), node=part_node.id) from err
-    try:
-        roi = as_flat_roi(part_node.roi, meta.nav_shape)
-    except ValueError as err:
-        raise GraphValidationError(str(err), node=part_node.id, parameter="roi") from err
-    try:
-        corrections = CorrectionSet.coerce(part_node.corrections)
-        if corrections is not None:
-            corrections.check(meta.sig_shape)
-            corrections = corrections if corrections.have_corrections() else None
-    except ConfigurationError as err:
-        raise GraphValidationError(str(err), node=part_node.id, parameter="corrections") from err
+    @property
+    def output_ids(self) -> tuple[str, ...]:
+        """Every node with results, UDF nodes first, in graph order."""
+        return (*(n.id for n in self.graph.udf_nodes()), *(n.id for n in self.graph.result_nodes()))
 
-    udfs: list[tuple[str, UDF]] = []
-    for node in udf_nodes:
-        if node.obj is not None:
-            udf = node.obj
-        else:
-            cls = resolve_udf_class(node)
-            if cls.params_spec:
-                known = {p.name for p in cls.params_spec}
-                for name in node.params:
-                    if name not in known:
-                        reason = unknown_parameter(name, known, node.type).reason
-                        raise GraphValidationError(reason, node=node.id, node_type=node.type, parameter=name)
+    def close(self) -> None:
+        for s in self._owned:
+            s.close()
+        self._owned.clear()
+
+    # --- building ---------------------------------------------------------------------
+    def _open_sources(self) -> None:
+        for node in self.graph.of_kind(SourceNode):
+            if node.obj is not None:
+                self.sources[node.id] = node.obj
+                continue
             try:
-                udf = cls(**node.params)
-            except (TypeError, ValueError) as err:
+                cls = SOURCES.get(node.type)
+            except ConfigurationError as err:
+                raise GraphValidationError(str(err), node=node.id, parameter="type") from err
+            try:
+                src = open_source(cls, **node.params)
+            except ParameterError as err:
+                raise GraphValidationError(err.reason, node=node.id, node_type=node.type,
+                                           parameter=err.parameter) from err
+            except (TypeError, ConfigurationError) as err:  # a source that declares no parameters, a bad value
                 raise GraphValidationError(str(err), node=node.id, node_type=node.type) from err
+            self.sources[node.id] = src
+            self._owned.append(src)
+
+    def _check_partitions(self) -> None:
+        for node in self.graph.of_kind(PartitionNode):
+            meta = self.sources[node.input].meta
+            for name in ("frames_per_partition", "num_partitions"):
+                value = getattr(node, name)
+                if value is not None and (isinstance(value, bool) or not isinstance(value, int | np.integer)
+                                          or value < 1):
+                    raise GraphValidationError(f"must be an integer >= 1; got {value!r}", node=node.id,
+                                               parameter=name)
+            try:
+                PartitionPlan(node.frames_per_partition, node.num_partitions)
+            except ConfigurationError as err:
+                raise GraphValidationError(str(err), node=node.id) from err
+            try:
+                roi = as_flat_roi(node.roi, meta.nav_shape)
+            except ValueError as err:
+                raise GraphValidationError(str(err), node=node.id, parameter="roi") from err
+            try:
+                corrections = CorrectionSet.coerce(node.corrections)
+                if corrections is not None:
+                    corrections.check(meta.sig_shape)
+                    corrections = corrections if corrections.have_corrections() else None
+            except ConfigurationError as err:
+                raise GraphValidationError(str(err), node=node.id, parameter="corrections") from err
+            dtype = meta.dtype if corrections is None else corrections.output_dtype(meta.dtype)
+            self.partitions[node.id] = {"roi": roi, "corrections": corrections,
+                                        "meta": DatasetMeta(meta.nav_shape, meta.sig_shape, dtype)}
+
+    def _check_live(self) -> None:
+        seen: dict[str, Pass] = {}
+        for p in self.plan:
+            if not getattr(self.sources[p.source], "is_live", False):
+                continue
+            first = seen.setdefault(p.source, p)
+            if first is not p:
+                later = ", ".join(repr(u) for u in p.udfs)
+                raise GraphValidationError(
+                    f"{later} would need a second pass over the live stream of source {p.source!r} "
+                    f"(they reference results of {', '.join(repr(u) for u in first.udfs)}, which read the same "
+                    "stream); a live stream is read once: record it (an 'npy' sink on the partition node) "
+                    "and run this graph on the recording", node=p.udfs[0])
+
+    # --- one pass -----------------------------------------------------------------------
+    def bind(self, index: int, values: Values | None) -> PassPlan:
+        """Pass ``index`` with its nodes built; ``values`` are the results of the passes
+        before (``None``: validation, with stand-ins)."""
+        p = self.plan[index]
+        g = self.graph
+        part = self.partitions[p.partition]
+        source = self.sources[p.source]
+        streams: dict[str, _Stream] = {p.partition: _Stream(part["meta"])}
+        frames: list[tuple[str, Any, int, DatasetMeta]] = []
+        for fid in p.frames:
+            node = g[fid]
+            assert isinstance(node, FramesNode)
+            src = streams[node.input]
+            obj = self._build(node, values)
+            sig, dtype = src.meta.sig_shape, src.meta.dtype
+            if obj is not None:
+                try:
+                    sig, dtype = obj.output_signature(tuple(sig), np.dtype(dtype))
+                except ParameterError as err:
+                    raise GraphValidationError(
+                        f"{err.reason} (its input {node.input!r} gives frames of {tuple(sig)} {np.dtype(dtype)})",
+                        node=fid, node_type=node.type, parameter=err.parameter) from err
+                frames.append((fid, obj, src.index, DatasetMeta(src.meta.nav_shape, sig, dtype)))
+                streams[fid] = _Stream(frames[-1][3], len(frames) - 1, known=src.known)
+            else:  # built only once its references are known
+                streams[fid] = _Stream(src.meta, src.index, known=False)
+        udfs: list[tuple[str, UDF]] = []
+        inputs: list[tuple[int, DatasetMeta]] = []
+        for uid in p.udfs:
+            node = g[uid]
+            assert isinstance(node, UDFNode)
+            stream = streams[node.input]
+            udf = self._build(node, values)
+            if udf is None or not stream.known:
+                continue
+            corrections = part["corrections"] if stream.index < 0 else None
+            self._check_udf(node, udf, stream.meta if stream.index >= 0 else source.meta, part["roi"],
+                            corrections, via=None if stream.index < 0 else node.input,
+                            backends=getattr(g[p.partition], "backends", None))
+            udfs.append((uid, udf))
+            inputs.append((stream.index, stream.meta))
+        results = []
+        for rid in p.results:
+            node = g[rid]
+            assert isinstance(node, ResultNode)
+            if values is not None and any((r.node, r.name) not in values for _, r in refs_of(node)):
+                results.append((rid, None, node.inputs))  # references this pass's results: built after it
+                continue
+            obj = self._build(node, values)
+            if obj is not None:
+                self._check_result(node, obj)
+            results.append((rid, obj, node.inputs))
+        return PassPlan(
+            name=g.name, index=index, source_id=p.source, source=source, partition_id=p.partition,
+            frames_per_partition=getattr(g[p.partition], "frames_per_partition", None),
+            num_partitions=getattr(g[p.partition], "num_partitions", None), roi=part["roi"], udfs=udfs,
+            corrections=part["corrections"], frames=frames, inputs=inputs, results=results,
+            backends=getattr(g[p.partition], "backends", None),
+        )
+
+    def build_result(self, node_id: str, values: Values) -> Any:
+        """Result node ``node_id`` built with ``values`` (once everything it references is known)."""
+        node = self.graph[node_id]
+        assert isinstance(node, ResultNode)
+        obj = self._build(node, values)
+        self._check_result(node, obj)
+        return obj
+
+    def detached(self) -> CompiledGraph:
+        """A copy holding the sources' geometry only (what :meth:`bind` needs), to send to workers."""
+        out = CompiledGraph(self.graph, self.plan)
+        out.sources = {k: _MetaOnly(v.meta, bool(getattr(v, "is_live", False))) for k, v in self.sources.items()}
+        out.partitions, out.buffers, out.result_names = self.partitions, self.buffers, self.result_names
+        return out
+
+    def _params(self, node: FramesNode | UDFNode | ResultNode, values: Values | None) -> dict[str, Any] | None:
+        """The node's parameters with references filled in (``None``: cannot be built yet)."""
+        refs = refs_of(node)
+        if not refs:
+            return dict(node.params)
+        if values is not None:
+            return bind_refs(dict(node.params), values)
+        stand_in: dict[tuple[str, str], Any] = {}
+        for _, ref in refs:
+            stand_in[(ref.node, ref.name)] = self._stand_in(ref)
+        params = bind_refs(dict(node.params), stand_in)
+        return {k: v for k, v in params.items() if not _holds_default(v)}
+
+    def _stand_in(self, ref: Ref) -> Any:
+        info = self.buffers.get(ref.node, {}).get(ref.name)
+        if info is None:
+            return _DEFAULT
+        return np.zeros(info.shape, dtype=info.dtype)
+
+    def _build(self, node: FramesNode | UDFNode | ResultNode, values: Values | None) -> Any:
+        if node.obj is not None:
+            return node.obj
+        cls = resolve_class(node)
+        params = self._params(node, values)
+        declared = {p.name for p in getattr(cls, "params_spec", ())}
+        if declared:
+            for name in node.params:
+                if name not in declared:
+                    reason = unknown_parameter(name, declared, node.type).reason
+                    raise GraphValidationError(reason, node=node.id, node_type=node.type, parameter=name)
+        try:
+            return cls(**(params or {}))
+        except ParameterError as err:
+            if values is None and len(params or {}) < len(node.params):
+                return None  # needs its references to be valid; checked when they are known
+            raise GraphValidationError(err.reason, node=node.id, node_type=node.type,
+                                       parameter=err.parameter) from err
+        except (TypeError, ValueError, ConfigurationError) as err:
+            if values is None and len(params or {}) < len(node.params):
+                return None
+            raise GraphValidationError(str(err), node=node.id, node_type=node.type) from err
+
+    def _check_udf(self, node: UDFNode, udf: UDF, meta: DatasetMeta, roi: np.ndarray | None,
+                   corrections: CorrectionSet | None, *, via: str | None,
+                   backends: tuple[str, ...] | None = None) -> None:
         try:
             udf.validate(meta)
             udf.meta = main_meta(udf, meta, roi, corrections)
             udf.get_method()
-            udf.get_result_buffers()
-            choose_backend(udf.get_backends(), part_node.backends, udf_name=type(udf).__name__)
+            decls = udf.get_result_buffers()
+            choose_backend(udf.get_backends(), backends, udf_name=type(udf).__name__)
         except (UDFMethodError, TypeError, NotImplementedError) as err:
             # LiberTEM raises these types for these contract breaks: ported tests catch them
             raise annotate_node_error(err, node_id=node.id, node_type=type(udf).__name__,
                                       where="while checking the UDF") from None
         except ParameterError as err:
-            raise GraphValidationError(
-                err.reason, node=node.id, node_type=node.type, parameter=err.parameter
-            ) from err
+            hint = (f" (its input {via!r} gives frames of {meta.sig_shape} {meta.dtype})" if via else "")
+            raise GraphValidationError(err.reason + hint, node=node.id, node_type=node.type,
+                                       parameter=err.parameter) from err
         except (UDFError, ConfigurationError) as err:
             raise GraphValidationError(str(err), node=node.id, node_type=node.type) from err
-        udfs.append((node.id, udf))
-    return Plan(
-        name=graph.name,
-        source_id=src_node.id,
-        source=source,
-        partition_id=part_node.id,
-        frames_per_partition=part_node.frames_per_partition,
-        num_partitions=part_node.num_partitions,
-        roi=roi,
-        udfs=udfs,
-        corrections=corrections,
-        backends=part_node.backends,
-        owns_source=src_node.obj is None,
-    )
+        from detflow.nodes.results.base import BufferInfo
 
+        infos = {}
+        for name, d in decls.items():
+            if d.use == "private":
+                continue
+            shape = (*meta.nav_shape, *d.extra_shape) if d.kind == "nav" else d.shape_for(meta, 0)
+            infos[name] = BufferInfo(kind=d.kind, shape=tuple(shape), dtype=np.dtype(d.dtype))
+        self.buffers[node.id] = infos
 
-def main_meta(
-    udf: UDF, meta: DatasetMeta, roi: np.ndarray | None, corrections: CorrectionSet | None = None
-) -> UDFMeta:
-    """``self.meta`` on the driver: the dataset, no partition."""
-    return UDFMeta(
-        dataset_shape=meta.shape,
-        dataset_dtype=meta.dtype,
-        input_dtype=input_dtype_for(udf, meta.dtype, corrections),
-        roi=None if roi is None else roi.reshape(meta.nav_shape),
-        corrections=corrections,
-    )
-
-
-class _Merger:
-    """The running result of one UDF node on the driver."""
-
-    def __init__(self, node_id: str, udf: UDF, meta: DatasetMeta, roi: np.ndarray | None) -> None:
-        self.node_id = node_id
-        self.udf = udf
-        self.meta = meta
-        self.roi = roi
-        self.decls = udf.get_result_buffers()
-        n_rows = meta.n_frames if roi is None else int(np.count_nonzero(roi))
-        self.dest = {
-            k: d.allocate(meta, n_rows) for k, d in self.decls.items() if d.use != "result_only"
-        }
-        # row of each frame's result in the (ROI-filtered) nav buffers
-        self.rows_before = None if roi is None else np.concatenate(([0], np.cumsum(roi)))
-
-    def _with_valid(self, valid: np.ndarray) -> None:
-        # LiberTEM's get_valid_nav_mask(): over the ROI positions, what is merged so far
-        mask = valid if self.roi is None else valid[self.roi]
-        self.udf.meta = self.udf.meta.replace(valid_nav_mask=mask.copy())
-
-    def merge(self, partial: PartialResult, buffers: dict[str, np.ndarray], valid: np.ndarray) -> None:
-        start = partial.frames.start
-        lo = start if self.rows_before is None else int(self.rows_before[start])
-        hi = lo + partial.n_processed
-        owner = type(self.udf).__name__
-        dest = UDFData(
-            {k: (b[lo:hi] if self.decls[k].kind == "nav" else b) for k, b in self.dest.items()}, owner=owner
-        )
-        self._with_valid(valid)
+    def _check_result(self, node: ResultNode, obj: Any) -> None:
+        inputs = {i: self.buffers[i] for i in node.inputs if i in self.buffers}
         try:
-            self.udf.merge(dest, UDFData(buffers, owner=owner))
-        except Exception as err:
-            raise annotate_node_error(
-                err, node_id=self.node_id, node_type=type(self.udf).__name__,
-                where=f"in merge of partition {partial.index}",
-            ) from None
+            obj.check_inputs(inputs)
+            names = tuple(obj.output_names())
+        except ParameterError as err:
+            raise GraphValidationError(err.reason, node=node.id, node_type=node.type,
+                                       parameter=err.parameter) from err
+        except (ConfigurationError, KeyError, ValueError) as err:
+            raise GraphValidationError(str(err), node=node.id, node_type=node.type) from err
+        self.result_names[node.id] = names
 
-    def results(self, valid: np.ndarray) -> dict[str, ResultBuffer]:
-        self.udf.results = UDFData(self.dest, owner=type(self.udf).__name__)
-        self._with_valid(valid)
+    def check_refs(self) -> None:
+        """Every reference names a result its node has (where that is known before running)."""
+        g = self.graph
+        for n in g:
+            for param, ref in refs_of(n):
+                target = g[ref.node]
+                if isinstance(target, UDFNode):
+                    names: tuple[str, ...] = tuple(self.buffers.get(ref.node, {}))
+                else:
+                    names = self.result_names.get(ref.node, ())
+                if names and ref.name not in names:
+                    raise GraphValidationError(
+                        f"refers to {str(ref)!r}, but node {ref.node!r} ({getattr(target, 'type', '')}) has no "
+                        f"result {ref.name!r}; it has: {', '.join(names)}",
+                        node=n.id, node_type=getattr(n, "type", None), parameter=param)
+
+
+@dataclass(frozen=True)
+class _MetaOnly:
+    """A source's geometry without the source."""
+
+    meta: DatasetMeta
+    is_live: bool = False
+
+
+def _holds_default(value: Any) -> bool:
+    if value is _DEFAULT:
+        return True
+    if isinstance(value, Mapping):
+        return any(_holds_default(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_holds_default(v) for v in value)
+    return False
+
+
+def compile_graph(graph: GraphModel) -> CompiledGraph:
+    """Resolve and check every node of ``graph`` (see the module docstring)."""
+    plan = plan_graph(graph)
+    for sink in graph.sink_nodes(include_skipped=True):
         try:
-            computed = self.udf.get_results() or {}
-            check_returned(self.udf, computed, self.decls)
-        except Exception as err:
-            raise annotate_node_error(
-                err, node_id=self.node_id, node_type=type(self.udf).__name__,
-                where="in get_results",
-            ) from None
-        check_result_only(self.udf, computed, self.node_id)
-        out = {}
-        names = [k for k, d in self.decls.items() if d.use != "private"]
-        for name in names:
-            decl = self.decls[name]
-            value = computed[name] if name in computed else self.dest[name]
-            out[name] = result_buffer(
-                value, decl, nav_shape=self.meta.nav_shape, sig_shape=self.meta.sig_shape,
-                roi=self.roi, valid=valid, flat_nav=lambda v, n=name: self._flat_nav(n, v),
-            )
-        return out
-
-    def _flat_nav(self, name: str, value: np.ndarray) -> np.ndarray:
-        nav = self.meta.nav_shape
-        rows = self.meta.n_frames if self.roi is None else int(np.count_nonzero(self.roi))
-        if value.ndim >= 1 and value.shape[0] == rows:
-            return value
-        if value.shape[: len(nav)] == nav:  # returned nav-shaped: flatten (a ROI keeps it whole)
-            return value.reshape((self.meta.n_frames, *value.shape[len(nav):]))
-        raise UDFError(
-            f"node {self.node_id!r} ({type(self.udf).__name__}): get_results() returned nav "
-            f"buffer {name!r} with shape {value.shape}; expected ({rows}, ...) "
-            f"(flat over the ROI) or {nav} + extra"
-        )
-
-
-def run_plan(
-    plan: Plan,
-    executor: Executor,
-    *,
-    progress: bool = False,
-    sinks: list[Sink] | None = None,
-) -> Iterator[UDFResults]:
-    """Run ``plan`` on ``executor``; yield results after each merged partition."""
-    meta = plan.meta
-    roi = plan.roi
-    specs = tuple(UDFSpec.of(node_id, udf, plan.backends) for node_id, udf in plan.udfs)
-    live = bool(getattr(plan.source, "is_live", False))
-    tasks: list[PartitionTask] | _LiveTasks
-    if live:
-        tasks = _LiveTasks(plan, specs, executor.remote, shared=bool(getattr(executor, "shares_memory", False)))
-        n_tasks = tasks.n_tasks
-    else:
-        tasks = [
-            PartitionTask(p, specs, roi, executor.remote, corrections=plan.corrections)
-            for p in plan.source.partitions(plan.partition_plan(executor.n_workers))
-            if roi is None or roi[p.frames].any()
-        ]
-        n_tasks = len(tasks)
-    mergers = [_Merger(node_id, udf, meta, roi) for node_id, udf in plan.udfs]
-    frames_total = meta.n_frames if roi is None else int(np.count_nonzero(roi))
-    valid = np.zeros(meta.n_frames, dtype=bool)
-    node_ids = tuple(node_id for node_id, _ in plan.udfs)
-    info = RunInfo(
-        graph_name=plan.name, node_ids=node_ids, meta=meta, roi=roi,
-        frames_total=frames_total, partitions_total=n_tasks,
-    )
-    done = {"frames": 0, "partitions": 0}
-
-    def merge(partial: PartialResult) -> Update:
-        if isinstance(tasks, _LiveTasks):
-            tasks.done(partial.index)
-        for merger, buffers in zip(mergers, partial.buffers, strict=True):
-            if partial.n_processed:
-                merger.merge(partial, buffers, valid)
-        frames = partial.frames
-        valid[frames] = True if roi is None else roi[frames]
-        done["frames"] += partial.n_processed
-        done["partitions"] += partial.partitions
-        return Update(partial=partial, frames_done=done["frames"],
-                      partitions_done=done["partitions"], info=info, results=snapshot())
-
-    def snapshot() -> UDFResults:
-        return UDFResults(
-            [lambda m=m: m.results(valid) for m in mergers],
-            _damage(valid, meta),
-            frames_done=done["frames"], frames_total=frames_total,
-            partitions_done=done["partitions"], partitions_total=n_tasks,
-            node_ids=node_ids,
-        )
-
-    consumers: list[Sink] = list(sinks or [])
-    if progress:
-        from detflow.sinks.progress import ProgressSink
-
-        consumers.append(ProgressSink())
-    for node_id, udf in plan.udfs:
-        try:
-            udf.prepare_run()
-        except Exception as err:
-            raise annotate_node_error(err, node_id=node_id, node_type=type(udf).__name__,
-                                      where="in prepare_run") from None
-    stream = ResultStream(merge)
-    for sink in consumers:
-        stream.subscribe(sink)
-    stream.start(info)
-    ok = False
+            SINKS.get(sink.type)
+        except ConfigurationError as err:
+            raise GraphValidationError(str(err), node=sink.id, parameter="type") from err
+    if not plan.passes:
+        skipped = [n.id for n in graph.udf_nodes(include_skipped=True) if n.skip]
+        raise GraphValidationError(
+            "the graph has no UDF node" + (f" that is not skipped (skipped: {', '.join(skipped)})"
+                                           if skipped else "") + ": nothing would be computed")
+    for src in graph.of_kind(SourceNode):
+        if not any(isinstance(n, PartitionNode) and n.input == src.id for n in graph):
+            raise GraphValidationError("no partition node reads this source; add one "
+                                       f"(g.partition(input={src.id!r})) or remove the source", node=src.id)
+    compiled = CompiledGraph(graph, plan)
     try:
-        if not n_tasks:
-            yield snapshot()
-        reduce_tree = getattr(executor, "reduce_tree", None)
-        if isinstance(tasks, _LiveTasks):
-            for partial in executor.map_unordered(run_partition, tasks):
-                yield stream.emit(partial).results
-            failure = tasks.error
-            if failure is not None:  # every frame that arrived is merged; now say what went wrong
-                with contextlib.suppress(AttributeError):
-                    failure.partial_results = snapshot()  # type: ignore[attr-defined]
-                raise failure
-        elif reduce_tree is not None and tasks:
-            # the executor merges in a task tree; the driver merges the root once
-            from detflow.nodes.reduce import ReduceContext
-
-            ctx = ReduceContext(specs, meta, plan.corrections, roi)
-            yield stream.emit(reduce_tree(run_partition, tasks, ctx)).results
-        else:
-            for partial in executor.map_unordered(run_partition, tasks):
-                yield stream.emit(partial).results
-        ok = True
-    finally:
-        if isinstance(tasks, _LiveTasks):
-            tasks.close()
-        stream.finish(snapshot() if ok else None)
-
-
-class _LiveTasks(Iterator[PartitionTask]):
-    """Tasks of a live source, made as its partitions arrive.
-
-    Partitions with no frame in the ROI are received (the detector sends them all)
-    and dropped. ``ready()`` tells an executor whether ``next()`` would block, so it
-    can keep collecting results while the detector is still sending.
-    """
-
-    def __init__(self, plan: Plan, specs: tuple[UDFSpec, ...], remote: bool, *, shared: bool = False) -> None:
-        self.plan = plan
-        self.specs = specs
-        self.remote = remote
-        self.roi = plan.roi
-        source = plan.source
-        assert isinstance(source, LiveAcquisition)
-        self.n_tasks = sum(1 for r in source._ranges(plan.partition_plan()) if self.roi is None or self.roi[r].any())
-        self.parts: LivePartitions = source.partitions(plan.partition_plan(), shared=shared)
-
-    @property
-    def error(self) -> BaseException | None:
-        return self.parts.error
-
-    def ready(self) -> bool:
-        return self.parts.ready()
-
-    def __next__(self) -> PartitionTask:
-        while True:
-            p = next(self.parts)
-            if self.roi is None or self.roi[p.frames].any():
-                return PartitionTask(p, self.specs, self.roi, self.remote, corrections=self.plan.corrections)
-            self.parts.release(p.index)
-
-    def done(self, index: int) -> None:
-        """The result of partition ``index`` is merged: its buffer can go."""
-        self.parts.release(index)
-
-    def close(self) -> None:
-        self.parts.close()
-
-
-def _damage(valid: np.ndarray, meta: DatasetMeta) -> ResultBuffer:
-    decl = BufferDecl(kind="nav", dtype=np.dtype(bool))
-    return ResultBuffer(valid.copy(), decl, nav_shape=meta.nav_shape, sig_shape=meta.sig_shape,
-                        roi=None)
+        compiled._open_sources()
+        compiled._check_partitions()
+        compiled._check_live()
+        for i in range(len(plan)):
+            compiled.passes.append(compiled.bind(i, None))
+        compiled.check_refs()
+    except BaseException:
+        compiled.close()
+        raise
+    return compiled

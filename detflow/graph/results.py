@@ -252,6 +252,8 @@ def to_xarray(
             dims = dim_names("nav", len(buf.nav_shape)) + extra
         elif buf.kind == "sig":
             dims = dim_names("sig", len(buf.sig_shape)) + extra
+        elif buf.data.ndim == 0:  # a scalar (a result node's cx, r)
+            dims = ()
         else:
             dims = extra if buf.extra_shape else (f"{name}_0",)
         variables[name] = xr.Variable(dims, buf.data, attrs={"kind": buf.kind})

@@ -1,195 +1,142 @@
-"""Running a graph with its sinks: output paths, overwrite rules, skipped nodes.
+"""Running a graph: :class:`Graph`, the model with the abilities that need the layers below.
 
-``run_graph_iter`` is what ``Graph.run``, ``Graph.call`` and ``detflow run`` share:
+:class:`Graph` is :class:`~detflow.graph.model.GraphModel` (plain data) plus what a
+user runs: :meth:`~Graph.validate`, :meth:`~Graph.plan`, :meth:`~Graph.run`,
+:meth:`~Graph.run_iter`, :meth:`~Graph.call`, :meth:`~Graph.to_delayed`, the YAML
+round trip and the text view. It sits at the top of the graph layer, so the model
+below needs none of them. ``run_graph_iter`` is what ``Graph.run``, ``Graph.call``
+and ``detflow run`` share:
 
-1. validate the graph into a plan (skipped UDF nodes are left out);
-2. turn its sink nodes, and every ``save_results`` node, into sink objects, with
-   their paths filled in from ``{output_dir}``, ``{input_stem}`` and ``{graph}``, and
-   check every path *before* anything runs: an existing path is refused unless
-   ``overwrite`` is given, and an output folder that cannot be written is an error;
-3. sinks fed by a skipped node are told so in the log (and lose that input only);
-4. add the worker-side UDFs that some sinks need (the ``.npy`` recorder), and run.
+1. validate the graph (:func:`~detflow.graph.lowering.compile_graph`);
+2. build the sinks of its sink nodes and ``save_results`` nodes, paths checked first
+   (:func:`~detflow.graph.outputs.build_sinks`), and the worker-side UDFs some of
+   them need (the ``.npy`` recorder);
+3. run every pass (:func:`~detflow.graph.driver.run_compiled`).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from detflow.errors import ConfigurationError, GraphValidationError
-from detflow.graph.model import Graph, SourceNode, _executor_scope
-from detflow.registry import SINKS
+from detflow.errors import GraphValidationError
+from detflow.executors.base import Executor, make_executor
+from detflow.graph import io, view
+from detflow.graph.config import apply_overrides, load_config_file
+from detflow.graph.delayed_ import graph_to_delayed
+from detflow.graph.driver import GraphResults, run_compiled
+from detflow.graph.events import Subscriber
+from detflow.graph.lowering import CompiledGraph, compile_graph, resolve_class
+from detflow.graph.model import GraphModel, SourceNode, UDFNode, udf_type_name
+from detflow.graph.outputs import RunContext, build_sinks, default_context
+from detflow.graph.planning import GraphPlan, plan_graph
+from detflow.graph.results import to_xarray
 
 if TYPE_CHECKING:
     import xarray as xr
 
-    from detflow.executors.base import Executor
-    from detflow.graph.lowering import Plan
-    from detflow.graph.results import UDFResults
-    from detflow.sinks.base import Sink
 
-__all__ = ["RunContext", "resolve_call", "run_graph", "run_graph_iter"]
-
-log = logging.getLogger("detflow")
+__all__ = ["Graph", "RunContext", "default_context", "resolve_call", "run_graph", "run_graph_iter"]
 
 
-@dataclass(frozen=True)
-class RunContext:
-    """Where outputs go and what they are named after."""
+class _executor_scope:
+    """Use a given executor as is; make (and close afterwards) one named by a string."""
 
-    output_dir: str
-    input_path: str | None
-    overwrite: bool = False
+    def __init__(self, executor: str | Executor | None) -> None:
+        self._spec = "threads" if executor is None else executor
+        self._owned = isinstance(self._spec, str)
 
-    @property
-    def input_stem(self) -> str:
-        if self.input_path is None:
-            return "results"
-        name = Path(self.input_path).name
-        for suffix in (".zarr", ".hdf5", ".h5", ".npy", ".raw", ".mib", ".hdr"):
-            if name.lower().endswith(suffix):
-                return name[: -len(suffix)]
-        return Path(name).stem
+    def __enter__(self) -> Executor:
+        self._ex = make_executor(self._spec)
+        return self._ex
 
-    def fill(self, template: str, *, graph: str, node: str) -> str:
-        try:
-            return template.format(output_dir=self.output_dir, input_stem=self.input_stem, graph=graph)
-        except (KeyError, IndexError, ValueError) as err:
-            raise GraphValidationError(
-                f"path {template!r} uses an unknown placeholder {err}; known: {{output_dir}}, "
-                "{input_stem}, {graph}", node=node, parameter="path",
-            ) from err
+    def __exit__(self, *exc: object) -> None:
+        if self._owned:
+            self._ex.close()
 
 
-def source_path(graph: Graph) -> str | None:
-    src = next((n for n in graph if isinstance(n, SourceNode)), None)
-    if src is None:
-        return None
-    path = src.params.get("path") if src.obj is None else getattr(src.obj, "path", None)
-    return None if path is None else os.fspath(path)
-
-
-def default_context(graph: Graph, *, output_dir: str | os.PathLike[str] | None = None,
-                    overwrite: bool = False) -> RunContext:
-    path = source_path(graph)
-    if output_dir is None:
-        output_dir = os.path.dirname(os.path.abspath(path)) if path else os.getcwd()
-    return RunContext(os.fspath(output_dir), path, overwrite)
-
-
-def check_output_dir(path: str) -> None:
+def validate(graph: GraphModel) -> CompiledGraph:
+    """:func:`compile_graph`, with errors pointing into the graph file."""
     try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as err:
-        raise ConfigurationError(f"output directory {path!r} cannot be created: {err.strerror}") from err
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigurationError(f"output directory {path!r} cannot be written (permission denied)")
-
-
-def build_sinks(graph: Graph, plan: Plan, ctx: RunContext) -> list[Sink]:
-    """Sink objects for the graph's sink nodes and its ``save_results`` nodes."""
-    skipped = {n.id for n in graph.udf_nodes(include_skipped=True) if n.skip}
-    specs: list[tuple[str, str, tuple[str, ...], dict[str, Any]]] = []
-    for node in graph.sink_nodes():
-        inputs = tuple(i for i in node.inputs if i not in skipped)
-        for name in node.inputs:
-            if name in skipped:
-                log.warning("sink %r: input node %r is skipped; the sink gets the other inputs", node.id, name)
-        if not inputs:
-            log.warning("sink %r: every input is skipped; the sink does not run", node.id)
-            continue
-        specs.append((node.id, node.type, inputs, dict(node.params)))
-    for udf_node in graph.udf_nodes():
-        if udf_node.save_results:
-            specs.append((f"{udf_node.id}.save_results", "zarr", (udf_node.id,),
-                          {"path": "{output_dir}/{input_stem}_" + udf_node.id + ".zarr"}))
-    if specs:
-        check_output_dir(ctx.output_dir)
-    sinks = []
-    for sink_id, type_, inputs, params in specs:
-        try:
-            cls = SINKS.get(type_)
-        except ConfigurationError as err:
-            raise GraphValidationError(str(err), node=sink_id, parameter="type") from err
-        if "path" in params and isinstance(params["path"], str):
-            params["path"] = ctx.fill(params["path"], graph=graph.name, node=sink_id)
-        try:
-            sinks.append(cls.from_node(sink_id, inputs, params, plan=plan, overwrite=ctx.overwrite))
-        except TypeError as err:
-            raise GraphValidationError(str(err), node=sink_id, node_type=type_) from err
-    return sinks
+        return compile_graph(graph)
+    except GraphValidationError as err:
+        raise graph.locate(err) from err.__cause__
 
 
 def run_graph_iter(
-    graph: Graph,
+    graph: GraphModel,
     *,
     executor: str | Executor | None = None,
     progress: bool = False,
-    sinks: list[Sink] | None = None,
+    sinks: list[Subscriber] | None = None,
     context: RunContext | None = None,
-) -> Iterator[UDFResults]:
-    from detflow.graph.lowering import run_plan
+    max_rate: float | None = 4.0,
+) -> Iterator[GraphResults]:
+    """Run ``graph``; yield :class:`~detflow.graph.driver.GraphResults` after each merge.
 
-    plan = graph.validate()
+    ``sinks`` given here see the last pass (where every node's result is there)."""
+    compiled = validate(graph)
     owned: Executor | None = None
     try:
-        graph_sinks = build_sinks(graph, plan, context or default_context(graph))
-        extra = [udf for sink in graph_sinks for udf in getattr(sink, "udfs", lambda: [])()]
-        if extra:
-            plan = replace(plan, udfs=[*plan.udfs, *extra])
+        by_pass = build_sinks(compiled, context or default_context(graph))
+        extra: dict[int, list[tuple[str, Any]]] = {}
+        for index, pass_sinks in by_pass.items():
+            for sink in pass_sinks:
+                extra.setdefault(index, []).extend(getattr(sink, "udfs", lambda: [])())
+        if sinks:
+            by_pass.setdefault(len(compiled.plan) - 1, []).extend(sinks)
         if executor is None and graph.executor is not None:
-            from detflow.executors.base import make_executor
-
             executor = owned = make_executor(graph.executor["type"], **graph.executor.get("params", {}))
         with _executor_scope(executor) as ex:
-            yield from run_plan(plan, ex, progress=progress, sinks=[*graph_sinks, *(sinks or [])])
+            yield from run_compiled(compiled, ex, sinks=by_pass, extra_udfs=extra, progress=progress,
+                                    max_rate=max_rate)
     finally:
         if owned is not None:
             owned.close()
-        plan.close()
+        compiled.close()
 
 
-def run_graph(graph: Graph, **kwargs: Any) -> dict[str, xr.Dataset]:
-    """Run to the end; ``{node_id: xarray.Dataset}`` for every (non-skipped) UDF node."""
-    from detflow.graph.model import udf_type_name
-    from detflow.graph.results import to_xarray
+def to_datasets(graph: GraphModel, last: GraphResults) -> dict[str, xr.Dataset]:
+    """``{node_id: xarray.Dataset}`` for every (non-skipped) UDF and result node."""
+    out = {}
+    for node in graph.output_nodes():
+        if node.id not in last.node_ids:
+            continue
+        extra_dims: Mapping[str, tuple[str, ...]] = {}
+        type_name = node.type
+        if isinstance(node, UDFNode):
+            extra_dims = resolve_class(node).extra_dims
+            type_name = node.type if node.obj is None else udf_type_name(node.obj)
+        out[node.id] = to_xarray(last[node.id], extra_dims=extra_dims,
+                                 attrs={"graph": graph.name, "node": node.id, "type": type_name})
+    return out
 
+
+def run_graph(graph: GraphModel, **kwargs: Any) -> dict[str, xr.Dataset]:
+    """Run to the end; ``{node_id: xarray.Dataset}`` for every (non-skipped) UDF and result node."""
     last = None
     for last in run_graph_iter(graph, **kwargs):  # noqa: B007
         pass
     assert last is not None
-    out = {}
-    udf_nodes = graph.udf_nodes()
-    from detflow.graph.lowering import resolve_udf_class
-
-    for node, buffers in zip(udf_nodes, last.buffers, strict=False):
-        udf = node.obj
-        cls = type(udf) if udf is not None else resolve_udf_class(node)
-        out[node.id] = to_xarray(
-            buffers, extra_dims=cls.extra_dims,
-            attrs={"graph": graph.name, "node": node.id,
-                   "type": node.type if udf is None else udf_type_name(udf)},
-        )
-    return out
+    return to_datasets(graph, last)
 
 
 def resolve_call(
-    graph: Graph,
+    graph: GraphModel,
     input: str | os.PathLike[str] | None = None,
     *,
     nodes: Mapping[str, Mapping[str, Any]] | None = None,
     config_file: str | os.PathLike[str] | None = None,
-) -> Graph:
-    """The graph with its input replaced and the overrides applied, in precedence order."""
-    from detflow.graph.config import apply_overrides, load_config_file
+) -> Any:
+    """The graph with its input replaced and the overrides applied, in precedence order.
 
+    ``input`` replaces the ``path`` of the graph's last source (the data; a dark
+    reference scan comes before it)."""
     g = graph
     if input is not None:
-        src = next((n for n in g if isinstance(n, SourceNode)), None)
+        srcs = [n for n in g if isinstance(n, SourceNode)]
+        src = srcs[-1] if srcs else None
         if src is None or src.obj is not None:
             raise GraphValidationError("the input can only replace the 'path' of a source given by type",
                                        node="source", parameter="path")
@@ -200,3 +147,136 @@ def resolve_call(
     if nodes:
         g = apply_overrides(g, nodes)
     return g
+
+
+class Graph(GraphModel):
+    """A dataflow graph you can run: sources, partition, frame, UDF, result and sink nodes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from detflow.graph import Graph
+    >>> g = Graph("demo")
+    >>> g.source("memory", data=np.ones((2, 3, 4, 4), dtype=np.uint8))
+    'source'
+    >>> g.partition(num_partitions=2)
+    'partition'
+    >>> g.frames("bin", factor=2)
+    'bin'
+    >>> g.udf("sumsig", id="total", input="bin")
+    'total'
+    >>> float(g.run(executor="inline")["total"]["intensity"].sum())
+    96.0
+    """
+
+    # --- files ----------------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> Graph:
+        """Read a graph file (checked for structure; :meth:`validate` checks the rest)."""
+        return io.read_graph_file(path, cls=cls)
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any], *, file: str | None = None) -> Graph:
+        return io.graph_from_dict(spec, file=file, cls=cls)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The graph as plain data, as a graph file (``schema_version: 2``) holds it."""
+        return io.graph_to_dict(self)
+
+    def to_yaml(self, path: str | os.PathLike[str] | None = None) -> str:
+        """The graph as YAML text; also written to ``path`` if given."""
+        return io.write_graph_file(self, path)
+
+    # --- checking and viewing -----------------------------------------------------------
+    def validate(self) -> CompiledGraph:
+        """Resolve and check every node against its data; the caller closes the result.
+
+        Raises :class:`~detflow.errors.GraphValidationError` naming the node and the
+        parameter (and the graph file's line) at the first problem.
+        """
+        return validate(self)
+
+    def plan(self) -> GraphPlan:
+        """The passes over the data this graph runs in (see :mod:`detflow.graph.planning`)."""
+        try:
+            return plan_graph(self)
+        except GraphValidationError as err:
+            raise self.locate(err) from err.__cause__
+
+    def to_text(self) -> str:
+        """The graph as an indented tree, with parameters, frame chains and the passes."""
+        return view.graph_text(self)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    # --- running --------------------------------------------------------------------------
+    def call(
+        self,
+        input: str | os.PathLike[str] | None = None,
+        *,
+        nodes: Mapping[str, Mapping[str, Any]] | None = None,
+        config_file: str | os.PathLike[str] | None = None,
+        output_dir: str | os.PathLike[str] | None = None,
+        executor: str | Executor | None = None,
+        progress: bool = False,
+        overwrite: bool = False,
+    ) -> dict[str, xr.Dataset]:
+        """Run the graph on ``input`` with overrides, as a calibration pipeline does.
+
+        Parameters win in this order, each over the one before: the node's code
+        default, the graph file, ``config_file`` (a YAML file of per-node overrides),
+        ``nodes`` (``{"com": {"r": 35, "save_results": True}}``); overrides reach every
+        kind of node. ``input`` replaces the data source's ``path``; sink paths may use
+        ``{output_dir}``, ``{input_stem}`` and ``{graph}``; ``output_dir`` defaults to
+        the input's directory.
+        """
+        g = resolve_call(self, input, nodes=nodes, config_file=config_file)
+        ctx = default_context(g, output_dir=output_dir, overwrite=overwrite)
+        return run_graph(g, executor=executor, progress=progress, context=ctx)
+
+    def run_iter(
+        self,
+        *,
+        executor: str | Executor | None = None,
+        progress: bool = False,
+        sinks: list[Subscriber] | None = None,
+        output_dir: str | os.PathLike[str] | None = None,
+        overwrite: bool = False,
+        max_rate: float | None = 4.0,
+    ) -> Iterator[GraphResults]:
+        """Run the graph, yielding partial results of every node after each merged partition.
+
+        Result nodes are re-evaluated on partial results at most ``max_rate`` times a
+        second (``None``: every time). ``output_dir`` and ``overwrite`` are as for :meth:`run`."""
+        context = default_context(self, output_dir=output_dir, overwrite=overwrite)
+        yield from run_graph_iter(self, executor=executor, progress=progress, sinks=sinks, context=context,
+                                  max_rate=max_rate)
+
+    def run(
+        self,
+        *,
+        executor: str | Executor | None = None,
+        progress: bool = False,
+        sinks: list[Subscriber] | None = None,
+        output_dir: str | os.PathLike[str] | None = None,
+        overwrite: bool = False,
+    ) -> dict[str, xr.Dataset]:
+        """Run the graph; results as ``{node_id: xarray.Dataset}`` for every UDF and result node.
+
+        Nav dims are ``nav_y, nav_x`` (``nav`` for 1-D), signal dims ``sig_y, sig_x``.
+        The graph's own sinks write where their paths say; ``{output_dir}`` in them is
+        ``output_dir`` (default: the input's folder). An output that exists is refused
+        unless ``overwrite``.
+        """
+        context = default_context(self, output_dir=output_dir, overwrite=overwrite)
+        return run_graph(self, executor=executor, progress=progress, sinks=sinks, context=context)
+
+    def to_delayed(self) -> dict[str, Any]:
+        """The whole graph as one dask graph: ``{node_id: dask.delayed}`` for every UDF and
+        result node (each computes to ``{result name: array or scalar}``); references and
+        result nodes are edges of that graph, so ``dask.compute(*g.to_delayed().values())``
+        or a ``distributed.Client`` runs every pass."""
+        return graph_to_delayed(self)
+
+

@@ -1,7 +1,10 @@
-"""detflow's wrapper around a streamz pipeline: partial results → merge → subscribers.
+"""detflow's wrapper around a streamz pipeline: partial results → merge → nodes → subscribers.
 
-streamz carries each partition's partial result through the merge step and on to
-every subscriber (progress bars, writers, plots). Its quirks stay in here:
+streamz carries each partition's partial result through the merge step (every UDF
+node of the pass), then along the graph's own edges: a result node is a stream node
+downstream of the nodes it reads (:meth:`ResultStream.node`), and a sink subscribes
+downstream of its inputs (:meth:`ResultStream.subscribe` with ``at``), so it sees each
+update after the nodes it shows were brought up to date. Its quirks stay in here:
 
 * a branch with no sink is garbage-collected, so this object holds every sink node;
 * streamz has no end-of-stream signal, so ``start``/``finish`` are called on the
@@ -15,41 +18,14 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from detflow.graph.events import RunInfo, Subscriber, Update
 
 if TYPE_CHECKING:
-    from detflow.graph.results import UDFResults
     from detflow.nodes.runner import PartialResult
-    from detflow.sinks.base import Sink
-    from detflow.sources.base import DatasetMeta
 
 __all__ = ["ResultStream", "RunInfo", "Update"]
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """What subscribers learn when a run starts."""
-
-    graph_name: str
-    node_ids: tuple[str, ...]
-    meta: DatasetMeta
-    roi: np.ndarray | None
-    frames_total: int
-    partitions_total: int
-
-
-@dataclass(frozen=True)
-class Update:
-    """One merged partition, as subscribers see it."""
-
-    partial: PartialResult
-    frames_done: int
-    partitions_done: int
-    info: RunInfo
-    results: UDFResults
 
 
 def _import_streamz() -> Any:
@@ -82,14 +58,33 @@ class ResultStream:
         self._merged = self._source.map(merge)
         self._last: list[Update] = []
         self._keep = [self._merged.sink(self._last_update)]
-        self._sinks: list[Sink] = []
+        self._sinks: list[Subscriber] = []
+        #: the stream node of each graph node; UDF nodes of the pass are the merge step itself
+        self._nodes: dict[str, Any] = {}
 
     def _last_update(self, update: Update) -> None:
         self._last[:] = [update]
 
-    def subscribe(self, sink: Sink) -> None:
+    def node(self, node_id: str, inputs: tuple[str, ...], step: Callable[[Update], Any]) -> None:
+        """A graph node downstream of ``inputs`` (ids of earlier :meth:`node` calls; others
+        are the merge step): ``step(update)`` runs on every update, after theirs."""
+        parents = [self._nodes[i] for i in inputs if i in self._nodes] or [self._merged]
+        upstream = parents[0] if len(parents) == 1 else parents[0].zip(*parents[1:]).map(lambda ups: ups[0])
+
+        def run(update: Update) -> Update:
+            step(update)
+            return update
+
+        self._nodes[node_id] = upstream.map(run)
+        self._keep.append(self._nodes[node_id].sink(lambda _: None))  # streamz drops branches without a sink
+
+    def subscribe(self, sink: Subscriber, *, at: tuple[str, ...] = ()) -> None:
+        """``sink`` sees every update, after the nodes ``at`` (its inputs) ran on it."""
         self._sinks.append(sink)
-        self._keep.append(self._merged.sink(sink.update))
+        parents = [self._nodes[i] for i in at if i in self._nodes]
+        upstream = (self._merged if not parents else parents[0] if len(parents) == 1
+                    else parents[0].zip(*parents[1:]).map(lambda ups: ups[0]))
+        self._keep.append(upstream.sink(sink.update))
 
     def start(self, info: RunInfo) -> None:
         for sink in self._sinks:

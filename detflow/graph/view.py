@@ -1,15 +1,24 @@
-"""Text view of a graph: an indented tree with parameters, then the sinks and what feeds them."""
+"""Text view of a graph: an indented tree with parameters and frame chains, then the result
+nodes, the sinks and what feeds them, and the passes."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from detflow.graph.model import PartitionNode, SinkNode, SourceNode, UDFNode
-
-if TYPE_CHECKING:
-    from detflow.graph.model import Graph
+from detflow.errors import GraphValidationError
+from detflow.graph.model import (
+    FramesNode,
+    GraphModel,
+    PartitionNode,
+    Ref,
+    ResultNode,
+    SinkNode,
+    SourceNode,
+    UDFNode,
+)
+from detflow.graph.planning import plan_graph
 
 __all__ = ["graph_text"]
 
@@ -17,6 +26,8 @@ __all__ = ["graph_text"]
 def _fmt(value: Any) -> str:
     if isinstance(value, _Shown):
         return str(value)
+    if isinstance(value, Ref):
+        return f"{{ref: {value}}}"
     if isinstance(value, np.ndarray):
         return f"<array {value.shape} {value.dtype}>"
     if callable(value):
@@ -35,7 +46,24 @@ class _Shown(str):
     """Text shown as is, without quotes."""
 
 
-def graph_text(graph: Graph) -> str:
+def _children(graph: GraphModel, parent: str) -> list[FramesNode | UDFNode]:
+    return [n for n in graph if isinstance(n, FramesNode | UDFNode) and n.input == parent]
+
+
+def _tree(graph: GraphModel, parent: str, pad: str, lines: list[str]) -> None:
+    kids = _children(graph, parent)
+    for i, n in enumerate(kids):
+        last = i == len(kids) - 1
+        skipped = " (skipped)" if getattr(n, "skip", False) else ""
+        label = "frames " if isinstance(n, FramesNode) else ""
+        lines.append(f"{pad}{'└── ' if last else '├── '}{n.id} [{label}{n.type}]{skipped} "
+                     f"{_params(dict(n.params))}".rstrip())
+        _tree(graph, n.id, pad + ("    " if last else "│   "), lines)
+
+
+def graph_text(graph: GraphModel) -> str:
+    """Sources with their partition nodes, frame chains and UDFs as a tree; then result
+    nodes, sinks, and the passes the graph runs in."""
     lines = [f"graph {graph.name!r}"]
     nodes = list(graph)
     for src in (n for n in nodes if isinstance(n, SourceNode)):
@@ -54,12 +82,14 @@ def graph_text(graph: Graph) -> str:
                 opts["roi"] = _Shown(f"{int(np.count_nonzero(roi))}/{roi.size} positions")
             lines.append(f"{'└── ' if last_p else '├── '}{part.id} [partition] "
                          f"{_params(opts) if opts else '(default sizing)'}")
-            udfs = [n for n in nodes if isinstance(n, UDFNode) and n.input == part.id]
-            pad = "    " if last_p else "│   "
-            for ui, u in enumerate(udfs):
-                branch = "└── " if ui == len(udfs) - 1 else "├── "
-                skipped = " (skipped)" if u.skip else ""
-                lines.append(f"{pad}{branch}{u.id} [{u.type}]{skipped} {_params(dict(u.params))}".rstrip())
+            _tree(graph, part.id, "    " if last_p else "│   ", lines)
+    results = [n for n in nodes if isinstance(n, ResultNode)]
+    if results:
+        lines.append("results")
+    for ri, r in enumerate(results):
+        branch = "└── " if ri == len(results) - 1 else "├── "
+        skipped = " (skipped)" if r.skip else ""
+        lines.append(f"{branch}{r.id} [{r.type}] <- {', '.join(r.inputs)}{skipped} {_params(dict(r.params))}".rstrip())
     sinks = [n for n in nodes if isinstance(n, SinkNode)]
     if sinks:
         lines.append("sinks")
@@ -68,8 +98,31 @@ def graph_text(graph: Graph) -> str:
         skipped = " (skipped)" if sink.skip else ""
         lines.append(f"{branch}{sink.id} [{sink.type}] <- {', '.join(sink.inputs)}{skipped} "
                      f"{_params(dict(sink.params))}".rstrip())
-    orphans = [n for n in nodes if isinstance(n, PartitionNode | UDFNode)
+    orphans = [n for n in nodes if isinstance(n, PartitionNode | FramesNode | UDFNode)
                and n.input not in graph.nodes]
     for n in orphans:
         lines.append(f"(unconnected) {n.id} <- {n.input!r} (no such node)")
+    try:
+        plan = plan_graph(graph)
+    except GraphValidationError as err:
+        lines.append(f"passes: cannot be planned: {err}")
+    else:
+        lines.append("passes")
+        for p in plan:
+            lines.append(f"  {p}")
+            for u in p.udfs:
+                chain = _chain_of(graph, u)
+                if chain:
+                    lines.append(f"      {u} <- {' <- '.join(chain)}")
     return "\n".join(lines)
+
+
+def _chain_of(graph: GraphModel, node_id: str) -> list[str]:
+    """The frame nodes between a UDF and its partition node, nearest first."""
+    out: list[str] = []
+    n = graph[node_id]
+    while isinstance(n, FramesNode | UDFNode) and n.input in graph:
+        n = graph[n.input]
+        if isinstance(n, FramesNode):
+            out.append(f"{n.id} [{n.type}]")
+    return out

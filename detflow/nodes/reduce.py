@@ -51,12 +51,18 @@ class ReduceContext:
         out = []
         for spec in self.specs:
             udf = spec.instantiate()
-            udf.meta = UDFMeta(dataset_shape=self.meta.shape, dataset_dtype=self.meta.dtype,
-                               input_dtype=input_dtype_for(udf, self.meta.dtype, self.corrections),
-                               corrections=self.corrections,
-                               roi=None if self.roi is None else self.roi.reshape(self.meta.nav_shape))
+            meta = self.meta if spec.meta is None else spec.meta  # after its frame nodes
+            corrections = self.corrections if spec.meta is None else None
+            udf.meta = UDFMeta(dataset_shape=meta.shape, dataset_dtype=meta.dtype,
+                               input_dtype=input_dtype_for(udf, meta.dtype, corrections),
+                               corrections=corrections,
+                               roi=None if self.roi is None else self.roi.reshape(meta.nav_shape))
             out.append(udf)
         return out
+
+    def meta_of(self, i: int) -> DatasetMeta:
+        spec = self.specs[i]
+        return self.meta if spec.meta is None else spec.meta
 
 
 @dataclass
@@ -108,7 +114,7 @@ def combine(a: PartialGroup, b: PartialGroup, ctx: ReduceContext) -> PartialGrou
         if not a.rest[i]:  # nav buffers only: nothing to merge here
             rests.append({})
             continue
-        src_nav = _nav_of(b, i, udf, ctx.meta)
+        src_nav = _nav_of(b, i, udf, ctx.meta_of(i))
         dest = UDFData({**{k: np.zeros_like(v) for k, v in src_nav.items()},
                         **{k: v.copy() for k, v in a.rest[i].items()}})
         udf.meta = udf.meta.replace(valid_nav_mask=ctx.merged_mask(a))
@@ -124,7 +130,7 @@ def combine(a: PartialGroup, b: PartialGroup, ctx: ReduceContext) -> PartialGrou
 def finish(group: PartialGroup, ctx: ReduceContext) -> PartialResult:
     """One partial result covering every partition of ``group``."""
     udfs = ctx.udfs()
-    buffers = tuple({**_nav_of(group, i, udf, ctx.meta), **group.rest[i]} for i, udf in enumerate(udfs))
+    buffers = tuple({**_nav_of(group, i, udf, ctx.meta_of(i)), **group.rest[i]} for i, udf in enumerate(udfs))
     rows = sum(p[1] for p in group.pieces)
     return PartialResult(index=-1, frames=slice(0, ctx.meta.n_frames), n_processed=rows, buffers=buffers,
                          indices=tuple(sorted(group.indices)))

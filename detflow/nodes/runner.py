@@ -11,6 +11,10 @@ Policy:
   them. The tile is converted at most once per distinct input dtype.
 * Detector corrections (:class:`~detflow.sources.corrections.CorrectionSet`) are
   applied to each tile right after it is read, so every UDF sees corrected data.
+* Frame nodes (:class:`FrameSpec`) run on each tile after the corrections, before
+  any UDF sees it: each node's output is computed once per tile, the first time a UDF
+  (or a later frame node) asks for it, so a chain prefix that several UDFs share runs
+  once, and nothing between frame nodes and UDFs leaves the task.
 * With a ROI, frames outside it are dropped from each tile before any UDF sees it;
   ``nav`` buffers hold only ROI frames, in order.
 * A UDF whose method is ``process_partition`` gets the whole partition at once (read
@@ -42,13 +46,13 @@ from detflow.nodes.base import UDF, UDFMeta
 from detflow.nodes.buffers import UseDiscouragedWarning
 from detflow.nodes.meta import Slice
 from detflow.nodes.running import RunningUDF, coords_of, visible_decls
-from detflow.sources.base import Partition
+from detflow.sources.base import DatasetMeta, Partition
 from detflow.sources.corrections import CorrectionSet
 from detflow.sources.shape import Shape
 
 __all__ = [
-    "PartialResult", "PartitionTask", "UDFSpec", "UseDiscouragedWarning", "input_dtype_for", "run_partition",
-    "visible_decls",
+    "FrameSpec", "PartialResult", "PartitionTask", "UDFSpec", "UseDiscouragedWarning", "input_dtype_for",
+    "main_meta", "run_partition", "visible_decls",
 ]
 
 #: native bytes per tile: a few MiB keeps the tile in L2/L3 while all UDFs read it
@@ -56,20 +60,46 @@ TILE_BYTES = 2 * 2**20
 
 
 @dataclass(frozen=True)
+class FrameSpec:
+    """A frame node as it travels to workers: its id, the node itself (frame nodes hold
+    only their parameters and pickle small), and its input: ``-1`` for the (corrected)
+    partition, else the index of another frame spec of the same task, which comes earlier."""
+
+    node_id: str
+    node: Any
+    input: int = -1
+
+    @property
+    def cls(self) -> type:
+        return type(self.node)
+
+    def instantiate(self) -> Any:
+        return self.node
+
+
+@dataclass(frozen=True)
 class UDFSpec:
-    """A UDF node as it travels to workers: its id, class and keyword arguments."""
+    """A UDF node as it travels to workers: its id, class and keyword arguments.
+
+    ``input`` is ``-1`` for the partition's frames, else the index of the frame spec
+    whose output it reads; ``meta`` is the dataset as that input shows it (signal shape
+    and dtype after the frame nodes), ``None`` for the partition's own.
+    """
 
     node_id: str
     cls: type[UDF]
     kwargs: dict[str, Any]
+    input: int = -1
+    meta: DatasetMeta | None = None
     #: the run's restriction of array backends (``run_udf(backends=...)``); None: any
     backends: tuple[str, ...] | None = None
 
     @classmethod
-    def of(cls, node_id: str, udf: UDF, backends: Any = None) -> UDFSpec:
+    def of(cls, node_id: str, udf: UDF, backends: Any = None, *, input: int = -1,
+           meta: DatasetMeta | None = None) -> UDFSpec:
         if isinstance(backends, str):
             backends = (backends,)
-        return cls(node_id, type(udf), udf.kwargs, None if backends is None else tuple(backends))
+        return cls(node_id, type(udf), udf.kwargs, input, meta, None if backends is None else tuple(backends))
 
     def instantiate(self) -> UDF:
         return self.cls(**self.kwargs)
@@ -84,6 +114,7 @@ class PartitionTask:
     roi: np.ndarray | None = field(default=None, repr=False)  # flat over the dataset
     remote: bool = False  # attach the worker traceback to errors (other process)
     corrections: CorrectionSet | None = field(default=None, repr=False)  # applied to each tile read
+    frames: tuple[FrameSpec, ...] = ()  # frame nodes between the tile and the UDFs
 
 
 @dataclass
@@ -144,13 +175,25 @@ def _guarded(task: PartitionTask, spec: UDFSpec, fn: Callable[..., Any], *args: 
 
 def _start(task: PartitionTask, spec: UDFSpec, base_meta: UDFMeta, rows: int,
            partition_coords: np.ndarray) -> RunningUDF:
-    dmeta = task.partition.meta
     udf = spec.instantiate()
+    row0 = base_meta.slice.origin[0] if base_meta.slice is not None else 0
+    if spec.meta is not None:  # reads a frame node's output: its geometry, corrections done
+        dmeta = spec.meta
+        sig = dmeta.sig_shape
+        base_meta = base_meta.replace(
+            dataset_shape=dmeta.shape, dataset_dtype=dmeta.dtype,
+            partition_shape=Shape((rows, *sig), len(sig)),
+            slice=Slice((row0,) + (0,) * len(sig), Shape((rows, *sig), len(sig))),
+            sig_slice=Slice((0,) * len(sig), Shape(sig, len(sig))),
+        )
+        input_dtype = input_dtype_for(udf, dmeta.dtype)
+    else:
+        dmeta = task.partition.meta
+        input_dtype = input_dtype_for(udf, dmeta.dtype, task.corrections)
     udf.meta = base_meta
     backend = bk.choose_backend(udf.get_backends(), spec.backends, bk.NUMPY, udf_name=type(udf).__name__)
-    return RunningUDF(udf, base_meta, rows, dmeta, input_dtype=input_dtype_for(udf, dmeta.dtype, task.corrections),
-                      backend=backend, partition_coords=partition_coords,
-                      row0=base_meta.slice.origin[0] if base_meta.slice is not None else 0)
+    return RunningUDF(udf, base_meta, rows, dmeta, input_dtype=input_dtype,
+                      backend=backend, partition_coords=partition_coords, row0=row0)
 
 
 def run_partition(task: PartitionTask) -> PartialResult:
@@ -191,17 +234,20 @@ def run_partition(task: PartitionTask) -> PartialResult:
         running.append(r)
     depth = _tile_depth([r.udf for r in running], dmeta.frame_bytes, n, getattr(part, "tile_depth", None))
     for r in running:
-        scheme = r.plan_bands(depth, sig)
+        scheme = r.plan_bands(depth, tuple(r.udf.meta.dataset_shape.sig))
         r.udf.meta = r.udf.meta.replace(tiling_scheme=scheme, sig_slice=scheme[0])
         _guarded(task, specs[id(r)], r.udf.preprocess)
 
+    chain = _Chain(task)
     whole: np.ndarray | None = None
+    wholes: dict[int, np.ndarray] = {}
     if any(r.method == "partition" for r in running):
         whole = part.read()
         if roi_part is not None:
             whole = whole[roi_part]
         if task.corrections is not None:
             whole = task.corrections.apply(whole)
+        wholes = chain.start(whole)
 
     row = 0
     tile_udfs = [r for r in running if r.method != "partition"]
@@ -228,16 +274,20 @@ def run_partition(task: PartitionTask) -> PartialResult:
                 if task.corrections is not None:
                     tile = task.corrections.apply(tile)
                 k = tile.shape[0]
-            converted: dict[tuple[Any, str], Any] = {}
+            streams = chain.start(tile)
+            converted: dict[int, dict[tuple[Any, str], Any]] = {}
             for r in tile_udfs:
-                _process_tile(task, specs[id(r)], r, r.convert(tile, converted), idx, row, coords)
+                inp = specs[id(r)].input
+                data = r.convert(chain.get(streams, inp), converted.setdefault(inp, {}))
+                _process_tile(task, specs[id(r)], r, data, idx, row, coords)
             row += k
 
     for r in running:
         if r.method == "partition":
             assert whole is not None
             r.enter(0, rows, part_idx, part_coords)
-            _guarded(task, specs[id(r)], r.udf.process_partition, r.convert(whole, {}))
+            src = chain.get(wholes, specs[id(r)].input)
+            _guarded(task, specs[id(r)], r.udf.process_partition, r.convert(src, {}))
 
     out = []
     for r in running:
@@ -246,6 +296,41 @@ def run_partition(task: PartitionTask) -> PartialResult:
         _guarded(task, specs[id(r)], r.udf.cleanup)
         out.append(r.buffers)
     return PartialResult(part.index, part.frames, rows, tuple(out))
+
+
+class _Chain:
+    """The frame nodes of a task, instantiated once; outputs computed on demand per block."""
+
+    def __init__(self, task: PartitionTask) -> None:
+        self.task = task
+        self.specs = task.frames
+        self.nodes = [_guarded_frames(task, f, f.instantiate) for f in self.specs]
+
+    def start(self, block: np.ndarray) -> dict[int, np.ndarray]:
+        """A fresh memo for ``block``: ``-1`` is the block itself."""
+        return {-1: block}
+
+    def get(self, memo: dict[int, np.ndarray], i: int) -> np.ndarray:
+        """Output ``i`` for the memo's block, computing it (and what it reads) once."""
+        out = memo.get(i)
+        if out is None:
+            spec = self.specs[i]
+            src = self.get(memo, spec.input)
+            out = _guarded_frames(self.task, spec, self.nodes[i].apply, src)
+            memo[i] = out
+        return out
+
+
+def _guarded_frames(task: PartitionTask, spec: FrameSpec, fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except Exception as err:
+        p = task.partition
+        where = (f"in frame node {getattr(fn, '__name__', 'call')} on partition {p.index} "
+                 f"(frames {p.frames.start}:{p.frames.stop})")
+        tb = traceback.format_exc() if task.remote else ""
+        raise annotate_node_error(err, node_id=spec.node_id, node_type=spec.cls.__name__, where=where,
+                                  traceback_text=tb) from None
 
 
 def _process_tile(
@@ -284,3 +369,16 @@ def check_result_only(udf: UDF, results: dict[str, Any], node_id: str) -> None:
             f"node {node_id!r} ({type(udf).__name__}): get_results() did not return the "
             f"result_only buffer(s) {missing}"
         )
+
+
+def main_meta(
+    udf: UDF, meta: DatasetMeta, roi: np.ndarray | None, corrections: CorrectionSet | None = None
+) -> UDFMeta:
+    """``self.meta`` on the driver: the dataset, no partition."""
+    return UDFMeta(
+        dataset_shape=meta.shape,
+        dataset_dtype=meta.dtype,
+        input_dtype=input_dtype_for(udf, meta.dtype, corrections),
+        roi=None if roi is None else roi.reshape(meta.nav_shape),
+        corrections=corrections,
+    )

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from detflow.errors import GraphValidationError
 
 if TYPE_CHECKING:
+    from detflow.graph.events import RunInfo, Update
     from detflow.graph.results import UDFResults
-    from detflow.graph.stream import RunInfo, Update
 
 __all__ = ["Sink", "refuse_overwrite_param"]
 

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 from detflow.nodes.record import RecordUDF, check_replaceable
 
 if TYPE_CHECKING:
-    from detflow.graph.lowering import Plan
+    from detflow.graph.events import PassView as Plan
+    from detflow.graph.events import RunInfo, Update
     from detflow.graph.results import UDFResults
-    from detflow.graph.stream import RunInfo, Update
     from detflow.nodes.base import UDF
 
 __all__ = ["NpyRecorderSink"]
@@ -42,7 +42,7 @@ class NpyRecorderSink:
         self.partial_path = self.path + ".partial"
         self._udf = RecordUDF(filename=self.partial_path, overwrite=True)  # a stale partial is ours to replace
         if meta is not None:
-            from detflow.graph.lowering import main_meta
+            from detflow.nodes.runner import main_meta
 
             self._udf.validate(meta)
             self._udf.meta = main_meta(self._udf, meta, None)

@@ -6,8 +6,8 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from detflow.graph.events import RunInfo, Update
     from detflow.graph.results import UDFResults
-    from detflow.graph.stream import RunInfo, Update
 
 __all__ = ["ProgressSink"]
 

@@ -40,9 +40,9 @@ import numpy as np
 from detflow.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from detflow.graph.lowering import Plan
+    from detflow.graph.events import PassView as Plan
+    from detflow.graph.events import RunInfo, Update
     from detflow.graph.results import ResultBuffer, UDFResults
-    from detflow.graph.stream import RunInfo, Update
 
 __all__ = ["ZarrSink"]
 
@@ -144,14 +144,16 @@ class ZarrSink:
         params = dict(params)
         if "path" not in params:
             raise TypeError(f"zarr sink {sink_id!r}: parameter 'path' is required")
-        udfs = dict(plan.udfs)
-        for node in inputs:
-            if node not in udfs:
-                raise TypeError(f"zarr sink {sink_id!r}: input {node!r} is not a UDF node of the run")
         from detflow import __version__
         from detflow.graph.model import udf_type_name
 
-        info = {n: {"type": udf_type_name(udfs[n]), "params": _jsonable(udfs[n].kwargs)} for n in inputs}
+        known = {n: (udf_type_name(u), u.kwargs) for n, u in plan.udfs}
+        known.update({n: (getattr(r, "type_name", type(r).__name__), getattr(r, "kwargs", {}))
+                      for n, r, _ in getattr(plan, "results", ())})
+        for node in inputs:
+            if node not in known:
+                raise TypeError(f"zarr sink {sink_id!r}: input {node!r} is not a UDF or result node of the run")
+        info = {n: {"type": known[n][0], "params": _jsonable(known[n][1])} for n in inputs}
         attrs = {"graph": plan.name, "detflow_version": __version__,
                  "source": _jsonable(getattr(plan.source, "path", None) or plan.source.describe()),
                  "sink": sink_id}
@@ -288,8 +290,8 @@ class ZarrSink:
         elif buf.kind == "sig":
             dims = self._dims("sig", len(buf.sig_shape)) + extra_dims
             chunks = buf.data.shape
-        else:
-            dims = extra_dims or (f"{prefix}{name}_0",)
+        else:  # a scalar (a result node's) is a 0-d array
+            dims = extra_dims or ((f"{prefix}{name}_0",) if buf.data.ndim else ())
             chunks = buf.data.shape
         return self._group.create_array(
             self._name(node, name), shape=buf.data.shape, dtype=buf.dtype, chunks=chunks,

@@ -22,10 +22,10 @@ import pytest
 import detflow as df
 from detflow.errors import ConfigurationError
 from detflow.executors.pipelined import PipelinedExecutor, WorkerLostError
-from detflow.executors.shm import live_segments, pooled_segments
 from detflow.nodes import SumUDF
 from detflow.nodes.base import UDF
 from detflow.nodes.runner import PartitionTask
+from detflow.shm import live_segments, pooled_segments
 from detflow.sources.base import PartitionPlan
 from detflow.sources.memory import MemorySource
 

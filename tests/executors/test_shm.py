@@ -8,9 +8,10 @@ import pickle
 import numpy as np
 import pytest
 
-from detflow.executors import shm
-from detflow.executors.shm import SharedArrayReader, live_segments, pooled_segments, release_all, stage, trim
+from detflow import shm
+from detflow.executors.staging import stage
 from detflow.nodes.runner import PartitionTask
+from detflow.shm import SharedArrayReader, live_segments, pooled_segments, release_all, trim
 from detflow.sources.memory import MemorySource
 from detflow.sources.npy import NpySource
 

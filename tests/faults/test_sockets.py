@@ -181,8 +181,8 @@ def _dashboard_graph() -> Any:
 
 
 def test_serving_beyond_loopback_needs_a_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    from detflow.dashboard.server import serve
     from detflow.errors import ConfigurationError
-    from detflow.sinks.plots.dashboard import serve
 
     monkeypatch.delenv("DETFLOW_SERVE_PASSWORD", raising=False)
     with pytest.raises(ConfigurationError, match=r"address '0\.0\.0\.0' is reachable from other machines.*password"):
@@ -192,7 +192,7 @@ def test_serving_beyond_loopback_needs_a_password(monkeypatch: pytest.MonkeyPatc
 def test_a_password_protected_dashboard_asks_for_it() -> None:
     import http.client
 
-    from detflow.sinks.plots.dashboard import serve
+    from detflow.dashboard.server import serve
 
     with serve(_dashboard_graph(), port=0, threaded=True, show=False, autostart=False, password="s3cret",
                executor="inline") as server:

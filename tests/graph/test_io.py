@@ -54,7 +54,7 @@ def test_round_trip(tmp_path, scan) -> None:
     text = g.to_yaml(tmp_path / "copy.yaml")
     again = df.Graph.from_yaml(tmp_path / "copy.yaml")
     assert again.to_dict() == g.to_dict()
-    assert "schema_version: 1" in text
+    assert "schema_version: 2" in text  # a version 1 file is written back as version 2
 
 
 def test_python_graph_round_trips(tmp_path) -> None:

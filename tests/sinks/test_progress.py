@@ -9,9 +9,9 @@ import sys
 import numpy as np
 
 import detflow as df
+from detflow.dashboard.controller import RunController
 from detflow.graph import Graph
 from detflow.nodes import SumSigUDF
-from detflow.sinks.plots.controller import RunController
 
 
 def _last_count(text: str) -> tuple[int, int]:

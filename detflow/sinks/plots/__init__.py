@@ -1,9 +1,9 @@
-"""Live plots of a run's results, and the Panel dashboard that serves them.
+"""Live plots of a run's results, as a sink.
 
 ``ctx.run_udf(..., plots=True)`` and ``graph.run(sinks=[LivePlotSink(...)])`` show
-live images (HoloViews, bokeh backend; :class:`NullPlot` for headless runs);
-``detflow serve GRAPH.yaml`` and :meth:`detflow.Graph.serve` start the dashboard.
-HoloViews and Panel are imported only when a plot or the dashboard is made.
+live images (HoloViews, bokeh backend; :class:`NullPlot` for headless runs). The
+dashboard that serves them (``detflow serve GRAPH.yaml``) is an application above
+the graph layer: :mod:`detflow.dashboard`. HoloViews is imported only when a plot is made.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from detflow.sinks.plots.sink import LivePlotSink, select_channels
 
 __all__ = [
     "Channel",
-    "Dashboard",
     "HoloViewsPlot",
     "LivePlot",
     "LivePlotSink",
@@ -23,13 +22,10 @@ __all__ = [
     "Throttle",
     "plot_array",
     "select_channels",
-    "serve",
 ]
 
 _LAZY = {
     "HoloViewsPlot": "detflow.sinks.plots.holoviews_",
-    "Dashboard": "detflow.sinks.plots.dashboard",
-    "serve": "detflow.sinks.plots.dashboard",
 }
 
 

@@ -27,8 +27,8 @@ import numpy as np
 from detflow.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from detflow.graph.events import RunInfo
     from detflow.graph.results import ResultBuffer
-    from detflow.graph.stream import RunInfo
 
 __all__ = ["Channel", "LivePlot", "NullPlot", "Throttle", "plot_array"]
 

@@ -19,7 +19,7 @@ from detflow.errors import import_optional
 from detflow.sinks.plots.base import Channel, LivePlot
 
 if TYPE_CHECKING:
-    from detflow.graph.stream import RunInfo
+    from detflow.graph.events import RunInfo
 
 __all__ = ["HoloViewsPlot"]
 

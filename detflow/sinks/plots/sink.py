@@ -37,8 +37,8 @@ from detflow.errors import ConfigurationError
 from detflow.sinks.plots.base import Channel, LivePlot, Throttle, plot_array
 
 if TYPE_CHECKING:
+    from detflow.graph.events import RunInfo, Update
     from detflow.graph.results import UDFResults
-    from detflow.graph.stream import RunInfo, Update
     from detflow.nodes.base import UDF
     from detflow.sources.base import DatasetMeta
 

@@ -428,6 +428,15 @@ class LiveAcquisition(Source):
         self._used = True
         return LivePartitions(self, self._ranges(plan), shared=shared)
 
+    def task_feed(self, plan: PartitionPlan | None, make_task: Callable[[Partition], Any], *,
+                  keep: Callable[[slice], bool] | None = None, shared: bool = False) -> Any:
+        """The source hook a driver runs a live source through: tasks made by
+        ``make_task`` as partitions arrive, skipping those ``keep`` rejects (no frame in the
+        ROI; they are received, as the detector sends them all, and dropped)."""
+        from detflow.sources.live.tasks import LiveTaskFeed
+
+        return LiveTaskFeed(self, plan, make_task, keep=keep, shared=shared)
+
 
 class LivePartitions(Iterator[Partition]):
     """The partitions of a running acquisition, received by a background thread.
@@ -529,7 +538,7 @@ class LivePartitions(Iterator[Partition]):
             payload_size = int(offsets[-1])
         payload_reader: FrameReader
         if self.shared and got:
-            from detflow.executors import shm
+            from detflow import shm
 
             payload, name, release = shm.allocate(payload_size, np.uint8)
             with self._lock:
@@ -566,7 +575,7 @@ class LivePartitions(Iterator[Partition]):
                 return ArrayReader(flat[:count], base=base, total=total)
 
             return flat.reshape((n, *meta.sig_shape)), heap_reader
-        from detflow.executors import shm
+        from detflow import shm
 
         array, name, release = shm.allocate(n * meta.frame_size, meta.dtype)
         with self._lock:

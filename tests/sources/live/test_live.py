@@ -211,7 +211,7 @@ def test_live_context_defaults_to_the_pipelined_executor() -> None:
 
 
 def test_shared_memory_receive_leaves_no_segment(data: np.ndarray) -> None:
-    from detflow.executors import shm
+    from detflow import shm
 
     before = set(shm.live_segments())
     with df.LiveContext.make_with("pipelined", cpus=2) as ctx:

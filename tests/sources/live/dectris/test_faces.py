@@ -21,7 +21,9 @@ def test_the_dashboard_shows_a_dectris_acquisition(frames: np.ndarray) -> None:
         g.partition(frames_per_partition=8)
         g.udf(SumSigUDF(), id="total")
         g.udf("sum", id="sum")
-        with g.serve(port=0, show=False, threaded=True, executor="inline") as server:
+        from detflow.dashboard import serve
+
+        with serve(g, port=0, show=False, threaded=True, executor="inline") as server:
             ctl = server.dashboard.controller
             assert ctl.wait(timeout=60) == "finished"
             with urllib.request.urlopen(server.url, timeout=30) as response:

@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detflow.sinks.plots.dashboard import Dashboard
+from detflow.dashboard.server import Dashboard
+from tests.dashboard.test_dashboard import wait_for
 from tests.sinks.slow import Gate, scan, slow_graph
-from tests.sinks.test_dashboard import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

@@ -1,8 +1,8 @@
 """The dashboard: a Panel app that runs a graph and shows its results filling in.
 
-``detflow serve GRAPH.yaml`` (or :meth:`detflow.Graph.serve`) starts a Panel server
+``detflow serve GRAPH.yaml`` (or :func:`detflow.dashboard.serve`) starts a Panel server
 on 127.0.0.1. Every browser tab is a Panel session that shows, for the one run that
-all sessions share (a :class:`~detflow.sinks.plots.controller.RunController`):
+all sessions share (a :class:`~detflow.dashboard.controller.RunController`):
 
 * the graph as text, start / stop / re-run buttons, the run's status;
 * a progress bar of frames done out of frames in the ROI (the count ``detflow run``
@@ -33,12 +33,12 @@ import socket
 import threading
 from typing import TYPE_CHECKING, Any
 
+from detflow.dashboard.controller import RunController
 from detflow.errors import ConfigurationError, import_optional
-from detflow.sinks.plots.controller import RunController
 
 if TYPE_CHECKING:
     from detflow.executors.base import Executor
-    from detflow.graph.model import Graph
+    from detflow.graph import Graph
     from detflow.graph.run import RunContext
 
 __all__ = ["Dashboard", "DashboardServer", "serve"]
@@ -92,7 +92,7 @@ class Dashboard:
     graph
         The graph to run (validated now: a graph that cannot run fails here).
     executor, context, max_rate, monitor
-        As for :class:`~detflow.sinks.plots.controller.RunController`.
+        As for :class:`~detflow.dashboard.controller.RunController`.
     refresh_ms
         How often each browser session looks for new data.
     title

@@ -31,16 +31,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from detflow.graph.model import Graph
-from detflow.graph.stream import RunInfo
+from detflow.graph import Graph
+from detflow.graph.events import RunInfo
 from detflow.sinks.plots.base import Channel, LivePlot
 from detflow.sinks.plots.sink import LivePlotSink, declared_buffers, select_channels
 
 if TYPE_CHECKING:
     from detflow.executors.base import Executor
+    from detflow.graph.events import Update
     from detflow.graph.results import UDFResults
     from detflow.graph.run import RunContext
-    from detflow.graph.stream import Update
 
 __all__ = ["ImageState", "RunController", "RunSnapshot", "add_monitor"]
 
@@ -176,15 +176,17 @@ class RunController:
         self.context = context
         self.max_rate = max_rate
         self.clock = clock
-        plan = self.graph.validate()
-        try:
-            udfs = [udf for _, udf in plan.udfs]
-            node_ids = [node_id for node_id, _ in plan.udfs]
+        compiled = self.graph.validate()
+        try:  # the plots follow the last pass (every node's results are there)
+            plan = compiled.passes[-1]
+            built = {node_id: udf for p in compiled.passes for node_id, udf in p.udfs}
+            node_ids = [n for n in compiled.output_ids if n in built]
+            udfs = [built[n] for n in node_ids]
             meta, roi = plan.meta, plan.roi
             channels = select_channels(True, [declared_buffers(u, meta) for u in udfs], node_ids,
                                        [type(u).__name__ for u in udfs])
         finally:
-            plan.close()
+            compiled.close()
         self._udfs = udfs
         order = {"SignalMonitorUDF": 0, "SumUDF": 1}
         channels = [dataclasses.replace(c, label=self._label(c, channels)) for c in channels]

@@ -21,10 +21,10 @@ import zarr
 from click.testing import CliRunner
 
 from detflow.cli import main
+from detflow.dashboard.controller import RunController, add_monitor
+from detflow.dashboard.server import Dashboard
 from detflow.demo import make_scan
 from detflow.errors import GraphValidationError
-from detflow.sinks.plots.controller import RunController, add_monitor
-from detflow.sinks.plots.dashboard import Dashboard
 from tests.sinks.slow import Gate, scan, slow_graph
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "graphs"
@@ -160,9 +160,11 @@ def test_stopping_the_server_stops_the_run_and_leaves_the_sinks_consistent(tmp_p
     _check_partial_store(tmp_path / "out.zarr", data)
 
 
-def test_graph_serve_in_a_thread() -> None:
+def test_serve_in_a_thread() -> None:
     data = scan((4, 4, 8, 8))
-    with slow_graph(data, delay=0.0).serve(port=0, show=False, threaded=True, executor="inline") as server:
+    from detflow.dashboard import serve
+
+    with serve(slow_graph(data, delay=0.0), port=0, show=False, threaded=True, executor="inline") as server:
         ctl = server.dashboard.controller
         assert ctl.wait(timeout=60) == "finished"
         with urllib.request.urlopen(server.url, timeout=30) as response:
