@@ -117,7 +117,7 @@ class GatedSum(UDF):
         return {"total": self.buffer(kind="single", dtype=np.float64)}
 
     def process_partition(self, partition: np.ndarray) -> None:
-        if self.meta.slice.origin == 0:
+        if self.meta.slice.origin[0] == 0:  # LiberTEM's Slice: (row, *sig origin)
             GatedSum.STARTED.set()
             assert GatedSum.GATE.wait(120)
         self.results.total[:] += partition.sum(dtype=np.float64)
