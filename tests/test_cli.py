@@ -264,4 +264,4 @@ def test_dpc_example_with_a_result_node_override(tmp_path) -> None:
     assert float(store["disk_cx"]) == pytest.approx(xs.mean())
     assert store["phase_phase"].shape == data.shape[:2]
     bad = detflow("validate", graph, "--input", tmp_path / "scan.npy", "--set", "disk.threshold=3")
-    assert bad.returncode == 2 and "node 'disk' (find_disk), parameter 'threshold'" in bad.stderr
+    assert bad.returncode == 2 and "--set 'disk.threshold=3': must be >= 0 and < 1" in bad.stderr

@@ -92,7 +92,7 @@ def test_core_runs_without_extras(tmp_path) -> None:
         ("ctx = df.Context.make_with('inline'); ctx.run_udf(dataset=ctx.load('npy', path='scan.npy'), "
          "udf=SumSigUDF(), plots=True)", "holoviews", "plots"),
         ("g = df.Graph('g'); g.source('npy', path='scan.npy'); g.partition(); g.udf('sumsig', id='s'); "
-         "from detflow.sinks.plots.dashboard import Dashboard; Dashboard(g)", "panel", "plots"),
+         "from detflow.dashboard import Dashboard; Dashboard(g)", "panel", "plots"),
         ("from detflow.nodes import masks; masks.radial_bins(4, 4, 8, 8, use_sparse=True)", "sparse", "sparse"),
         ("df.Context.make_with('inline').load('mrc', path='scan.npy')", "mrcfile", "formats"),
         ("df.Context.make_with('inline').load('tvips', path='scan.npy')", "rosettasciio", "formats"),

@@ -155,6 +155,10 @@ class HangsLater(UDF):
 """
 
 RUN_HANGING = HANG_UDF + """
+import signal
+# A shell hands a foreground program Python's default Ctrl-C handler; a test run started in the
+# background inherits SIGINT ignored, which Python then keeps. Stand in for the terminal.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 data = np.ones((4, 4, 8, 8), np.uint16)
 kwargs = {} if sys.argv[2] == "none" else {"partition_timeout": float(sys.argv[2])}
 with df.Context.make_with(sys.argv[1], cpus=1, **kwargs) as ctx:
