@@ -116,6 +116,8 @@ SOURCES = Registry(
         "dask": "detflow.sources.dask_:DaskSource",
         "mrc": "detflow.sources.mrc:MrcSource",
         "tvips": "detflow.sources.tvips:TvipsSource",
+        "blockfile": "detflow.sources.blockfile:BlockfileSource",
+        "empad": "detflow.sources.empad:EmpadSource",
         "auto": "detflow.sources.auto:load_auto",
         "merlin": "detflow.sources.live.merlin.connection:merlin_source",
         "dectris": "detflow.sources.live.dectris.connection:dectris_source",

@@ -19,6 +19,8 @@ zarr       a directory holding ``zarr.json``/``.zarray``/     ``.zarr``
            ``.zgroup``
 mrc        ``MAP`` at byte 208                               ``.mrc .mrcs .rec .st``
 tvips      a TVIPS header (version 1 or 2 at byte 40)       ``.tvips``
+blockfile  ``IMGBLO`` at 0                                   ``.blo``
+empad      an XML header with a ``<raw_file>`` element       ``.xml``
 =========  ===============================================  ==========================
 
 Raw files have no magic and no shape: load them with ``"raw"``. Every other keyword
@@ -111,6 +113,8 @@ def _builtin_suffix_hints() -> dict[str, tuple[str, ...]]:
         "zarr": (".zarr",),
         "mrc": (".mrc", ".mrcs", ".rec", ".st"),
         "tvips": (".tvips",),
+        "blockfile": (".blo",),
+        "empad": (".xml",),
     }
 
 
