@@ -118,6 +118,7 @@ SOURCES = Registry(
         "tvips": "detflow.sources.tvips:TvipsSource",
         "blockfile": "detflow.sources.blockfile:BlockfileSource",
         "empad": "detflow.sources.empad:EmpadSource",
+        "seq": "detflow.sources.seq:SeqSource",
         "auto": "detflow.sources.auto:load_auto",
         "merlin": "detflow.sources.live.merlin.connection:merlin_source",
         "dectris": "detflow.sources.live.dectris.connection:dectris_source",

@@ -21,6 +21,7 @@ mrc        ``MAP`` at byte 208                               ``.mrc .mrcs .rec .
 tvips      a TVIPS header (version 1 or 2 at byte 40)       ``.tvips``
 blockfile  ``IMGBLO`` at 0                                   ``.blo``
 empad      an XML header with a ``<raw_file>`` element       ``.xml``
+seq        ``0xFEED`` at 0, ``Norpix seq`` (UTF-16) at 4      ``.seq``
 =========  ===============================================  ==========================
 
 Raw files have no magic and no shape: load them with ``"raw"``. Every other keyword
@@ -115,6 +116,7 @@ def _builtin_suffix_hints() -> dict[str, tuple[str, ...]]:
         "tvips": (".tvips",),
         "blockfile": (".blo",),
         "empad": (".xml",),
+        "seq": (".seq",),
     }
 
 

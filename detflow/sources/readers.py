@@ -141,14 +141,27 @@ class RecordReader:
     def read_pixels(self, start: int, stop: int) -> np.ndarray:
         if stop <= start:
             return np.empty(0, dtype=self.dtype)
-        fs = self.frame_size
-        f0, f1 = start // fs, -(-stop // fs)
-        records = MmapReader(self.path, self.offset, np.dtype(np.uint8), self.n_records * self.record_bytes)
-        block = records.read_pixels(f0 * self.record_bytes, f1 * self.record_bytes)
+        fs, rb, skip = self.frame_size, self.record_bytes, self.skip
         frame_bytes = fs * np.dtype(self.dtype).itemsize
-        frames = block.reshape(f1 - f0, self.record_bytes)[:, self.skip : self.skip + frame_bytes]
-        flat = np.ascontiguousarray(frames).view(self.dtype).reshape(-1)
+        f0, f1 = start // fs, -(-stop // fs)
+        mapped = self.mapped_bytes
+        records = MmapReader(self.path, self.offset, np.dtype(np.uint8), mapped)
+        end = min(f1 * rb, mapped)
+        block = records.read_pixels(f0 * rb, end)
+        frames = np.empty((f1 - f0, frame_bytes), dtype=np.uint8)
+        full = min(f1 - f0, len(block) // rb)
+        frames[:full] = block[: full * rb].reshape(full, rb)[:, skip : skip + frame_bytes]
+        if full < f1 - f0:  # the file's last record, cut after its frame
+            frames[full] = block[full * rb + skip : full * rb + skip + frame_bytes]
+        flat = frames.view(self.dtype).reshape(-1)
         return flat[start - f0 * fs : stop - f0 * fs]
+
+    @property
+    def mapped_bytes(self) -> int:
+        """Bytes the frames span: the last record needs its frame, not what follows it."""
+        if not self.n_records:
+            return 0
+        return (self.n_records - 1) * self.record_bytes + self.skip + self.frame_size * np.dtype(self.dtype).itemsize
 
     def restrict(self, start: int, stop: int) -> RecordReader:
         return self
