@@ -119,6 +119,7 @@ SOURCES = Registry(
         "blockfile": "detflow.sources.blockfile:BlockfileSource",
         "empad": "detflow.sources.empad:EmpadSource",
         "seq": "detflow.sources.seq:SeqSource",
+        "dm": "detflow.sources.dm:DMSource",
         "auto": "detflow.sources.auto:load_auto",
         "merlin": "detflow.sources.live.merlin.connection:merlin_source",
         "dectris": "detflow.sources.live.dectris.connection:dectris_source",
