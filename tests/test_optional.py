@@ -96,12 +96,13 @@ def test_core_runs_without_extras(tmp_path) -> None:
         ("from detflow.nodes import masks; masks.radial_bins(4, 4, 8, 8, use_sparse=True)", "sparse", "sparse"),
         ("df.Context.make_with('inline').load('mrc', path='scan.npy')", "mrcfile", "formats"),
         ("df.Context.make_with('inline').load('tvips', path='scan.npy')", "rosettasciio", "formats"),
+        ("df.Context.make_with('inline').load('dm', path='scan.npy')", "rosettasciio", "formats"),
         ("from detflow.sources.live.dectris.data import _zmq; _zmq()", "pyzmq", "live"),
         ("from detflow.nodes import ApplyMasksUDF; ctx = df.Context.make_with('inline'); "
          "ctx.run_udf(dataset=ctx.load('npy', path='scan.npy'), "
          "udf=ApplyMasksUDF(mask_factories=[lambda: np.ones((4, 4))], use_sparse=True))", "scipy", "scipy"),
     ],
-    ids=["hdf5", "distributed", "plots", "dashboard", "sparse", "mrc", "tvips", "dectris", "scipy"],
+    ids=["hdf5", "distributed", "plots", "dashboard", "sparse", "mrc", "tvips", "dm", "dectris", "scipy"],
 )
 def test_missing_extra_is_named(tmp_path, code: str, package: str, extra: str) -> None:
     proc = _run(f"""

@@ -18,7 +18,11 @@ mib        ``MQ1,`` at 0 (data) or ``HDR,`` at 0 (header)     ``.mib .hdr``
 zarr       a directory holding ``zarr.json``/``.zarray``/     ``.zarr``
            ``.zgroup``
 mrc        ``MAP`` at byte 208                               ``.mrc .mrcs .rec .st``
-tvips      a TVIPS header (version 1 or 2 at byte 40)       ``.tvips``
+tvips      a TVIPS header (version 1 or 2 at byte 4)        ``.tvips``
+blockfile  ``IMGBLO`` at 0                                   ``.blo``
+empad      an XML header with a ``<raw_file>`` element       ``.xml``
+seq        ``0xFEED`` at 0, ``Norpix seq`` (UTF-16) at 4      ``.seq``
+dm         version 3 or 4 at 0, then a tag tree             ``.dm3 .dm4``
 =========  ===============================================  ==========================
 
 Raw files have no magic and no shape: load them with ``"raw"``. Every other keyword
@@ -111,6 +115,10 @@ def _builtin_suffix_hints() -> dict[str, tuple[str, ...]]:
         "zarr": (".zarr",),
         "mrc": (".mrc", ".mrcs", ".rec", ".st"),
         "tvips": (".tvips",),
+        "blockfile": (".blo",),
+        "empad": (".xml",),
+        "seq": (".seq",),
+        "dm": (".dm3", ".dm4"),
     }
 
 

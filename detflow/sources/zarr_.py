@@ -50,15 +50,47 @@ class ZarrReader(ChunkedReader):
         return ("zarr", self.path, self.array_path, self.mtime)
 
     def _read_slab(self, sel: tuple[slice, ...]) -> np.ndarray:
+        arr = _open_array(self.path, self.array_path)
         try:
-            return np.asarray(_open_array(self.path, self.array_path)[sel])
+            return np.asarray(arr[sel])
         except Exception as err:  # a codec error deep inside zarr names no file
             where = os.path.join(self.path, self.array_path) if self.array_path else self.path
             span = ", ".join(f"{s.start or 0}:{'' if s.stop is None else s.stop}" for s in sel)
+            bad = _failing_chunk(arr, sel)
+            what = "a chunk there is" if bad is None else f"chunk {bad[0]!r} (scan positions [{bad[1]}]) is"
             raise SourceFormatError(
-                f"{where}: cannot read [{span}]: a chunk there is corrupt or unreadable "
-                f"({type(err).__name__}: {err})"
+                f"{where}: cannot read [{span}]: {what} corrupt or unreadable ({type(err).__name__}: {err})"
             ) from err
+
+
+#: chunks tried one by one to find the one a failed read tripped on
+_MAX_CHUNKS_TRIED = 4096
+
+
+def _failing_chunk(arr: Any, sel: tuple[slice, ...]) -> tuple[str, str] | None:
+    """``(chunk key, its nav range)`` of the first chunk under ``sel`` that cannot be read, or ``None``.
+
+    Runs only after a read failed: reads the chunks the selection touches one at a time.
+    """
+    import itertools
+
+    chunks, shape = tuple(arr.chunks), tuple(arr.shape)
+    ranges = []
+    for axis, (c, n) in enumerate(zip(chunks, shape, strict=True)):
+        s = sel[axis] if axis < len(sel) else slice(None)
+        lo, hi, _ = s.indices(n)
+        ranges.append(range(lo // c, -(-hi // c)) if hi > lo else range(0))
+    for tried, coords in enumerate(itertools.product(*ranges)):
+        if tried >= _MAX_CHUNKS_TRIED:
+            return None
+        try:
+            arr.blocks[coords]
+        except Exception:
+            key = arr.metadata.encode_chunk_key(coords)
+            nav = ", ".join(f"{i * c}:{min((i + 1) * c, n)}" for i, c, n in zip(coords, chunks, shape[: len(sel)],
+                                                                              strict=False))
+            return key, nav
+    return None
 
 
 def _mtime(path: str) -> int:

@@ -316,5 +316,18 @@ def test_a_corrupt_zarr_chunk_names_the_store(tmp_path: Path) -> None:
     chunk = tmp_path / "c.zarr" / "c" / "1" / "0" / "0" / "0"
     chunk.write_bytes(b"\x00garbage" * 7)  # not what the codec wrote
     src = load("zarr", path=str(tmp_path / "c.zarr"))
-    with pytest.raises(SourceFormatError, match=r"c\.zarr: cannot read \[0:4, 0:\]: a chunk there is corrupt"):
+    # the store, the chunk's own key (the file to look at) and the scan positions it holds
+    with pytest.raises(SourceFormatError, match=r"c\.zarr: cannot read \[0:4, 0:\]: chunk 'c/1/0/0/0' "
+                                                r"\(scan positions \[1:2, 0:4\]\) is corrupt or unreadable"):
         read_all(src)
+
+
+def test_a_corrupt_zarr_v2_chunk_is_named_by_its_key(tmp_path: Path) -> None:
+    import zarr
+
+    z = zarr.create_array(tmp_path / "v2.zarr", shape=(16, 8, 8), chunks=(4, 8, 4), dtype=DATA.dtype, zarr_format=2,
+                          compressors=None)
+    z[...] = DATA.reshape(16, 8, 8)
+    (tmp_path / "v2.zarr" / "2.0.1").write_bytes(b"\x00garbage" * 3)  # too short for its 64 pixels
+    with pytest.raises(SourceFormatError, match=r"v2\.zarr: cannot read .*chunk '2\.0\.1' \(scan positions \[8:12\]\)"):
+        read_all(load("zarr", path=str(tmp_path / "v2.zarr")))

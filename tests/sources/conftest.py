@@ -99,9 +99,29 @@ def _csr(data: np.ndarray, tmp: Path) -> tuple[str, dict[str, Any]]:
     return "csr", {"path": str(path)}
 
 
+def _dm(data: np.ndarray, tmp: Path) -> tuple[str, dict[str, Any]]:
+    """A DM4 file (see tests/sources/dm_files.py: written from the format's layout, checked by rosettasciio)."""
+    pytest.importorskip("rsciio.digitalmicrograph", reason="the formats extra: pip install -e '.[formats]'")
+    from tests.sources.dm_files import IMAGE_TYPES, write_dm
+
+    if data.dtype.byteorder == ">" or data.dtype not in IMAGE_TYPES:
+        pytest.skip(f"a DM file written here holds little-endian pixels of {sorted(map(str, IMAGE_TYPES))}")
+    return "dm", {"path": str(write_dm(tmp / "data.dm4", data))}
+
+
+def _seq(data: np.ndarray, tmp: Path) -> tuple[str, dict[str, Any]]:
+    """A Norpix .seq file (see tests/sources/test_seq.py: written from the format's layout); frames in one line."""
+    from tests.sources.test_seq import write_seq
+
+    if data.dtype.kind != "u" or data.dtype.byteorder == ">":
+        pytest.skip(f"a .seq file holds little-endian unsigned pixels; not {data.dtype}")
+    frames = data.reshape(-1, *data.shape[-2:])
+    return "seq", {"path": str(write_seq(tmp / "data.seq", frames)), "nav_shape": data.shape[:-2]}
+
+
 BUILDERS: dict[str, Builder] = {
     "memory": _memory, "npy": _npy, "raw": _raw, "mib": _mib(False), "mib-raw": _mib(True),
-    "hdf5": _hdf5, "zarr": _zarr, "dask": _dask, "csr": _csr,
+    "hdf5": _hdf5, "zarr": _zarr, "dask": _dask, "csr": _csr, "dm": _dm, "seq": _seq,
 }
 #: kinds whose partitions carry data: pickles are not recipe-small
 CARRY_DATA = {"memory", "dask", "csr"}

@@ -53,7 +53,8 @@ def test_suffix_when_no_magic(tmp_path) -> None:
 
 def test_unknown_lists_what_was_tried(tmp_path) -> None:
     (tmp_path / "x.weird").write_bytes(b"\x00" * 2000)
-    tried = r"x\.weird: cannot tell the file format; tried the contents as: hdf5, mib, .*npy.*zarr; suffixes: \.emd"
+    tried = (r"x\.weird: cannot tell the file format; tried the contents as: blockfile, dm, empad, hdf5, mib, .*npy.*"
+             r"seq.*zarr; suffixes: \.blo \.dm3 \.dm4 \.emd")
     with pytest.raises(SourceFormatError, match=tried):
         detect_format(tmp_path / "x.weird")
     with pytest.raises(SourceNotFoundError):

@@ -118,3 +118,57 @@ def test_a_registered_format_takes_part_in_auto(tmp_path) -> None:
     finally:
         SOURCES._paths.pop("tagged")
         SOURCES._loaded.pop("tagged", None)
+
+
+_PLUGIN = '''
+import numpy as np
+from detflow.sources.base import Source
+from detflow.sources.readers import ArrayReader
+
+
+class PluginSource(Source):
+    """Files that start with ``PLUGIN``, 2x2 uint8 frames after it."""
+
+    name = "plugged"
+    suffixes = (".plg",)
+
+    def __init__(self, path, **common):
+        self.path = str(path)
+        super().__init__(**common)
+
+    @classmethod
+    def can_open(cls, path):
+        with open(path, "rb") as f:
+            return f.read(6) == b"PLUGIN"
+
+    def _open(self):
+        with open(self.path, "rb") as f:
+            body = np.frombuffer(f.read()[6:], np.uint8).copy()
+        return (body.size // 4,), (2, 2), ArrayReader(body)
+'''
+
+
+def test_an_installed_plugin_format_takes_part_in_auto(tmp_path, monkeypatch) -> None:
+    """A format from another distribution's ``detflow.sources`` entry point, found by ``auto`` by its contents."""
+    import sys
+
+    import detflow.registry as registry
+
+    (tmp_path / "detflow_format_plugin.py").write_text(_PLUGIN)
+    info = tmp_path / "detflow_format_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: detflow-format-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[detflow.sources]\nplugged = detflow_format_plugin:PluginSource\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "detflow_format_plugin", raising=False)
+    fresh = registry.Registry("source", "detflow.sources", dict(SOURCES._paths))  # reads the entry points anew
+    monkeypatch.setattr(registry, "SOURCES", fresh)
+    path = tmp_path / "odd.bin"  # neither the suffix nor any built-in format's magic
+    path.write_bytes(b"PLUGIN" + bytes(range(12)))
+    assert detect_format(path) == "plugged"
+    with df.Context.make_with("inline") as ctx:
+        ds = ctx.load("auto", path=path)
+        assert type(ds).__module__ == "detflow_format_plugin" and ds.shape == (3, 2, 2)
+        np.testing.assert_array_equal(next(ds.partitions()).read().ravel(), np.arange(12))
+    (tmp_path / "empty.plg").write_bytes(b"")  # no contents to go by: its suffix names the plugin
+    assert detect_format(tmp_path / "empty.plg") == "plugged"
