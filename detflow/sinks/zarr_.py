@@ -1,11 +1,18 @@
 """``zarr``: UDF results written to a zarr (v3) store, partition by partition.
 
 Layout: one array per result buffer at the root of the store, named ``{node}_{buffer}``
-(just ``{buffer}`` when the sink has one input node), with ``dimension_names``
-(``nav_y, nav_x``, ``sig_y, sig_x``, extra dims prefixed by the node) and attributes
-(node, buffer, kind, node type and parameters), so ``xarray.open_zarr(path)`` gives a
-labelled dataset. The root attributes hold the graph name, the source path, the
-detflow version, ``partitions_total``, ``partitions_done`` and ``complete``.
+(just ``{buffer}`` when the sink has one input node). Dims, coordinates and attributes
+come from :func:`~detflow.graph.results.buffers_to_xarray`, the function that makes
+``g.run()``'s and ``run_udf(...).to_xarray()``'s datasets, so ``xarray.open_zarr(path)``
+gives the same dims as in memory (``nav_y, nav_x, yx``; ``mask`` labelled with the mask
+names), integer ``nav_*``/``sig_*`` coordinates, ``units``/``long_name`` where known,
+plus node, buffer, node type and parameters. Only where two input nodes of one sink
+give one dim name different sizes or labels (two mask nodes with different masks)
+does the later node's dim get its node's prefix (``b_mask``). Internal accumulators
+(the std-dev UDF's ``varsum`` and ``num_frames``) are written only with the sink
+parameter ``internal: true``. The root attributes hold the graph name, the source
+path (absolute), the detflow version, ``partitions_total``, ``partitions_done`` and
+``complete``.
 
 When results arrive:
 
@@ -45,6 +52,9 @@ if TYPE_CHECKING:
     from detflow.graph.results import ResultBuffer, UDFResults
 
 __all__ = ["ZarrSink"]
+
+#: a stored buffer's dims and attributes
+_Layout = tuple[tuple[str, ...], dict[str, Any]]
 
 
 def _written_by_detflow(path: str) -> bool:
@@ -114,10 +124,18 @@ class ZarrSink:
         Replace an existing store (swapped in only when the run completes).
     attrs
         Extra root attributes.
+    internal
+        Also write internal accumulators (``varsum`` and ``num_frames`` of the
+        std-dev UDF): left out by default.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, nodes: Sequence[str], overwrite: bool = False,
-                 attrs: dict[str, Any] | None = None, node_info: dict[str, dict[str, Any]] | None = None) -> None:
+                 attrs: dict[str, Any] | None = None, node_info: dict[str, dict[str, Any]] | None = None,
+                 internal: bool = False) -> None:
+        if not isinstance(internal, bool):
+            raise TypeError(f"zarr sink {os.fspath(path)!r}: parameter 'internal' must be true or false; "
+                            f"got {internal!r}")
+        self.internal = internal
         self.path = os.fspath(path)
         self.nodes = list(nodes)
         self.overwrite = overwrite
@@ -136,6 +154,10 @@ class ZarrSink:
         self._write_path = self.path + ".partial" if os.path.exists(self.path) else self.path
         self._group: Any = None
         self._arrays: dict[tuple[str, str], Any] = {}
+        # per node: {buffer: (dims, attributes)} from buffers_to_xarray, once the node has results
+        self._layout: dict[str, dict[str, _Layout]] = {}
+        self._coords: dict[str, Any] = {}  # coordinate arrays written, by dim
+        self._sizes: dict[str, int] = {}  # every dim in the store
         self._done: list[int] = []
 
     @classmethod
@@ -146,6 +168,7 @@ class ZarrSink:
             raise TypeError(f"zarr sink {sink_id!r}: parameter 'path' is required")
         from detflow import __version__
         from detflow.graph.model import udf_type_name
+        from detflow.graph.results import absolute_source
 
         known = {n: (udf_type_name(u), u.kwargs) for n, u in plan.udfs}
         known.update({n: (getattr(r, "type_name", type(r).__name__), getattr(r, "kwargs", {}))
@@ -155,7 +178,7 @@ class ZarrSink:
                 raise TypeError(f"zarr sink {sink_id!r}: input {node!r} is not a UDF or result node of the run")
         info = {n: {"type": known[n][0], "params": _jsonable(known[n][1])} for n in inputs}
         attrs = {"graph": plan.name, "detflow_version": __version__,
-                 "source": _jsonable(getattr(plan.source, "path", None) or plan.source.describe()),
+                 "source": _jsonable(absolute_source(plan.source) or plan.source.describe()),
                  "sink": sink_id}
         from detflow.sinks.base import refuse_overwrite_param
 
@@ -196,6 +219,13 @@ class ZarrSink:
             "valid", shape=nav, dtype=bool, chunks=self._nav_chunks(nav, ()), fill_value=False,
             dimension_names=self._dims("nav", len(nav)), attributes={"kind": "nav"},
         )
+        import xarray as xr
+
+        from detflow.graph.results import AXIS_ATTRS
+
+        for dim, size in zip(self._dims("nav", len(nav)), nav, strict=True):
+            self._write_coord(dim, xr.Variable((dim,), np.arange(size, dtype=np.int64), attrs=AXIS_ATTRS["nav"]))
+            self._sizes[dim] = size
 
     def update(self, update: Update) -> None:
         buffers = self._selected(update.results)
@@ -223,12 +253,11 @@ class ZarrSink:
         if not self._arrays:
             self._create_nav_arrays(buffers)
         for node, bufs in buffers.items():
-            for name, buf in bufs.items():
+            for name in self._node_layout(node, bufs):
                 key = (node, name)
-                if key in self._arrays:
-                    self._arrays[key][...] = buf.data
-                else:
-                    self._create(node, name, buf)[...] = buf.data
+                if key not in self._arrays:
+                    self._arrays[key] = self._create(node, name, bufs[name])
+                self._arrays[key][...] = bufs[name].data
         self._valid[...] = results.damage.data & (True if self._info.roi is None
                                                   else self._info.roi.reshape(self._info.meta.nav_shape))
         self._group.attrs.update({"complete": True, "partitions_done": sorted(self._done)})
@@ -265,38 +294,56 @@ class ZarrSink:
 
     def _create_nav_arrays(self, buffers: dict[str, dict[str, ResultBuffer]]) -> None:
         for node, bufs in buffers.items():
-            for name, buf in bufs.items():
-                if buf.kind == "nav":
-                    self._arrays[(node, name)] = self._create(node, name, buf)
+            for name in self._node_layout(node, bufs):
+                if bufs[name].kind == "nav":
+                    self._arrays[(node, name)] = self._create(node, name, bufs[name])
+
+    def _node_layout(self, node: str, bufs: dict[str, ResultBuffer]) -> dict[str, _Layout]:
+        """Dims and attributes of ``node``'s stored buffers, as :func:`buffers_to_xarray`
+        gives them; its coordinates are written on the way."""
+        if node in self._layout or not bufs:
+            return self._layout.get(node, {})
+        from detflow.graph.results import buffers_to_xarray
+
+        ds = buffers_to_xarray(bufs, udf=getattr(bufs, "udf", None), internal=self.internal)
+        rename = {dim: f"{node}_{dim}" for dim in ds.dims if not self._fits(str(dim), ds)}
+        if rename:
+            ds = ds.rename(rename)
+        for dim, coord in ds.coords.items():
+            if dim not in self._coords:
+                self._write_coord(str(dim), coord.variable)
+        self._sizes.update({str(d): int(n) for d, n in ds.sizes.items()})
+        info = _jsonable(self.node_info.get(node, {}))
+        self._layout[node] = {
+            str(name): (tuple(str(d) for d in var.dims), {"node": node, "buffer": str(name), **var.attrs, **info})
+            for name, var in ds.data_vars.items()
+        }
+        return self._layout[node]
+
+    def _fits(self, dim: str, ds: Any) -> bool:
+        """Whether ``dim`` of ``ds`` can share the store's dim of that name: same size, same labels."""
+        if dim in self._sizes and self._sizes[dim] != ds.sizes[dim]:
+            return False
+        if dim in self._coords:
+            return dim in ds.coords and list(self._coords[dim]) == list(ds.coords[dim].values)
+        return dim not in ds.coords or dim not in self._sizes
+
+    def _write_coord(self, dim: str, var: Any) -> None:
+        values = np.asarray(var.values)
+        dtype: Any = str if values.dtype.kind in "UO" else values.dtype
+        arr = self._group.create_array(dim, shape=values.shape, dtype=dtype, chunks=values.shape or (1,),
+                                       dimension_names=(dim,), attributes=_jsonable(dict(var.attrs)))
+        arr[...] = values
+        self._coords[dim] = values
 
     def _create(self, node: str, name: str, buf: ResultBuffer) -> Any:
         from detflow.graph.results import fill_value
-        from detflow.registry import UDFS
 
-        info = self.node_info.get(node, {})
-        extra_names: tuple[str, ...] = ()
-        try:
-            cls = UDFS.get(info["type"]) if ":" not in info.get("type", ":") else None
-            extra_names = tuple(getattr(cls, "extra_dims", {}).get(name, ()))
-        except Exception:
-            extra_names = ()
-        if len(extra_names) != len(buf.extra_shape):
-            extra_names = tuple(f"{name}_{i}" for i in range(len(buf.extra_shape)))
-        prefix = "" if len(self.nodes) == 1 else f"{node}_"
-        extra_dims = tuple(prefix + d for d in extra_names)
-        if buf.kind == "nav":
-            dims = self._dims("nav", len(buf.nav_shape)) + extra_dims
-            chunks = self._nav_chunks(buf.nav_shape, buf.extra_shape)
-        elif buf.kind == "sig":
-            dims = self._dims("sig", len(buf.sig_shape)) + extra_dims
-            chunks = buf.data.shape
-        else:  # a scalar (a result node's) is a 0-d array
-            dims = extra_dims or ((f"{prefix}{name}_0",) if buf.data.ndim else ())
-            chunks = buf.data.shape
+        dims, attrs = self._layout[node][name]
+        chunks = self._nav_chunks(buf.nav_shape, buf.extra_shape) if buf.kind == "nav" else buf.data.shape
         return self._group.create_array(
             self._name(node, name), shape=buf.data.shape, dtype=buf.dtype, chunks=chunks,
-            fill_value=fill_value(buf.dtype), dimension_names=dims,
-            attributes={"node": node, "buffer": name, "kind": buf.kind, **_jsonable(info)},
+            fill_value=fill_value(buf.dtype), dimension_names=dims, attributes=attrs,
         )
 
     def _write_rows(self, arr: Any, flat: np.ndarray, start: int, stop: int) -> None:

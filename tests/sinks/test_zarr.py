@@ -45,7 +45,8 @@ def test_store_matches_numpy_and_opens_labelled(executor, tmp_path, with_roi) ->
     assert ds["total_intensity"].dims == ("nav_y", "nav_x")
     np.testing.assert_allclose(ds["frame_intensity"].values, data[sel].sum(axis=0), rtol=1e-6)
     assert ds["frame_intensity"].dims == ("sig_y", "sig_x")
-    assert ds["bf_intensity"].dims == ("nav_y", "nav_x", "bf_mask")
+    assert ds["bf_intensity"].dims == ("nav_y", "nav_x", "mask")  # as in memory
+    assert list(ds["mask"].values) == ["circular_0", "rectangular_1"]
     yy, xx = np.mgrid[:12, :10]
     disk = np.hypot(yy - 6, xx - 5) <= 3
     np.testing.assert_allclose(ds["bf_intensity"].values[..., 0],
