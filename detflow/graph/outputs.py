@@ -6,7 +6,9 @@ sink objects, with their paths filled in from ``{output_dir}``, ``{input_stem}``
 refused unless ``overwrite`` is given, and an output folder that cannot be written is
 an error. Each sink subscribes to the pass that finishes the last of its inputs, so
 it sees every input final or filling in. Sinks fed by a skipped node are told so in
-the log (and lose that input only).
+the log (and lose that input only). Sinks that write stores are given the run's
+provenance (:func:`~detflow.graph.provenance.run_provenance`: the graph as run, its
+inputs, detflow's version) through their ``record_provenance`` method.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from detflow.errors import ConfigurationError, GraphValidationError
 from detflow.graph.events import Subscriber
 from detflow.graph.model import GraphModel, PartitionNode, SourceNode
+from detflow.graph.provenance import run_provenance
 from detflow.registry import SINKS
 
 if TYPE_CHECKING:
@@ -126,6 +129,7 @@ def build_sinks(compiled: CompiledGraph, ctx: RunContext) -> dict[int, list[Subs
     if specs:
         check_output_dir(ctx.output_dir)
     sinks: dict[int, list[Subscriber]] = {}
+    provenance = run_provenance(graph, output_dir=ctx.output_dir) if specs else None
     for sink_id, type_, inputs, params in specs:
         try:
             cls = SINKS.get(type_)
@@ -138,5 +142,8 @@ def build_sinks(compiled: CompiledGraph, ctx: RunContext) -> dict[int, list[Subs
             sink = cls.from_node(sink_id, inputs, params, plan=_view(compiled, index), overwrite=ctx.overwrite)
         except TypeError as err:
             raise GraphValidationError(str(err), node=sink_id, node_type=type_) from err
+        record = getattr(sink, "record_provenance", None)
+        if record is not None:
+            record(provenance)
         sinks.setdefault(index, []).append(sink)
     return sinks

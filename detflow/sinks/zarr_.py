@@ -11,8 +11,10 @@ give one dim name different sizes or labels (two mask nodes with different masks
 does the later node's dim get its node's prefix (``b_mask``). Internal accumulators
 (the std-dev UDF's ``varsum`` and ``num_frames``) are written only with the sink
 parameter ``internal: true``. The root attributes hold the graph name, the source
-path (absolute), the detflow version, ``partitions_total``, ``partitions_done`` and
-``complete``.
+path (absolute), the detflow version, ``partitions_total``, ``partitions_done``,
+``complete`` and ``provenance`` (the graph as run with every parameter, the inputs
+with size and modification time: :mod:`detflow.graph.provenance`; ``detflow rerun``
+reads it).
 
 When results arrive:
 
@@ -184,6 +186,11 @@ class ZarrSink:
 
         refuse_overwrite_param(sink_id, "zarr", params)
         return cls(params.pop("path"), nodes=inputs, overwrite=overwrite, attrs=attrs, node_info=info, **params)
+
+    def record_provenance(self, provenance: dict[str, Any] | None) -> None:
+        """Keep how this store is made (the graph as run, its inputs) in the root attributes."""
+        if provenance is not None:
+            self.attrs["provenance"] = _jsonable(provenance)
 
     @staticmethod
     def is_complete(path: str | os.PathLike[str]) -> bool:
