@@ -29,7 +29,7 @@ from detflow.graph.driver import GraphResults, run_compiled
 from detflow.graph.events import Subscriber
 from detflow.graph.lowering import CompiledGraph, compile_graph, resolve_class
 from detflow.graph.model import GraphModel, SourceNode, UDFNode, udf_type_name
-from detflow.graph.outputs import RunContext, build_sinks, default_context
+from detflow.graph.outputs import RunContext, build_sinks, check_sink_paths, default_context
 from detflow.graph.planning import GraphPlan, plan_graph
 from detflow.graph.results import buffers_to_xarray
 
@@ -194,9 +194,20 @@ class Graph(GraphModel):
         """Resolve and check every node against its data; the caller closes the result.
 
         Raises :class:`~detflow.errors.GraphValidationError` naming the node and the
-        parameter (and the graph file's line) at the first problem.
+        parameter (and the graph file's line) at the first problem. Sink paths are
+        checked as far as they can be before a run, with the default output folder
+        (:func:`~detflow.graph.outputs.check_sink_paths`).
         """
-        return validate(self)
+        compiled = validate(self)
+        try:
+            check_sink_paths(self, default_context(self))
+        except GraphValidationError as err:
+            compiled.close()
+            raise self.locate(err) from err.__cause__
+        except BaseException:
+            compiled.close()
+            raise
+        return compiled
 
     def plan(self) -> GraphPlan:
         """The passes over the data this graph runs in (see :mod:`detflow.graph.planning`)."""

@@ -32,14 +32,24 @@ so an old store is never half overwritten. ``overwrite`` is the user's own flag
 (``--overwrite``, ``run(..., overwrite=True)``), never a graph-file parameter, and it
 replaces only a zarr store detflow wrote (its root attributes carry ``written_by:
 detflow``): any other file or folder at the path is an error naming it.
+
+A run holds its store from ``start`` to ``finish`` with a lock file beside it,
+``<path>.lock`` (made with ``O_EXCL``, holding pid, host and start time): a second run
+into the same store, with or without ``overwrite``, is refused naming the store and
+the run that holds it, before it touches anything. A lock whose process is gone (on
+the same host) is taken over. These checks, and the ones above that do not depend on
+``overwrite``, also run at validation (``detflow validate``: :func:`check_store_path`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import json
 import math
 import os
 import shutil
+import socket
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -53,7 +63,7 @@ if TYPE_CHECKING:
     from detflow.graph.events import RunInfo, Update
     from detflow.graph.results import ResultBuffer, UDFResults
 
-__all__ = ["ZarrSink"]
+__all__ = ["ZarrSink", "check_store_path"]
 
 #: a stored buffer's dims and attributes
 _Layout = tuple[tuple[str, ...], dict[str, Any]]
@@ -76,6 +86,62 @@ def _check_writable(path: str) -> None:
         folder = os.path.dirname(folder)
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
         raise ConfigurationError(f"zarr sink: cannot write {path!r}: {folder!r} is not a writable folder")
+
+
+def _lock_path(path: str) -> str:
+    return path + ".lock"
+
+
+def _lock_holder(path: str) -> str | None:
+    """Who holds the store's lock (``pid N on HOST since T``), or ``None`` when nobody does.
+
+    A lock whose process is gone on this host is stale: removed here."""
+    lock = _lock_path(path)
+    try:
+        with open(lock, encoding="utf-8") as f:
+            owner = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return f"unknown (unreadable lock file {lock!r})"
+    pid, host = owner.get("pid"), owner.get("host")
+    if host == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(lock)
+        return None
+    return f"pid {pid} on {host} since {owner.get('since', '?')}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _busy_error(path: str, holder: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"zarr sink: {path!r}: another run is writing it ({holder}; lock file {_lock_path(path)!r}); "
+        "wait for that run to end, choose another path, or remove the lock file if that run is gone"
+    )
+
+
+def check_store_path(path: str) -> None:
+    """What can be told about a store path before a run, whatever ``overwrite`` says: no
+    other run holds it, anything there is a store detflow wrote, and the nearest folder
+    that exists above it can be written."""
+    holder = _lock_holder(path)
+    if holder is not None:
+        raise _busy_error(path, holder)
+    if os.path.lexists(path) and not _written_by_detflow(path):
+        raise ConfigurationError(
+            f"zarr sink: {path!r} exists and is not a zarr store detflow wrote; --overwrite replaces "
+            "only those: move it away or choose another path"
+        )
+    _check_writable(path)
 
 
 def _jsonable(value: Any) -> Any:
@@ -143,16 +209,15 @@ class ZarrSink:
         self.overwrite = overwrite
         self.attrs = dict(attrs or {})
         self.node_info = node_info or {}
+        holder = _lock_holder(self.path)
+        if holder is not None:
+            raise _busy_error(self.path, holder)
         if os.path.exists(self.path) and not overwrite:
             raise ConfigurationError(
                 f"zarr sink: {self.path!r} already exists; pass overwrite (--overwrite) to replace it"
             )
-        if os.path.lexists(self.path) and not _written_by_detflow(self.path):
-            raise ConfigurationError(
-                f"zarr sink: {self.path!r} exists and is not a zarr store detflow wrote; --overwrite replaces "
-                "only those: move it away or choose another path"
-            )
-        _check_writable(self.path)
+        check_store_path(self.path)
+        self._locked = False
         self._write_path = self.path + ".partial" if os.path.exists(self.path) else self.path
         self._group: Any = None
         self._arrays: dict[tuple[str, str], Any] = {}
@@ -187,6 +252,9 @@ class ZarrSink:
         refuse_overwrite_param(sink_id, "zarr", params)
         return cls(params.pop("path"), nodes=inputs, overwrite=overwrite, attrs=attrs, node_info=info, **params)
 
+    #: what :func:`~detflow.graph.outputs.check_sink_paths` calls at validation
+    check_path = staticmethod(check_store_path)
+
     def record_provenance(self, provenance: dict[str, Any] | None) -> None:
         """Keep how this store is made (the graph as run, its inputs) in the root attributes."""
         if provenance is not None:
@@ -210,15 +278,17 @@ class ZarrSink:
         missing = [n for n in self.nodes if n not in info.node_ids]
         if missing:
             raise ConfigurationError(f"zarr sink {self.path!r}: nodes {missing} are not in this run")
-        if self._write_path != self.path and os.path.exists(self._write_path):
-            shutil.rmtree(self._write_path)
+        self._lock()
         try:
+            if self._write_path == self.path and os.path.lexists(self.path):
+                raise ConfigurationError(f"zarr sink: cannot create {self.path!r}: it appeared after the run "
+                                         "was checked; pass overwrite (--overwrite) to replace it")
+            if self._write_path != self.path and os.path.exists(self._write_path):
+                shutil.rmtree(self._write_path)  # a killed run's: the lock says no run writes it now
             self._group = zarr.open_group(self._write_path, mode="w-", zarr_format=3)
-        except Exception as err:  # zarr says "Cannot create ''" when the path appeared meanwhile
-            raise ConfigurationError(
-                f"zarr sink: cannot create {self._write_path!r}: it appeared after the run was checked "
-                f"(another run writing the same store?): {err}"
-            ) from err
+        except Exception:
+            self._unlock()
+            raise
         self._group.attrs.update({**self.attrs, "written_by": "detflow", "partitions_total": info.partitions_total,
                                   "partitions_done": [], "complete": False})
         nav = info.meta.nav_shape
@@ -251,6 +321,35 @@ class ZarrSink:
         self._group.attrs["partitions_done"] = sorted(self._done)
 
     def finish(self, results: UDFResults | None) -> None:
+        try:
+            self._finish(results)
+        finally:
+            self._unlock()
+
+    def _lock(self) -> None:
+        """Hold the store for this run: ``<path>.lock``, made atomically (O_EXCL)."""
+        for _ in range(2):  # a second try after a stale lock was removed
+            try:
+                fd = os.open(_lock_path(self.path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                holder = _lock_holder(self.path)
+                if holder is not None:
+                    raise _busy_error(self.path, holder) from None
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump({"pid": os.getpid(), "host": socket.gethostname(),
+                           "since": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}, f)
+            self._locked = True
+            return
+        raise _busy_error(self.path, "a lock that keeps coming back")
+
+    def _unlock(self) -> None:
+        if self._locked:
+            self._locked = False
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(_lock_path(self.path))
+
+    def _finish(self, results: UDFResults | None) -> None:
         if self._group is None:
             return
         if results is None:  # failed or stopped: keep what was written, say it is incomplete
