@@ -16,7 +16,7 @@ import numpy as np
 from detflow.errors import ConfigurationError, ParameterError
 from detflow.executors.base import Executor, make_executor
 from detflow.graph import Graph
-from detflow.graph.results import ResultBuffer, UDFResults
+from detflow.graph.results import ResultBuffer, ResultDict, UDFResults
 from detflow.nodes.base import UDF
 from detflow.registry import SOURCES
 from detflow.sources.base import Source
@@ -172,12 +172,12 @@ class Context:
     @overload
     def run_udf(self, dataset: Source, udf: UDF, roi: Any = None, *, progress: bool = False,
                 plots: Any = None, corrections: Any = None, backends: Any = None,
-                sync: bool = True) -> dict[str, ResultBuffer]: ...
+                sync: bool = True) -> ResultDict: ...
 
     @overload
     def run_udf(self, dataset: Source, udf: Sequence[UDF], roi: Any = None, *,
                 progress: bool = False, plots: Any = None, corrections: Any = None,
-                backends: Any = None, sync: bool = True) -> tuple[dict[str, ResultBuffer], ...]: ...
+                backends: Any = None, sync: bool = True) -> tuple[ResultDict, ...]: ...
 
     def run_udf(
         self,
@@ -190,10 +190,14 @@ class Context:
         corrections: Any = None,
         backends: Any = None,
         sync: bool = True,
-    ) -> dict[str, ResultBuffer] | tuple[dict[str, ResultBuffer], ...]:
+    ) -> ResultDict | tuple[ResultDict, ...]:
         """Run one UDF (returns its results) or a list of UDFs (a tuple, one per UDF)
         in one pass over the data. ``sync=False`` returns an awaitable of the same
-        (the run proceeds in a worker thread)."""
+        (the run proceeds in a worker thread).
+
+        Each UDF's results are LiberTEM's ``{name: buffer}`` dict with a
+        ``to_xarray()`` (:class:`~detflow.graph.results.ResultDict`): the same dims,
+        coordinates and attributes as ``Graph.run`` and the zarr sink give."""
         if not sync:
             kw = dict(progress=progress, plots=plots, corrections=corrections, backends=backends)
             return asyncio.to_thread(self.run_udf, dataset, udf, roi, **kw)  # type: ignore[arg-type, return-value]
@@ -201,7 +205,7 @@ class Context:
         for last in self._iter(dataset, udf, roi, progress, plots, corrections, backends):  # noqa: B007
             pass
         assert last is not None
-        buffers = last.buffers
+        buffers = tuple(b if isinstance(b, ResultDict) else ResultDict(b) for b in last.buffers)
         return buffers[0] if isinstance(udf, UDF) else buffers
 
     def map(

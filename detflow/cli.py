@@ -385,6 +385,25 @@ def sim_asi_tpx3(path: str, **options: Any) -> None:
     run_simulator(path, echo=click.echo, **options)
 
 
+@main.command()
+@click.argument("store", type=click.Path(exists=True))
+@click.option("--output-dir", type=click.Path(file_okay=False),
+              help="Folder for {output_dir} outputs; default: the one the store's run used.")
+@click.option("--overwrite", is_flag=True, help="Replace outputs that exist (swapped in when the run completes).")
+@click.option("--allow-changed", is_flag=True, help="Rerun even where an input changed size or time (a warning).")
+@click.option("--executor", default=None, help="Executor to run on; default: the graph's, else threads.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@_errors
+def rerun(store: str, output_dir: str | None, overwrite: bool, allow_changed: bool, executor: str | None,
+          progress: bool) -> None:
+    """Run again exactly the graph that wrote STORE (a zarr store, or an .npy file with its sidecar)."""
+    from detflow.graph.rerun import rerun as rerun_store
+
+    results = rerun_store(store, output_dir=output_dir, overwrite=overwrite, allow_changed=allow_changed,
+                          executor=executor, progress=progress)
+    click.echo(f"reran {store}: " + ", ".join(results))
+
+
 from detflow.batch.cli import batch, queue  # noqa: E402 - the batch commands live with the batch package
 
 main.add_command(batch)

@@ -38,7 +38,7 @@ from detflow.errors import UDFError, annotate_node_error
 from detflow.graph.events import RunInfo, Subscriber, Update
 from detflow.graph.lowering import CompiledGraph, PassPlan
 from detflow.graph.merge import Merger, result_buffers
-from detflow.graph.results import ResultBuffer, UDFResults
+from detflow.graph.results import ResultBuffer, ResultDict, UDFResults, absolute_source
 from detflow.graph.stream import ResultStream
 from detflow.nodes.base import BufferDecl
 from detflow.nodes.runner import PartialResult, PartitionTask, run_partition
@@ -138,7 +138,8 @@ class _ResultEval:
         if not isinstance(out, Mapping):
             raise UDFError(f"result node {self.node_id!r} ({type(self.obj).__name__}): compute() must "
                            f"return a mapping of name -> value; got {type(out).__name__}")
-        self._last = result_buffers(out, self.meta, self.roi)
+        self._last = ResultDict(result_buffers(out, self.meta, self.roi), udf=self.obj,
+                                attrs={"node": self.node_id})
         self._at, self._version = now, version
         return self._last
 
@@ -203,7 +204,8 @@ def _run_pass(plan: PassPlan, executor: Executor, final: dict[str, dict[str, Res
         tasks = [make_task(p) for p in plan.source.partitions(plan.partition_plan(executor.n_workers))
                  if keep(p.frames)]
         n_tasks = len(tasks)
-    mergers = [Merger(node_id, udf, m if inp >= 0 else meta, roi)
+    source = absolute_source(plan.source)
+    mergers = [Merger(node_id, udf, m if inp >= 0 else meta, roi, source=source)
                for (node_id, udf), (inp, m) in zip(plan.udfs, plan.inputs, strict=True)]
     own = {node_id: m for node_id, m in zip((u for u, _ in plan.udfs), mergers, strict=True)}
     evals = {rid: _ResultEval(rid, obj, inputs, meta, roi, max_rate) for rid, obj, inputs in plan.results}

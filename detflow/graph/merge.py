@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from detflow.errors import UDFError, annotate_node_error
-from detflow.graph.results import ResultBuffer, check_returned, result_buffer
+from detflow.graph.results import ResultBuffer, ResultDict, check_returned, result_buffer
 from detflow.nodes.base import UDF, BufferDecl, UDFData
 from detflow.nodes.runner import PartialResult, check_result_only
 from detflow.sources.base import DatasetMeta
@@ -25,8 +25,10 @@ __all__ = ["Merger", "result_buffers"]
 class Merger:
     """The running result of one UDF node on the driver."""
 
-    def __init__(self, node_id: str, udf: UDF, meta: DatasetMeta, roi: np.ndarray | None) -> None:
+    def __init__(self, node_id: str, udf: UDF, meta: DatasetMeta, roi: np.ndarray | None, *,
+                 source: str | None = None) -> None:
         self.node_id = node_id
+        self.source = source
         self.udf = udf
         self.meta = meta
         self.roi = roi
@@ -61,7 +63,7 @@ class Merger:
                 where=f"in merge of partition {partial.index}",
             ) from None
 
-    def results(self, valid: np.ndarray) -> dict[str, ResultBuffer]:
+    def results(self, valid: np.ndarray) -> ResultDict:
         self.udf.results = UDFData(self.dest, owner=type(self.udf).__name__)
         self._with_valid(valid)
         try:
@@ -73,7 +75,8 @@ class Merger:
                 where="in get_results",
             ) from None
         check_result_only(self.udf, computed, self.node_id)
-        out = {}
+        attrs = {"node": self.node_id} if self.source is None else {"node": self.node_id, "source": self.source}
+        out = ResultDict(udf=self.udf, attrs=attrs)
         names = [k for k, d in self.decls.items() if d.use != "private"]
         for name in names:
             decl = self.decls[name]

@@ -6,7 +6,9 @@ sink objects, with their paths filled in from ``{output_dir}``, ``{input_stem}``
 refused unless ``overwrite`` is given, and an output folder that cannot be written is
 an error. Each sink subscribes to the pass that finishes the last of its inputs, so
 it sees every input final or filling in. Sinks fed by a skipped node are told so in
-the log (and lose that input only).
+the log (and lose that input only). Sinks that write stores are given the run's
+provenance (:func:`~detflow.graph.provenance.run_provenance`: the graph as run, its
+inputs, detflow's version) through their ``record_provenance`` method.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from typing import TYPE_CHECKING, Any
 from detflow.errors import ConfigurationError, GraphValidationError
 from detflow.graph.events import Subscriber
 from detflow.graph.model import GraphModel, PartitionNode, SourceNode
+from detflow.graph.provenance import run_provenance
 from detflow.registry import SINKS
 
 if TYPE_CHECKING:
     from detflow.graph.lowering import CompiledGraph
 
-__all__ = ["RunContext", "build_sinks", "default_context", "source_path"]
+__all__ = ["RunContext", "build_sinks", "check_sink_paths", "default_context", "source_path"]
 
 log = logging.getLogger("detflow")
 
@@ -86,6 +89,39 @@ def check_output_dir(path: str) -> None:
         raise ConfigurationError(f"output directory {path!r} cannot be written (permission denied)")
 
 
+def _sink_path(template: Any, ctx: RunContext, *, graph: str, node: str) -> str | None:
+    """A sink's ``path`` filled in; an absolute one must name a folder that exists (a typo
+    in it should not grow a tree of folders), a relative one may create its folders."""
+    if not isinstance(template, str | os.PathLike):
+        return None
+    template = os.fspath(template)
+    path = ctx.fill(template, graph=graph, node=node)
+    if os.path.isabs(template) and not template.startswith("{"):
+        parent = os.path.dirname(os.path.normpath(path))
+        if not os.path.isdir(parent):
+            why = "is not a folder" if os.path.lexists(parent) else "does not exist"
+            raise GraphValidationError(f"cannot write {path!r}: {parent!r} {why}", node=node, parameter="path")
+    return path
+
+
+def check_sink_paths(graph: GraphModel, ctx: RunContext) -> None:
+    """Check every sink path as far as it can be before a run (``detflow validate``):
+    an absolute path's folder exists, and whatever the sink type checks up front
+    (its ``check_path``: for zarr, no other run holds the store, anything there is a
+    store detflow wrote, the folder can be written). Whether an existing output may
+    be replaced is for the run to say (``overwrite``)."""
+    for node in graph.sink_nodes():
+        if getattr(node, "skip", False):
+            continue
+        path = _sink_path(node.params.get("path"), ctx, graph=graph.name, node=node.id)
+        try:
+            check = getattr(SINKS.get(node.type), "check_path", None)
+        except ConfigurationError:
+            continue  # the unknown type is the run's error to give, with the known names
+        if path is not None and check is not None:
+            check(path)
+
+
 def _pass_of(compiled: CompiledGraph, inputs: tuple[str, ...]) -> int:
     g = compiled.graph
     plan = compiled.plan
@@ -126,17 +162,21 @@ def build_sinks(compiled: CompiledGraph, ctx: RunContext) -> dict[int, list[Subs
     if specs:
         check_output_dir(ctx.output_dir)
     sinks: dict[int, list[Subscriber]] = {}
+    provenance = run_provenance(graph, output_dir=ctx.output_dir) if specs else None
     for sink_id, type_, inputs, params in specs:
         try:
             cls = SINKS.get(type_)
         except ConfigurationError as err:
             raise GraphValidationError(str(err), node=sink_id, parameter="type") from err
         if "path" in params and isinstance(params["path"], str):
-            params["path"] = ctx.fill(params["path"], graph=graph.name, node=sink_id)
+            params["path"] = _sink_path(params["path"], ctx, graph=graph.name, node=sink_id)
         index = _pass_of(compiled, inputs)
         try:
             sink = cls.from_node(sink_id, inputs, params, plan=_view(compiled, index), overwrite=ctx.overwrite)
         except TypeError as err:
             raise GraphValidationError(str(err), node=sink_id, node_type=type_) from err
+        record = getattr(sink, "record_provenance", None)
+        if record is not None:
+            record(provenance)
         sinks.setdefault(index, []).append(sink)
     return sinks

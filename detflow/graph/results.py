@@ -10,6 +10,7 @@ booleans), ``.raw_data`` flat and ROI-filtered,
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,8 @@ from detflow.nodes.buffers import ArrayWithMask, get_bbox_slice, get_inner_slice
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["ResultBuffer", "UDFResults", "check_returned", "dim_names", "fill_value", "result_buffer", "to_xarray"]
+__all__ = ["ResultBuffer", "ResultDict", "UDFResults", "absolute_source", "buffers_to_xarray", "check_returned",
+           "dim_names", "fill_value", "result_buffer", "to_xarray"]
 
 
 def fill_value(dtype: np.dtype) -> Any:
@@ -231,33 +233,128 @@ def result_buffer(
     return ResultBuffer(arr, decl, nav_shape=nav_shape, sig_shape=sig_shape, roi=roi, valid=valid, mask=mask)
 
 
+#: attributes of the nav and sig coordinates
+AXIS_ATTRS = {"nav": {"long_name": "scan position"}, "sig": {"long_name": "detector pixel", "units": "px"}}
+
+
+def _extra_names(udf: Any, name: str, n: int,
+                 extra_dims: Mapping[str, tuple[str, ...]] | None) -> tuple[str, ...]:
+    given = (extra_dims or {}).get(name)
+    names = tuple(given if given is not None else getattr(udf, "extra_dims", {}).get(name, ()))
+    return names if len(names) == n else tuple(f"{name}_{i}" for i in range(n))
+
+
+def buffers_to_xarray(
+    buffers: Mapping[str, ResultBuffer],
+    *,
+    udf: Any = None,
+    attrs: Mapping[str, Any] | None = None,
+    internal: bool = False,
+    extra_dims: Mapping[str, tuple[str, ...]] | None = None,
+) -> xr.Dataset:
+    """One node's buffers as one ``xarray.Dataset``: the only place results get dims.
+
+    ``g.run()``, ``run_udf(...).to_xarray()`` and the zarr sink all call this, so one
+    result has the same dims, coordinates and attributes in memory and in a store:
+
+    * dims ``nav_y, nav_x`` (``nav`` for 1-D scans) and ``sig_y, sig_x`` with integer
+      coordinates; extra dims as the UDF names them (``extra_dims``, e.g. ``yx``),
+      else ``{buffer}_{i}``;
+    * labelled extra dims: ``yx`` is ``["y", "x"]``, others from the UDF's
+      ``result_coords()`` (mask names on ``mask``);
+    * each variable's attributes: ``kind``, and ``units``/``long_name`` where the
+      UDF declares them (``buffer_attrs``);
+    * the UDF's ``internal_buffers`` (accumulators such as the std-dev ``varsum``)
+      only with ``internal=True``.
+
+    ``udf`` is the UDF (or result node) whose buffers these are, or ``None``.
+    """
+    import xarray as xr
+
+    skip = set() if internal else set(getattr(udf, "internal_buffers", ()))
+    labels: dict[str, list[Any]] = {"yx": ["y", "x"]}
+    if udf is not None and hasattr(udf, "result_coords"):
+        labels.update(udf.result_coords())
+    variables = {}
+    coords: dict[str, Any] = {}
+    for name, buf in buffers.items():
+        if name in skip:
+            continue
+        extra = _extra_names(udf, name, len(buf.extra_shape), extra_dims)
+        data = buf.data
+        axes: tuple[str, ...] = ()
+        if buf.kind == "nav":
+            axes = dim_names("nav", len(buf.nav_shape))
+        elif buf.kind == "sig":
+            axes = dim_names("sig", len(buf.sig_shape))
+        if buf.kind != "nav" and buf.kind != "sig" and data.ndim == 0:
+            dims: tuple[str, ...] = ()  # a scalar (a result node's cx, r)
+        elif buf.kind in ("nav", "sig"):
+            dims = axes + extra
+        else:
+            dims = extra if buf.extra_shape else tuple(f"{name}_{i}" for i in range(data.ndim))
+        for dim, size in zip(dims, data.shape, strict=True):
+            if dim in coords:
+                continue
+            if dim in axes:
+                coords[dim] = xr.Variable((dim,), np.arange(size, dtype=np.int64), attrs=AXIS_ATTRS[buf.kind])
+            elif dim in labels and len(labels[dim]) == size:
+                coords[dim] = xr.Variable((dim,), np.asarray(labels[dim]))
+        var_attrs = {"kind": buf.kind, **getattr(udf, "buffer_attrs", {}).get(name, {})}
+        variables[name] = xr.Variable(dims, data, attrs=var_attrs)
+    return xr.Dataset(variables, coords=coords, attrs=dict(attrs or {}))
+
+
 def to_xarray(
     buffers: Mapping[str, ResultBuffer],
     *,
     extra_dims: Mapping[str, tuple[str, ...]] | None = None,
     attrs: Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
-    """One ``xarray.Dataset`` with a variable per buffer and named dims."""
-    import xarray as xr
+    """:func:`buffers_to_xarray` for a plain mapping (kept for callers of the old name)."""
+    return buffers_to_xarray(buffers, udf=getattr(buffers, "udf", None), extra_dims=extra_dims,
+                             attrs={**getattr(buffers, "attrs", {}), **(attrs or {})})
 
-    extra_dims = extra_dims or {}
-    variables = {}
-    for name, buf in buffers.items():
-        extra = tuple(extra_dims.get(name, ())) or tuple(
-            f"{name}_{i}" for i in range(len(buf.extra_shape))
-        )
-        if len(extra) != len(buf.extra_shape):
-            extra = tuple(f"{name}_{i}" for i in range(len(buf.extra_shape)))
-        if buf.kind == "nav":
-            dims = dim_names("nav", len(buf.nav_shape)) + extra
-        elif buf.kind == "sig":
-            dims = dim_names("sig", len(buf.sig_shape)) + extra
-        elif buf.data.ndim == 0:  # a scalar (a result node's cx, r)
-            dims = ()
-        else:
-            dims = extra if buf.extra_shape else (f"{name}_0",)
-        variables[name] = xr.Variable(dims, buf.data, attrs={"kind": buf.kind})
-    return xr.Dataset(variables, attrs=dict(attrs or {}))
+
+def absolute_source(source: Any) -> str | None:
+    """The path of ``source`` (a source object) made absolute, or ``None`` (memory)."""
+    path = getattr(source, "path", None)
+    if path is None:
+        return None
+    try:
+        return os.path.abspath(os.fspath(path))
+    except TypeError:  # several files (a list): as given
+        return str(path)
+
+
+class ResultDict(dict[str, ResultBuffer]):
+    """One UDF's results: LiberTEM's ``{name: buffer}`` dict, plus :meth:`to_xarray`.
+
+    ``udf`` is the UDF that made them (``None`` for a plain mapping); ``attrs`` go to
+    the dataset (``node``, ``type``, the ``source`` path, absolute).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import detflow as df
+    >>> from detflow.nodes import SumSigUDF
+    >>> with df.Context.make_with("inline") as ctx:
+    ...     ds = ctx.load("memory", data=np.ones((2, 3, 4, 4), dtype=np.uint8))
+    ...     res = ctx.run_udf(dataset=ds, udf=SumSigUDF())
+    >>> res.to_xarray()["intensity"].dims
+    ('nav_y', 'nav_x')
+    """
+
+    def __init__(self, buffers: Mapping[str, ResultBuffer] = (), *, udf: Any = None,  # type: ignore[assignment]
+                 attrs: Mapping[str, Any] | None = None) -> None:
+        super().__init__(buffers)
+        self.udf = udf
+        self.attrs = dict(attrs or {})
+
+    def to_xarray(self, *, internal: bool = False) -> xr.Dataset:
+        """These results as an ``xarray.Dataset`` (see :func:`buffers_to_xarray`);
+        ``internal=True`` keeps internal accumulators (the std-dev ``varsum``)."""
+        return buffers_to_xarray(self, udf=self.udf, attrs=self.attrs, internal=internal)
 
 
 class UDFResults:

@@ -29,9 +29,9 @@ from detflow.graph.driver import GraphResults, run_compiled
 from detflow.graph.events import Subscriber
 from detflow.graph.lowering import CompiledGraph, compile_graph, resolve_class
 from detflow.graph.model import GraphModel, SourceNode, UDFNode, udf_type_name
-from detflow.graph.outputs import RunContext, build_sinks, default_context
+from detflow.graph.outputs import RunContext, build_sinks, check_sink_paths, default_context
 from detflow.graph.planning import GraphPlan, plan_graph
-from detflow.graph.results import to_xarray
+from detflow.graph.results import buffers_to_xarray
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -108,8 +108,10 @@ def to_datasets(graph: GraphModel, last: GraphResults) -> dict[str, xr.Dataset]:
         if isinstance(node, UDFNode):
             extra_dims = resolve_class(node).extra_dims
             type_name = node.type if node.obj is None else udf_type_name(node.obj)
-        out[node.id] = to_xarray(last[node.id], extra_dims=extra_dims,
-                                 attrs={"graph": graph.name, "node": node.id, "type": type_name})
+        buffers = last[node.id]
+        attrs = {**getattr(buffers, "attrs", {}), "graph": graph.name, "node": node.id, "type": type_name}
+        out[node.id] = buffers_to_xarray(buffers, udf=getattr(buffers, "udf", None), extra_dims=extra_dims,
+                                         attrs=attrs)
     return out
 
 
@@ -192,9 +194,20 @@ class Graph(GraphModel):
         """Resolve and check every node against its data; the caller closes the result.
 
         Raises :class:`~detflow.errors.GraphValidationError` naming the node and the
-        parameter (and the graph file's line) at the first problem.
+        parameter (and the graph file's line) at the first problem. Sink paths are
+        checked as far as they can be before a run, with the default output folder
+        (:func:`~detflow.graph.outputs.check_sink_paths`).
         """
-        return validate(self)
+        compiled = validate(self)
+        try:
+            check_sink_paths(self, default_context(self))
+        except GraphValidationError as err:
+            compiled.close()
+            raise self.locate(err) from err.__cause__
+        except BaseException:
+            compiled.close()
+            raise
+        return compiled
 
     def plan(self) -> GraphPlan:
         """The passes over the data this graph runs in (see :mod:`detflow.graph.planning`)."""

@@ -211,6 +211,12 @@ class UDF:
     params_spec: ClassVar[tuple[Param, ...]] = ()
     #: names for the extra dimensions of buffers, used when results become xarray
     extra_dims: ClassVar[dict[str, tuple[str, ...]]] = {}
+    #: xarray attributes of buffers where known (``units``, ``long_name``)
+    buffer_attrs: ClassVar[dict[str, dict[str, str]]] = {}
+    #: buffers that are internal accumulators (the std-dev UDF's ``varsum``): they stay
+    #: in ``run_udf``'s dict, as in LiberTEM, and are left out of xarray results and
+    #: stores unless asked for (``to_xarray(internal=True)``, the zarr sink's ``internal``)
+    internal_buffers: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **kwargs: Any) -> None:
         self._kwargs = kwargs
@@ -219,6 +225,11 @@ class UDF:
         self.results: UDFData = UDFData(owner=type(self).__name__)
         self.task_data: UDFData = UDFData(owner=type(self).__name__, write_through=False)
         self._backend = _bk.NUMPY
+
+    def result_coords(self) -> dict[str, list[Any]]:
+        """Labels of extra dimensions (``{"mask": names}``), for xarray results; called
+        on the driver after a run, with ``self.meta`` set."""
+        return {}
 
     # --- re-instantiation ---------------------------------------------------------
     @property

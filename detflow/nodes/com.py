@@ -104,6 +104,17 @@ class CoMUDF(UDF):
     )
 
     extra_dims = {"raw_com": ("yx",), "raw_shifts": ("yx",), "field": ("yx",)}
+    buffer_attrs = {
+        "raw_com": {"long_name": "centre of mass", "units": "px"},
+        "raw_shifts": {"long_name": "shift of the centre of mass", "units": "px"},
+        "field": {"long_name": "shift field (rotated, regression removed)", "units": "px"},
+        "field_y": {"long_name": "shift field, y", "units": "px"},
+        "field_x": {"long_name": "shift field, x", "units": "px"},
+        "magnitude": {"long_name": "magnitude of the shift field", "units": "px"},
+        "divergence": {"long_name": "divergence of the shift field"},
+        "curl": {"long_name": "curl of the shift field"},
+        "regression": {"long_name": "regression coefficients"},
+    }
 
     def __init__(
         self,

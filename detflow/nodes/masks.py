@@ -283,7 +283,7 @@ def check_mask_spec(spec: Any, index: int) -> str | None:
     if kind is None:
         return f"mask {index}: {unknown_name_text('type', spec['type'], _SPEC_KINDS, known_label='known')}"
     _, required, optional = kind
-    given = set(spec) - {"type"}
+    given = set(spec) - {"type", "name"}  # a name labels the mask axis of the results
     missing = [k for k in required if k not in given]
     unknown = sorted(given - set(required) - set(optional))
     if missing:
@@ -300,8 +300,10 @@ _POSITIVE = ("r", "width", "height")
 
 def _check_spec_values(spec: dict[str, Any], index: int) -> str | None:
     where = f"mask {index} ({spec['type']})"
+    if not isinstance(spec.get("name", ""), str):
+        return f"{where}: name must be a string; got {spec['name']!r}"
     for key, value in spec.items():
-        if key in ("type", "path"):
+        if key in ("type", "path", "name"):
             continue
         if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
             return f"{where}: {key} must be a number; got {value!r}"
@@ -321,5 +323,5 @@ def mask_from_spec(spec: dict[str, Any], sig_shape: tuple[int, ...]) -> np.ndarr
     """
     fn, _, _ = _SPEC_KINDS[spec["type"]]
     h, w = sig_shape
-    return fn(h, w, **{k: v for k, v in spec.items() if k != "type"})
+    return fn(h, w, **{k: v for k, v in spec.items() if k not in ("type", "name")})
 

@@ -155,6 +155,7 @@ class ApplyMasksUDF(UDF):
               check=one_of("auto", *KERNELS)),
     )
     extra_dims = {"intensity": ("mask",)}
+    buffer_attrs = {"intensity": {"long_name": "masked intensity", "units": "counts"}}
 
     def __init__(
         self,
@@ -241,6 +242,14 @@ class ApplyMasksUDF(UDF):
 
     def get_preferred_input_dtype(self) -> Any:
         return self.USE_NATIVE_DTYPE
+
+    def result_coords(self) -> dict[str, list[Any]]:
+        """The mask axis labelled with each declared mask's ``name`` (default
+        ``{type}_{index}``), or ``mask_{index}`` for mask factories."""
+        if self.params.masks is not None:
+            return {"mask": [s.get("name", f"{s['type']}_{i}") for i, s in enumerate(self.params.masks)]}
+        count = self.params.mask_count if self.params.mask_count is not None else self._masks().count
+        return {"mask": [f"mask_{i}" for i in range(count)]}
 
     def _result_dtype(self) -> np.dtype:
         p = self.params

@@ -50,6 +50,13 @@ class StdDevUDF(UDF):
         Param("dtype", "dtype", default=None, doc="base dtype (default float64)"),
         Param("use_numba", bool, default=True, doc="accepted for LiberTEM compatibility"),
     )
+    buffer_attrs = {
+        "sum": {"long_name": "sum of frames", "units": "counts"},
+        "mean": {"long_name": "mean frame", "units": "counts"},
+        "std": {"long_name": "standard deviation", "units": "counts"},
+        "var": {"long_name": "variance", "units": "counts^2"},
+    }
+    internal_buffers = frozenset({"varsum", "num_frames"})
 
     def __init__(self, dtype: Any = None, use_numba: bool = True) -> None:
         super().__init__(dtype=dtype, use_numba=use_numba)

@@ -48,6 +48,7 @@ class SumUDF(UDF):
     """
 
     params_spec = (Param("dtype", "dtype", default="float32", doc="minimum dtype of the sum"),)
+    buffer_attrs = {"intensity": {"long_name": "sum of frames", "units": "counts"}}
 
     def __init__(self, dtype: Any = "float32") -> None:
         super().__init__(dtype=dtype)

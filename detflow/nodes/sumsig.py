@@ -27,6 +27,7 @@ class SumSigUDF(UDF):
     """
 
     params_spec = ()
+    buffer_attrs = {"intensity": {"long_name": "frame sum", "units": "counts"}}
 
     def __init__(self) -> None:
         super().__init__()

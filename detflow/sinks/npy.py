@@ -12,10 +12,15 @@ They go to ``<path>.partial``, moved onto ``path`` only when the run completes: 
 interrupted run leaves an existing file as it was and the partial file named as
 such. An existing ``path`` is replaced only with the user's own ``--overwrite``
 (never a graph-file parameter), and only if it is an ``.npy`` file.
+
+How the file was made (the graph as run, its inputs, detflow's version:
+:mod:`detflow.graph.provenance`) goes to a sidecar ``<path>.provenance.json``, written
+when the file is moved into place; ``detflow rerun <path>`` reads it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -40,6 +45,7 @@ class NpyRecorderSink:
         self.sink_id = sink_id
         check_replaceable(self.path, overwrite)
         self.partial_path = self.path + ".partial"
+        self._provenance: dict[str, Any] | None = None
         self._udf = RecordUDF(filename=self.partial_path, overwrite=True)  # a stale partial is ours to replace
         if meta is not None:
             from detflow.nodes.runner import main_meta
@@ -83,6 +89,10 @@ class NpyRecorderSink:
         except (OSError, ValueError):
             return False
 
+    def record_provenance(self, provenance: dict[str, Any] | None) -> None:
+        """Keep how the file is made, for its sidecar."""
+        self._provenance = provenance
+
     def udfs(self) -> list[tuple[str, UDF]]:
         return [(self.sink_id, self._udf)]
 
@@ -95,3 +105,8 @@ class NpyRecorderSink:
     def finish(self, results: UDFResults | None) -> None:
         if results is not None and os.path.exists(self.partial_path):
             os.replace(self.partial_path, self.path)
+            if self._provenance is not None:
+                sidecar = self.path + ".provenance.json"
+                with open(sidecar + ".partial", "w", encoding="utf-8") as f:
+                    json.dump(self._provenance, f, indent=1, default=repr)
+                os.replace(sidecar + ".partial", sidecar)

@@ -45,7 +45,8 @@ def test_store_matches_numpy_and_opens_labelled(executor, tmp_path, with_roi) ->
     assert ds["total_intensity"].dims == ("nav_y", "nav_x")
     np.testing.assert_allclose(ds["frame_intensity"].values, data[sel].sum(axis=0), rtol=1e-6)
     assert ds["frame_intensity"].dims == ("sig_y", "sig_x")
-    assert ds["bf_intensity"].dims == ("nav_y", "nav_x", "bf_mask")
+    assert ds["bf_intensity"].dims == ("nav_y", "nav_x", "mask")  # as in memory
+    assert list(ds["mask"].values) == ["circular_0", "rectangular_1"]
     yy, xx = np.mgrid[:12, :10]
     disk = np.hypot(yy - 6, xx - 5) <= 3
     np.testing.assert_allclose(ds["bf_intensity"].values[..., 0],
@@ -112,3 +113,50 @@ def test_written_by_zarr_v3(tmp_path) -> None:
     group = zarr.open_group(tmp_path / "v.zarr", mode="r")
     assert group.metadata.zarr_format == 3
     assert group["total_intensity"].metadata.dimension_names == ("nav_y", "nav_x")
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_second_run_into_a_store_being_written_is_refused_naming_it(tmp_path, overwrite) -> None:
+    data = _data()
+    path = tmp_path / "c.zarr"
+    if overwrite:
+        _graph(data, path).run(executor="inline")
+    first = _graph(data, path).run_iter(executor="inline", overwrite=overwrite)
+    next(first)  # the first run holds the store now, one partition written
+    with pytest.raises(ConfigurationError, match=rf"{path.name}'.*another run is writing it") as err:
+        _graph(data * 2, path).run(executor="inline", overwrite=overwrite)
+    assert str(path) in str(err.value)
+    for _ in first:  # the first run is untouched by the second and finishes
+        pass
+    ds = xr.open_zarr(path)
+    assert ds.attrs["complete"] is True
+    np.testing.assert_allclose(ds["total_intensity"].values, data.sum(axis=(2, 3)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.zarr"]  # no lock, no partial left
+    _graph(data, path).run(executor="inline", overwrite=True)  # and the next run may write it
+
+
+def test_a_lock_left_by_a_dead_run_is_taken_over(tmp_path) -> None:
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    path = tmp_path / "d.zarr"
+    (tmp_path / "d.zarr.lock").write_text(json.dumps({"pid": int(gone.stdout), "host": socket.gethostname()}))
+    _graph(_data(), path).run(executor="inline")
+    assert xr.open_zarr(path).attrs["complete"] is True and not (tmp_path / "d.zarr.lock").exists()
+
+
+@pytest.mark.parametrize("where", ["a_file/x.zarr", "a_file", "missing/deeper/x.zarr"])
+def test_sink_paths_are_checked_at_validation(tmp_path, where) -> None:
+    (tmp_path / "a_file").write_text("not a store")
+    path = tmp_path / where
+    g = _graph(_data(), path)
+    with pytest.raises(ConfigurationError, match=str(path if where != "a_file/x.zarr" else tmp_path / "a_file")):
+        g.validate().close()
+    assert not (tmp_path / "missing").exists()
+    with pytest.raises(ConfigurationError):
+        g.run(executor="inline")
+    assert not (tmp_path / "missing").exists()
