@@ -21,10 +21,14 @@ frame.
 frames' blobs as one byte payload and the offsets of each frame in it
 (:class:`EncodedFramesReader`), and the worker process that runs the partition decodes
 the frames it reads, tile by tile. So decoding scales with the workers, and only the
-compressed bytes cross from the receiving process to the workers.
+compressed bytes cross from the receiving process to the workers. Bitshuffle-LZ4
+tiles are decoded by one kernel call for all their frames
+(:func:`~.kernels.bslz4_frames`: bitshuffle's LZ4 and bit-transpose routines, no
+OpenMP); a frame the kernel does not take (a block larger than its buffer, or a bad
+blob) goes through the one-frame decoder, which decodes it or names what is wrong.
 
-**Threads.** The bitshuffle library parallelises over the blocks of one image with
-OpenMP; for one 128 KiB image that costs more than it gains (the threads of several
+**Threads.** The bitshuffle library's own entry point (the one-frame decoder, and the
+encoder) parallelises over the blocks of one image with OpenMP; for one 128 KiB image that costs more than it gains (the threads of several
 worker processes spin against each other: measured 10 ms instead of 50 µs per
 256x256 frame on 2 cores), so the first decode in each thread limits bitshuffle's
 OpenMP runtime to one thread (an OpenMP thread count is a per-thread setting).
@@ -132,6 +136,20 @@ def _c_bslz4() -> Any:
 
 
 _c_decompress: Any = None
+
+
+def _kernel() -> Any:
+    """The tile kernel's C routines (:mod:`.kernels`), or ``None`` (decode frame by frame)."""
+    global _kernel_routines
+    if _kernel_routines is None:
+        import_optional("bitshuffle", "decoding DECTRIS bitshuffle-LZ4 images")
+        from detflow.sources.live.dectris.kernels import c_routines
+
+        _kernel_routines = c_routines() or False
+    return _kernel_routines or None
+
+
+_kernel_routines: Any = None
 
 
 def _decode_bslz4(blob: memoryview, out: np.ndarray, where: str) -> None:
@@ -313,8 +331,25 @@ class EncodedFramesReader:
         if decoder is None:
             decode(b"", self.encoding, self.dtype, fsize, self.where)  # raises, naming the encoding
         assert decoder is not None
-        view = memoryview(raw)  # type: ignore[arg-type]
         frame0 = self.base // fsize
+        if self.encoding in BSLZ4_ENCODINGS.values() and _kernel() is not None:
+            from detflow.sources.live.dectris.kernels import bslz4_frames
+
+            flat, itemsize, k = np.asarray(raw).view(np.uint8).reshape(-1), self.dtype.itemsize, first
+            while k < last:
+                got = bslz4_frames(flat[int(offsets[k]) - origin :], offsets, k, last,
+                                   out[(k - first) * fsize :].view(np.uint8), fsize, itemsize)
+                if got >= 0:
+                    break
+                # frame -got - 1 is one the kernel does not take: the one-frame decoder decodes it
+                # (a block larger than the kernel's buffer) or says what is wrong with it
+                k = -got - 1
+                pos = (k - first) * fsize
+                blob = memoryview(raw)[int(offsets[k]) - origin : int(offsets[k + 1]) - origin]  # type: ignore[arg-type]
+                decoder(blob, out[pos : pos + fsize], f"{self.where}, frame {frame0 + k}")
+                k += 1
+            return out[lo - first * fsize : hi - first * fsize]
+        view = memoryview(raw)  # type: ignore[arg-type]
         for k in range(first, last):
             blob = view[int(offsets[k]) - origin : int(offsets[k + 1]) - origin]
             pos = (k - first) * fsize
