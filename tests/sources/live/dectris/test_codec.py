@@ -196,3 +196,19 @@ def test_blocks_larger_than_the_kernels_buffer_are_decoded_too() -> None:
     blobs = [encode(frames[0], "bs16-lz4<"), big, encode(frames[2], "bs16-lz4<")]
     reader = _reader(blobs, np.uint16, frames[0].size, "bs16-lz4<")
     np.testing.assert_array_equal(reader.read_pixels(0, 3 * frames[0].size), frames.reshape(-1))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_lz4_in_hdf5_framing_both_ways_against_the_hdf5_filter(tmp_path: Path, dtype: type) -> None:
+    """The CBOR stream's ``lz4``: blocks of 1 KiB (several per image, the last one short) from the filter."""
+    frames = random_frames(18, 3, dtype, (37, 41))
+    for filt in (hdf5plugin.LZ4(nbytes=1024), hdf5plugin.LZ4(nbytes=0)):
+        for chunk, frame in zip(filter_chunks(tmp_path, frames, filt), frames, strict=True):
+            np.testing.assert_array_equal(decode(chunk, "lz4-h5", dtype, frame.size).reshape(37, 41), frame)
+    ours = [encode(f, "lz4-h5") for f in frames]
+    np.testing.assert_array_equal(filter_decoded(tmp_path, ours, frames, hdf5plugin.LZ4(nbytes=0)), frames)
+    blob = ours[0]
+    for bad, message in [(blob[:-1], "runs past"), (blob + b"\x00", "follow the last lz4 block"),
+                         (blob[:12], "ends before its block"), (blob[:8], "no 12-byte header")]:
+        with pytest.raises(DetectorProtocolError, match=message):
+            decode(bad, "lz4-h5", dtype, frames[0].size)
