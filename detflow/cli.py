@@ -357,6 +357,9 @@ def sim_merlin(path: str, **options: Any) -> None:
               help="Blob encoding of a .npy (default: bitshuffle-LZ4 of its element size).")
 @click.option("--trigger-mode", type=click.Choice(["exte", "inte", "exts", "ints"]), default=None,
               help="Trigger mode to start in (clients may change it over REST); default: the file's, else exte.")
+@click.option("--format", "stream_format", type=click.Choice(["legacy", "cbor"]), default="legacy",
+              show_default=True, help="Stream format to start in: the JSON parts (legacy) or the newer CBOR "
+                                      "messages (clients may change it: PUT stream/.../config/format).")
 @_errors
 def sim_dectris(path: str, **options: Any) -> None:
     """Serve PATH (.npy, HDF5 master file, or a stream dump) as a DECTRIS detector would, until Ctrl-C."""

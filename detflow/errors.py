@@ -274,6 +274,7 @@ OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
     "zmq": ("pyzmq", "live"),
     "lz4": ("lz4", "live"),
     "bitshuffle": ("bitshuffle", "live"),
+    "cbor2": ("cbor2", "live"),
 }
 
 

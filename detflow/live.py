@@ -3,8 +3,9 @@
 A :class:`LiveContext` is a :class:`~detflow.api.Context` (``run_udf``,
 ``run_udf_iter``, ``load`` for files all work) that also connects to detectors.
 Its default executor is ``pipelined``: worker processes fed partitions through
-shared memory, which is what keeps up with a detector, one per core but the one
-this process needs to receive the stream.
+shared memory, which is what keeps up with a detector; one per core where the
+workers decode the frames, one per core but the one this process needs to receive
+them otherwise (:func:`live_workers`).
 
 >>> import numpy as np
 >>> from detflow import LiveContext
@@ -31,15 +32,17 @@ from detflow.sources.live.base import Hooks, LiveAcquisition, LiveConnection, Pe
 __all__ = ["LiveContext", "live_workers"]
 
 
-def live_workers() -> int:
-    """Worker processes for a live run: one core fewer than there are.
+def live_workers(encoded: bool = False) -> int:
+    """Worker processes for a live run.
 
-    This process receives and decodes the stream at up to a core's worth of work, so
-    one worker per remaining core keeps up best (measured on 2 cores with
-    ``benchmarks/bench_live.py``: SumUDF at about 19,600 frames/s with one worker
-    against 18,200 with two).
+    Raw frames (``encoded=False``: Merlin) are copied off the socket by this process at
+    up to a core's worth of work, so one worker per remaining core keeps up best
+    (measured on 2 cores with ``benchmarks/bench_live.py``: SumUDF at about 19,600
+    frames/s with one worker against 18,200 with two). Encoded frames (DECTRIS
+    bitshuffle-LZ4, ASI's sparse chunks) are only received here and decoded in the
+    workers, which then do most of the work: one worker per core.
     """
-    return max(1, default_cpus() - 1)
+    return default_cpus() if encoded else max(1, default_cpus() - 1)
 
 
 class LiveContext(Context):
@@ -49,19 +52,40 @@ class LiveContext(Context):
     ----------
     executor
         An executor object, or ``None`` for the pipelined executor with
-        :func:`live_workers` processes.
+        :func:`live_workers` processes. That one is started when it is first needed:
+        at the first :meth:`make_acquisition`, with the worker count that suits the
+        acquisition (one per core where the workers decode the frames), or when
+        :attr:`executor` is first read.
     """
 
     def __init__(self, executor: Executor | None = None, *, plot_class: Any = None) -> None:
-        super().__init__(executor if executor is not None else make_executor("pipelined", cpus=live_workers()),
-                         plot_class=plot_class)
+        self._executor: Executor | None = None
+        super().__init__(executor if executor is not None else _LATER, plot_class=plot_class)
+
+    @property
+    def executor(self) -> Executor:
+        """The executor (the default one is started here if no acquisition has started it)."""
+        if self._executor is None:
+            self._start_default(encoded=False)
+        assert self._executor is not None
+        return self._executor
+
+    @executor.setter
+    def executor(self, value: Executor) -> None:
+        self._executor = None if value is _LATER else value
+
+    def _start_default(self, encoded: bool) -> None:
+        self._executor = make_executor("pipelined", cpus=live_workers(encoded))
 
     @classmethod
     def make_with(cls, spec: str = "pipelined", *, cpus: int | None = None, plot_class: Any = None,
                   **kwargs: Any) -> LiveContext:
         """A live context on the executor ``spec`` (default ``"pipelined"``; for it, ``cpus``
-        defaults to :func:`live_workers`)."""
+        defaults to :func:`live_workers`: without other arguments, the executor is started
+        at the first acquisition, with the count that suits it)."""
         if cpus is None and spec == "pipelined":
+            if not kwargs:
+                return cls(plot_class=plot_class)
             cpus = live_workers()
         return cls(make_executor(spec, cpus=cpus, **kwargs), plot_class=plot_class)
 
@@ -100,13 +124,25 @@ class LiveContext(Context):
                 f"make_acquisition: parameter 'conn' must be a connection from make_connection(...).open(); "
                 f"got {type(conn).__name__}"
             )
-        return conn.make_acquisition(
+        aq = conn.make_acquisition(
             nav_shape=nav_shape, frames_per_partition=frames_per_partition, pending_aq=pending_aq,
             hooks=hooks, **kwargs,
         )
+        if self._executor is None:
+            self._start_default(encoded=aq.encoded)
+        return aq
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.close()
 
     def __enter__(self) -> LiveContext:
         return self
 
     def __repr__(self) -> str:
-        return f"<LiveContext executor={self.executor!r}>"
+        shown = "(pipelined, started at the first acquisition)" if self._executor is None else repr(self._executor)
+        return f"<LiveContext executor={shown}>"
+
+
+#: stands for the default executor until it is started
+_LATER: Any = object()

@@ -14,7 +14,7 @@ import pytest
 
 #: what ``pip install detflow`` leaves out, by top-level module
 OPTIONAL = ("h5py", "hdf5plugin", "holoviews", "bokeh", "panel", "distributed", "sparse", "scipy", "rsciio", "mrcfile",
-            "zmq", "lz4", "bitshuffle", "psycopg")
+            "zmq", "lz4", "bitshuffle", "cbor2", "psycopg")
 
 _BLOCKER = f"""
 import sys

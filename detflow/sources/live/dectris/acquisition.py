@@ -89,8 +89,7 @@ class DectrisAcquisition(LiveAcquisition):
         if header.n_images != self.meta.n_frames:
             raise DetectorProtocolError(
                 f"{self.describe()}: series {header.series} will send {header.n_images} images "
-                f"({header.config['trigger_mode']}, nimages {header.config['nimages']}, ntrigger "
-                f"{header.config['ntrigger']}), but the scan {self.meta.nav_shape} holds {self.meta.n_frames}; "
+                f"({_count_settings(header)}), but the scan {self.meta.nav_shape} holds {self.meta.n_frames}; "
                 "pass controller=conn.get_active_controller(trigger_mode=...) to set the count from the scan")
 
     def _receive(self, out: np.ndarray) -> int:  # pragma: no cover - encoded: _receive_encoded is used
@@ -119,6 +118,13 @@ class DectrisAcquisition(LiveAcquisition):
             if ok:
                 raise
             log.warning("%s: could not disarm the detector after the failure: %s", self.describe(), err)
+
+
+def _count_settings(header: SeriesHeader) -> str:
+    c = header.config
+    if header.format == "cbor":
+        return f"number_of_images {c.get('number_of_images')} in its start message"
+    return f"{c.get('trigger_mode')}, nimages {c.get('nimages')}, ntrigger {c.get('ntrigger')}"
 
 
 class TriggerHooks(Hooks):

@@ -10,6 +10,9 @@ Each image of the DECTRIS stream travels as one blob whose encoding the image's
   the block size the header gives (not an assumed default), into the dtype of the
   image's ``type``;
 * ``lz4<``: one raw LZ4 block of the little-endian pixels (the ``lz4`` package);
+* ``lz4-h5``: the CBOR stream's ``lz4``: LZ4 blocks in the HDF5 LZ4 filter's framing
+  (a 12-byte header as above, then per block a ``u32`` BE length and the LZ4 block, or
+  the block as it is where the length is its size);
 * ``<`` (or an empty encoding): the little-endian pixels as they are.
 
 :data:`DECODERS` maps each encoding to its decoder, :func:`encode` is the inverse (the
@@ -21,11 +24,16 @@ frame.
 frames' blobs as one byte payload and the offsets of each frame in it
 (:class:`EncodedFramesReader`), and the worker process that runs the partition decodes
 the frames it reads, tile by tile. So decoding scales with the workers, and only the
-compressed bytes cross from the receiving process to the workers.
+compressed bytes cross from the receiving process to the workers. Bitshuffle-LZ4
+tiles are decoded by one kernel call for all their frames
+(:func:`~.kernels.bslz4_frames`: bitshuffle's LZ4 and bit-transpose routines, no
+OpenMP); a frame the kernel does not take (a block larger than its buffer, or a bad
+blob) goes through the one-frame decoder, which decodes it or names what is wrong.
 
-**Threads.** The bitshuffle library parallelises over the blocks of one image with
-OpenMP; for one 128 KiB image that costs more than it gains (the threads of several
-worker processes spin against each other: measured 10 ms instead of 50 µs per
+**Threads.** The bitshuffle library's own entry point (the one-frame decoder, and the
+encoder) parallelises over the blocks of one image with OpenMP; for one 128 KiB
+image that costs more than it gains (the threads of several worker processes spin
+against each other: measured 10 ms instead of 50 µs per
 256x256 frame on 2 cores), so the first decode in each thread limits bitshuffle's
 OpenMP runtime to one thread (an OpenMP thread count is a per-thread setting).
 Parallelism comes from the workers.
@@ -47,6 +55,7 @@ from detflow.sources.base import FrameReader
 
 __all__ = [
     "BSLZ4_ENCODINGS",
+    "LZ4_H5",
     "DECODERS",
     "ENCODINGS",
     "EncodedFramesReader",
@@ -58,6 +67,9 @@ __all__ = [
 #: the bitshuffle-LZ4 encodings, by element size in bits
 BSLZ4_ENCODINGS = {8: "bs8-lz4<", 16: "bs16-lz4<", 32: "bs32-lz4<"}
 _BSLZ4_HEADER = struct.Struct(">QI")
+#: the name detflow gives the CBOR stream's ``lz4`` (the HDF5 LZ4 filter's framing), which
+#: the JSON stream does not have (its ``lz4<`` is one bare LZ4 block)
+LZ4_H5 = "lz4-h5"
 #: the image ``type`` names of the stream and the dtypes they decode to
 _TYPES: dict[str, np.dtype] = {"uint8": np.dtype("<u1"), "uint16": np.dtype("<u2"), "uint32": np.dtype("<u4"),
           "int8": np.dtype("<i1"), "int16": np.dtype("<i2"), "int32": np.dtype("<i4"), "float32": np.dtype("<f4")}
@@ -134,6 +146,20 @@ def _c_bslz4() -> Any:
 _c_decompress: Any = None
 
 
+def _kernel() -> Any:
+    """The tile kernel's C routines (:mod:`.kernels`), or ``None`` (decode frame by frame)."""
+    global _kernel_routines
+    if _kernel_routines is None:
+        import_optional("bitshuffle", "decoding DECTRIS bitshuffle-LZ4 images")
+        from detflow.sources.live.dectris.kernels import c_routines
+
+        _kernel_routines = c_routines() or False
+    return _kernel_routines or None
+
+
+_kernel_routines: Any = None
+
+
 def _decode_bslz4(blob: memoryview, out: np.ndarray, where: str) -> None:
     dtype, count = out.dtype, out.size
     nbytes = count * dtype.itemsize
@@ -200,6 +226,48 @@ def _decode_lz4(blob: memoryview, out: np.ndarray, where: str) -> None:
     out[:] = np.frombuffer(raw, dtype=out.dtype)
 
 
+def _decode_lz4_h5(blob: memoryview, out: np.ndarray, where: str) -> None:
+    """LZ4 in the HDF5 LZ4 filter's framing (the stream's CBOR ``lz4``): a 12-byte header
+    (``u64`` BE total bytes, ``u32`` BE block bytes), then per block a ``u32`` BE length and
+    an LZ4 block, or the block's bytes as they are where that length is the block's size."""
+    nbytes = out.nbytes
+    if len(blob) < _BSLZ4_HEADER.size:
+        raise DetectorProtocolError(f"{where}: an lz4 (HDF5 framing) blob of {len(blob)} bytes has no 12-byte header")
+    total, block = _BSLZ4_HEADER.unpack_from(blob)
+    if total != nbytes:
+        raise DetectorProtocolError(f"{where}: the lz4 header says {total} bytes, but the image is {out.size} pixels "
+                                    f"of {out.dtype.name} ({nbytes} bytes)")
+    if block <= 0 and nbytes:
+        raise DetectorProtocolError(f"{where}: the lz4 header gives a block size of {block} bytes")
+    raw = out.view(np.uint8)
+    pos, done = _BSLZ4_HEADER.size, 0
+    lz4 = _lz4_block()
+    while done < nbytes:
+        size = min(block, nbytes - done)
+        if pos + 4 > len(blob):
+            raise DetectorProtocolError(f"{where}: the lz4 blob of {len(blob)} bytes ends before its block at "
+                                        f"byte {done} of {nbytes}")
+        length = int.from_bytes(blob[pos : pos + 4], "big")
+        pos += 4
+        if pos + length > len(blob):
+            raise DetectorProtocolError(f"{where}: an lz4 block of {length} bytes runs past the blob's "
+                                        f"{len(blob)} bytes")
+        if length == size:
+            raw[done : done + size] = np.frombuffer(blob[pos : pos + length], dtype=np.uint8)
+        else:
+            try:
+                part = lz4.decompress(blob[pos : pos + length], uncompressed_size=size)
+            except Exception as err:  # lz4.block.LZ4BlockError derives from Exception only
+                raise DetectorProtocolError(f"{where}: an lz4 block does not decode to {size} bytes: {err}") from err
+            if len(part) != size:
+                raise DetectorProtocolError(f"{where}: an lz4 block decodes to {len(part)} bytes, not {size}")
+            raw[done : done + size] = np.frombuffer(part, dtype=np.uint8)
+        pos += length
+        done += size
+    if pos != len(blob):
+        raise DetectorProtocolError(f"{where}: {len(blob) - pos} bytes follow the last lz4 block")
+
+
 def _decode_plain(blob: memoryview, out: np.ndarray, where: str) -> None:
     if len(blob) != out.nbytes:
         raise DetectorProtocolError(
@@ -216,11 +284,12 @@ Decoder = Callable[[memoryview, np.ndarray, str], None]
 DECODERS: dict[str, Decoder] = {
     **{name: _decode_bslz4 for name in BSLZ4_ENCODINGS.values()},
     "lz4<": _decode_lz4,
+    LZ4_H5: _decode_lz4_h5,
     "<": _decode_plain,
     "": _decode_plain,
 }
 #: the encodings :func:`encode` writes
-ENCODINGS = (*BSLZ4_ENCODINGS.values(), "lz4<", "<")
+ENCODINGS = (*BSLZ4_ENCODINGS.values(), "lz4<", LZ4_H5, "<")
 
 
 def decode(blob: bytes | memoryview | np.ndarray, encoding: str, dtype: Any, count: int,
@@ -257,6 +326,11 @@ def encode(frame: np.ndarray, encoding: str) -> bytes:
         return _BSLZ4_HEADER.pack(data.nbytes, block) + out.tobytes()
     if encoding == "lz4<":
         return bytes(_lz4_block().compress(data.tobytes(), store_size=False))
+    if encoding == LZ4_H5:  # one block, as the HDF5 filter writes an image with its default block size
+        body = bytes(_lz4_block().compress(data.tobytes(), store_size=False))
+        if len(body) >= data.nbytes:
+            body = data.tobytes()
+        return _BSLZ4_HEADER.pack(data.nbytes, data.nbytes) + len(body).to_bytes(4, "big") + body
     if encoding in ("<", ""):
         return data.tobytes()
     raise DetectorProtocolError(f"cannot encode images as {encoding!r}; known encodings: {', '.join(ENCODINGS)}")
@@ -313,8 +387,25 @@ class EncodedFramesReader:
         if decoder is None:
             decode(b"", self.encoding, self.dtype, fsize, self.where)  # raises, naming the encoding
         assert decoder is not None
-        view = memoryview(raw)  # type: ignore[arg-type]
         frame0 = self.base // fsize
+        if self.encoding in BSLZ4_ENCODINGS.values() and _kernel() is not None:
+            from detflow.sources.live.dectris.kernels import bslz4_frames
+
+            flat, itemsize, k = np.asarray(raw).view(np.uint8).reshape(-1), self.dtype.itemsize, first
+            while k < last:
+                got = bslz4_frames(flat[int(offsets[k]) - origin :], offsets, k, last,
+                                   out[(k - first) * fsize :].view(np.uint8), fsize, itemsize)
+                if got >= 0:
+                    break
+                # frame -got - 1 is one the kernel does not take: the one-frame decoder decodes it
+                # (a block larger than the kernel's buffer) or says what is wrong with it
+                k = -got - 1
+                pos = (k - first) * fsize
+                blob = memoryview(raw)[int(offsets[k]) - origin : int(offsets[k + 1]) - origin]  # type: ignore[arg-type]
+                decoder(blob, out[pos : pos + fsize], f"{self.where}, frame {frame0 + k}")
+                k += 1
+            return out[lo - first * fsize : hi - first * fsize]
+        view = memoryview(raw)  # type: ignore[arg-type]
         for k in range(first, last):
             blob = view[int(offsets[k]) - origin : int(offsets[k + 1]) - origin]
             pos = (k - first) * fsize

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from detflow.errors import DetectorProtocolError, DetectorTimeoutError, import_optional
+from detflow.sources.live.dectris import cbor
 from detflow.sources.live.dectris.codec import DECODERS, image_dtype
 from detflow.sources.live.dectris.control import image_count
 
@@ -74,19 +75,29 @@ class SeriesHeader:
     series: int
     config: dict[str, Any] = field(repr=False)
     header_detail: str = "basic"
+    #: ``json`` (``dheader-1.0`` and the detector configuration) or ``cbor`` (a ``start``
+    #: message, whose settings ``config`` holds)
+    format: str = "json"
 
     @property
     def sig_shape(self) -> tuple[int, int]:
-        return int(self.config["y_pixels_in_detector"]), int(self.config["x_pixels_in_detector"])
+        c = self.config
+        if self.format == "cbor":
+            return int(c["image_size_y"]), int(c["image_size_x"])
+        return int(c["y_pixels_in_detector"]), int(c["x_pixels_in_detector"])
 
     @property
     def dtype(self) -> np.dtype:
+        if self.format == "cbor":
+            return image_dtype(str(self.config["image_dtype"]), "dectris start message")
         depth = int(self.config["bit_depth_image"])
         return image_dtype(f"uint{depth}", "dectris series header")
 
     @property
     def n_images(self) -> int:
         c = self.config
+        if self.format == "cbor":
+            return int(c["number_of_images"])
         return image_count(str(c["trigger_mode"]), int(c["nimages"]), int(c["ntrigger"]))
 
 
@@ -186,7 +197,15 @@ class DectrisStream:
         skipped = 0
         self._new_series(None)
         while True:
-            part = self._part(deadline, "a series header (dheader-1.0)")
+            part = self._part(deadline, "a series header (dheader-1.0, or a CBOR start message)")
+            if cbor.is_cbor(part):
+                start = cbor.load(part)
+                if start is not None and start.get("type") == "start" and (series is None
+                                                                            or start.get("series_id") == series):
+                    return self._cbor_header(start, skipped)
+                skipped += 1
+                self.skipped_parts += 1
+                continue
             msg = _json(part) if b"dheader-1.0" in part[:200] else None
             if msg is None or msg.get("htype") != "dheader-1.0" or (series is not None and msg.get("series") != series):
                 skipped += 1
@@ -219,6 +238,14 @@ class DectrisStream:
         self._new_series(header)
         return header
 
+    def _cbor_header(self, start: dict[str, Any], skipped: int) -> SeriesHeader:
+        config = cbor.start_config(start, self.where)
+        if skipped:
+            log.info("%s: skipped %d part(s) before the start of series %s", self.where, skipped, config["series_id"])
+        header = SeriesHeader(config["series_id"], config, "basic", format="cbor")
+        self._new_series(header)
+        return header
+
     # --- images ----------------------------------------------------------------------------
     def read_blobs(self, n: int, out: list[Any]) -> int:
         """Append the blobs of up to ``n`` more images to ``out``; how many were appended.
@@ -229,6 +256,8 @@ class DectrisStream:
         header = self.header
         if header is None:
             raise DetectorProtocolError(f"{self.where}: no series header was read; call read_header() first")
+        if header.format == "cbor":
+            return self._read_cbor(n, out, header)
         total = header.n_images
         got = 0
         while got < n and not self.done:
@@ -259,6 +288,53 @@ class DectrisStream:
         if not self.done and self.next_frame >= total and got < n:
             self._read_footer()
         return got
+
+    def _read_cbor(self, n: int, out: list[Any], header: SeriesHeader) -> int:
+        """:meth:`read_blobs` for the CBOR stream: one message per image, then the ``end`` message."""
+        total, got = header.n_images, 0
+        while got < n and not self.done:
+            if self.next_frame >= total:
+                self._read_footer()
+                break
+            part = self._part(None, self._what_image)
+            msg = cbor.load(part) if cbor.is_cbor(part) else None
+            kind = msg.get("type") if msg is not None else None
+            if kind == "end":
+                log.warning("%s: series %s ended after %d of %d images", self.where, msg.get("series_id"),  # type: ignore[union-attr]
+                            self.next_frame, total)
+                self.done = True
+                break
+            if kind != "image":
+                raise DetectorProtocolError(
+                    f"{self.where}: expected {self._what_image()} (a CBOR image message); got {_shown(part)} "
+                    f"({self.next_frame} of {total} images arrived)", frames_received=self.next_frame)
+            image = cbor.image_of(msg, self.where)
+            if image.series != header.series or image.frame != self.next_frame:
+                raise DetectorProtocolError(
+                    f"{self.where}: expected image {self.next_frame} of series {header.series}; got image "
+                    f"{image.frame} of series {image.series} ({self.next_frame} of {total} images arrived)",
+                    frames_received=self.next_frame)
+            if self.encoding != image.encoding or image.shape != header.sig_shape or image.dtype != header.dtype:
+                self._check_cbor_image(image, header)
+            out.append(image.blob)
+            self.next_frame += 1
+            got += 1
+        if not self.done and self.next_frame >= total and got < n:
+            self._read_footer()
+        return got
+
+    def _check_cbor_image(self, image: cbor.Image, header: SeriesHeader) -> None:
+        frame = self.next_frame
+        if image.shape != header.sig_shape or image.dtype != header.dtype:
+            shown = "x".join(str(d) for d in reversed(image.shape))
+            raise DetectorProtocolError(
+                f"{self.where}: image {frame} of series {header.series} is {shown} {image.dtype.name}, but the "
+                f"start message announced {header.sig_shape[1]}x{header.sig_shape[0]} {header.dtype.name}",
+                frames_received=frame)
+        if self.encoding is not None:
+            raise DetectorProtocolError(f"{self.where}: image {frame} is encoded {image.encoding!r}, the images "
+                                        f"before it {self.encoding!r}", frames_received=frame)
+        self.encoding = image.encoding
 
     def _what_image(self) -> str:
         return f"image {self.next_frame} of series {self.header.series if self.header else '?'}"
@@ -319,6 +395,12 @@ class DectrisStream:
             part = self._part(None, f"the footer of series {header.series if header else '?'}")
         except DetectorTimeoutError:
             log.warning("%s: no dseries_end-1.0 after the last image (the images are complete)", self.where)
+            return
+        if header is not None and header.format == "cbor":
+            end = cbor.load(part) if cbor.is_cbor(part) else None
+            if end is None or end.get("type") != "end":
+                log.warning("%s: expected the end message after the last image; got %s", self.where, _shown(part))
+                self._parts.appendleft(part)
             return
         msg = _json(part) if part[:1] == b"{" else None
         if not isinstance(msg, dict) or msg.get("htype") != "dseries_end-1.0":

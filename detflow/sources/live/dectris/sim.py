@@ -58,6 +58,8 @@ from typing import Any
 import numpy as np
 
 from detflow.errors import ConfigurationError, import_optional
+from detflow.sources.live.dectris import cbor
+from detflow.sources.live.dectris.codec import LZ4_H5
 from detflow.sources.live.dectris.control import TRIGGER_MODES, image_count
 from detflow.sources.live.dectris.recording import (
     COMPRESSION,
@@ -72,6 +74,8 @@ __all__ = ["DectrisSimulator", "run_simulator"]
 log = logging.getLogger(__name__)
 
 API_VERSION = "1.8.0"
+#: the stream's ``format`` setting: the JSON parts of ``dheader-1.0`` and so on, or CBOR messages
+STREAM_FORMATS = ("legacy", "cbor")
 _POLL = 0.05
 _GARBAGE = [b"\x00\x01 not a dectris part", b'{"htype": "something-else-1.0"}', b"MPX,0000000013,junk"]
 _READ_ONLY = {"x_pixels_in_detector", "y_pixels_in_detector", "bit_depth_image", "bit_depth_readout",
@@ -116,6 +120,7 @@ class DectrisSimulator:
         garbage: bool = False,
         stop_after: int | None = None,
         frame_jump: tuple[int, int] | None = None,
+        stream_format: str = "legacy",
     ) -> None:
         if isinstance(source, DectrisRecording):
             self.recording = source
@@ -134,7 +139,10 @@ class DectrisSimulator:
             n = self.recording.n_frames
             self.config.update(trigger_mode=mode, ntrigger=n if mode in ("exte", "inte") else 1,
                                nimages=1 if mode in ("exte", "inte") else n)
-        self.stream_config: dict[str, Any] = {"mode": "enabled", "header_detail": "basic"}
+        if stream_format not in STREAM_FORMATS:
+            raise ConfigurationError(f"dectris simulator: parameter 'stream_format' must be one of "
+                                     f"{', '.join(STREAM_FORMATS)}; got {stream_format!r}")
+        self.stream_config: dict[str, Any] = {"mode": "enabled", "header_detail": "basic", "format": stream_format}
         self.state = "idle"
         self.series = 0
         self.series_sent: list[int] = []  # images sent per finished series, for tests
@@ -179,9 +187,11 @@ class DectrisSimulator:
     def put_config(self, module: str, name: str, value: Any) -> Any:
         with self._lock:
             if module == "stream":
-                allowed = {"mode": ("enabled", "disabled"), "header_detail": ("all", "basic", "none")}
+                allowed = {"mode": ("enabled", "disabled"), "header_detail": ("all", "basic", "none"),
+                           "format": STREAM_FORMATS}
                 if name not in allowed:
-                    raise _HTTPError(404, f"stream config has no parameter {name!r}; known: mode, header_detail")
+                    raise _HTTPError(404, f"stream config has no parameter {name!r}; known: mode, header_detail, "
+                                          "format")
                 if value not in allowed[name]:
                     raise _HTTPError(400, f"stream {name} must be one of {', '.join(allowed[name])}; got {value!r}")
                 self.stream_config[name] = value
@@ -273,9 +283,13 @@ class DectrisSimulator:
                 if stream["mode"] != "enabled":
                     series = _Series(number, n, mode, config, [], [], "<")
                     continue
-                enc = compression_encoding(str(config.get("compression", "bslz4")), self.recording.dtype)
+                compression = str(config.get("compression", "bslz4"))
+                cbor = stream.get("format") == "cbor"
+                enc = compression_encoding(compression, self.recording.dtype)
+                if cbor and compression == "lz4":
+                    enc = LZ4_H5  # the CBOR stream's lz4 has the HDF5 filter's framing
                 series = _Series(number, n, mode, config, self.recording.blobs_as(enc)[:n],
-                                 self.recording.hashes(enc)[:n], enc)
+                                 self.recording.hashes(enc)[:n], enc, cbor=cbor)
                 self._send_header(series, stream["header_detail"])
                 if mode in ("exte", "exts"):  # a disarm while these go out cuts the series short
                     self._send_images(series, n, interruptible=True)
@@ -292,6 +306,16 @@ class DectrisSimulator:
         if self.garbage:
             for part in _GARBAGE:
                 self._send([part])
+        if s.cbor:
+            h, w = self.recording.sig_shape
+            c = s.config
+            self._send([cbor.dumps({
+                "type": "start", "series_id": s.number, "series_unique_id": f"detflow-sim-{s.number}",
+                "number_of_images": s.n, "image_size_x": w, "image_size_y": h,
+                "image_dtype": self.recording.dtype.name, "channels": ["threshold_1"],
+                "count_time": float(c.get("count_time", 0.001)), "frame_time": float(c.get("frame_time", 0.001)),
+                "arm_date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})])
+            return
         head = json.dumps({"htype": "dheader-1.0", "header_detail": detail, "series": s.number}).encode()
         if detail == "none":
             self._send([head])
@@ -307,6 +331,9 @@ class DectrisSimulator:
         if self.stop_after is not None:
             end = min(end, self.stop_after)
         jump = self.frame_jump
+        if s.cbor:
+            self._send_cbor_images(s, end, frame_ns, interruptible)
+            return
         heads = [b'{"htype":"dimage-1.0","series":%d,"frame":%d,"hash":"%s"}' % (
             s.number, i if jump is None or i < jump[0] else i + jump[1], s.hashes[i].encode())
             for i in range(s.sent, end)]
@@ -323,8 +350,27 @@ class DectrisSimulator:
             s.n = s.sent  # the detector stopped: no more images, and no footer
             s.silent = True
 
+    def _send_cbor_images(self, s: _Series, end: int, frame_ns: int, interruptible: bool) -> None:
+        shape, dtype, jump = self.recording.sig_shape, self.recording.dtype, self.frame_jump
+        abort, stop = self._abort, self._stop
+        for i in range(s.sent, end):
+            if (interruptible and abort.is_set()) or stop.is_set():
+                return
+            number = i if jump is None or i < jump[0] else i + jump[1]
+            msg = cbor.image_message(s.number, number, shape, dtype, s.encoding, s.blobs[i],
+                                     (i * frame_ns, (i + 1) * frame_ns, frame_ns))
+            if not self._send([msg]):
+                return
+            s.sent = i + 1
+        if self.stop_after is not None and s.sent >= self.stop_after:
+            s.n = s.sent
+            s.silent = True
+
     def _finish(self, s: _Series) -> None:
-        if not s.silent and s.blobs:
+        if not s.silent and s.blobs and s.cbor:
+            self._send([cbor.dumps({"type": "end", "series_id": s.number,
+                                    "series_unique_id": f"detflow-sim-{s.number}"})])
+        elif not s.silent and s.blobs:
             self._send([json.dumps({"htype": "dseries_end-1.0", "series": s.number}).encode()])
         with self._lock:
             self.series_sent.append(s.sent)
@@ -362,8 +408,8 @@ class DectrisSimulator:
 
 class _Series:
     def __init__(self, number: int, n: int, mode: str, config: dict[str, Any], blobs: list[bytes],
-                 hashes: list[str], encoding: str) -> None:
-        self.number, self.n, self.mode, self.config = number, n, mode, config
+                 hashes: list[str], encoding: str, *, cbor: bool = False) -> None:
+        self.number, self.n, self.mode, self.config, self.cbor = number, n, mode, config, cbor
         self.blobs, self.hashes, self.encoding = blobs, hashes, encoding
         self.sent = 0
         self.silent = False
@@ -457,11 +503,11 @@ def _make_http_server(sim: DectrisSimulator, host: str, port: int) -> ThreadingH
 
 
 def run_simulator(path: str, *, host: str = "127.0.0.1", api_port: int = 8910, data_port: int = 9999,
-                  encoding: str | None = None, trigger_mode: str | None = None,
+                  encoding: str | None = None, trigger_mode: str | None = None, stream_format: str = "legacy",
                   echo: Callable[[str], None] = print) -> None:
     """Run a simulator until Ctrl-C or SIGTERM (``detflow sim dectris``), printing its ports."""
     sim = DectrisSimulator(path, host=host, api_port=api_port, data_port=data_port, encoding=encoding,
-                           trigger_mode=trigger_mode)
+                           trigger_mode=trigger_mode, stream_format=stream_format)
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -471,7 +517,8 @@ def run_simulator(path: str, *, host: str = "127.0.0.1", api_port: int = 8910, d
         with sim:
             rec = sim.recording
             echo(f"dectris simulator: {rec.source} ({rec.n_frames} frames of {rec.sig_shape[1]}x{rec.sig_shape[0]} "
-                 f"{rec.dtype.name}, {rec.encoding}, trigger_mode {sim.config['trigger_mode']})")
+                 f"{rec.dtype.name}, {rec.encoding}, trigger_mode {sim.config['trigger_mode']}, "
+                 f"stream format {stream_format})")
             echo(f"api port: {sim.host}:{sim.api_port}")
             echo(f"data port: {sim.host}:{sim.data_port}")
             echo("press Ctrl-C to stop")

@@ -136,3 +136,79 @@ def test_each_decoding_thread_runs_bitshuffle_on_one_openmp_thread() -> None:
         t.start()
         t.join(60)
     assert seen == [[1], [1]]
+
+
+def _reader(blobs: list[bytes], dtype: type, fsize: int, encoding: str) -> EncodedFramesReader:
+    offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
+    payload = np.frombuffer(b"".join(blobs), dtype=np.uint8)
+    return EncodedFramesReader(ArrayReader(payload), offsets, encoding=encoding, dtype=np.dtype(dtype),
+                               frame_size=fsize, base=0, total=len(blobs) * fsize)
+
+
+@pytest.mark.parametrize("sig", SIGS, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_the_tile_kernel_decodes_the_hdf5_filters_chunks(tmp_path: Path, dtype: type, sig: tuple[int, int]) -> None:
+    """The reader decodes a tile of frames in one kernel call: frames the HDF5 filter wrote, read whole
+    and in ranges that start and end inside frames."""
+    from detflow.sources.live.dectris.kernels import c_routines
+
+    assert c_routines() is not None, "the bitshuffle extension exports the kernel's C routines"
+    frames = random_frames(15, 5, dtype, sig)
+    bits = np.dtype(dtype).itemsize * 8
+    reader = _reader(filter_chunks(tmp_path, frames, hdf5plugin.Bitshuffle(cname="lz4")), dtype, frames[0].size,
+                     f"bs{bits}-lz4<")
+    flat, fsize = frames.reshape(-1), frames[0].size
+    for lo, hi in [(0, 5 * fsize), (fsize + 3, 4 * fsize - 1), (4 * fsize, 5 * fsize)]:
+        np.testing.assert_array_equal(reader.read_pixels(lo, hi), flat[lo:hi])
+
+
+def test_a_bad_blob_inside_a_tile_names_its_frame() -> None:
+    import struct as st
+
+    frames = random_frames(16, 4, sig=(64, 129))  # two whole blocks and a short one per frame
+    good = [encode(f, "bs16-lz4<") for f in frames]
+    fsize = frames[0].size
+    total, block = st.unpack(">QI", good[2][:12])
+    lz4_garbage = good[2][:16] + b"\xff" * 24 + good[2][40:]
+    cases = {
+        "does not hold .* blocks.*corrupt": [st.pack(">QI", total, block // 2) + good[2][12:], good[2][:-7],
+                                             good[2] + b"\x00", st.pack(">QI", total, 2**20) + good[2][12:]],
+        "header says 1 bytes": [st.pack(">QI", 1, block) + good[2][12:]],
+        "blob does not decode": [lz4_garbage],
+        "no 12-byte header": [b"\x00" * 5],
+    }
+    for message, bads in cases.items():
+        for bad in bads:
+            reader = _reader([good[0], good[1], bad, good[3]], np.uint16, fsize, "bs16-lz4<")
+            np.testing.assert_array_equal(reader.read_pixels(0, 2 * fsize), frames[:2].reshape(-1))
+            with pytest.raises(DetectorProtocolError, match=f"frame 2: .*{message}"):
+                reader.read_pixels(0, 4 * fsize)
+            np.testing.assert_array_equal(reader.read_pixels(3 * fsize, 4 * fsize), frames[3].reshape(-1))
+
+
+def test_blocks_larger_than_the_kernels_buffer_are_decoded_too() -> None:
+    """A detector may choose a block size: 32768 uint16 pixels (64 KiB) is more than the kernel takes;
+    such frames are decoded one by one, in the middle of a tile of ordinary ones."""
+    import bitshuffle
+
+    frames = random_frames(17, 3, sig=(256, 256))
+    big = struct.pack(">QI", frames[1].nbytes, 2**17) + bitshuffle.compress_lz4(frames[1].reshape(-1), 2**16).tobytes()
+    blobs = [encode(frames[0], "bs16-lz4<"), big, encode(frames[2], "bs16-lz4<")]
+    reader = _reader(blobs, np.uint16, frames[0].size, "bs16-lz4<")
+    np.testing.assert_array_equal(reader.read_pixels(0, 3 * frames[0].size), frames.reshape(-1))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_lz4_in_hdf5_framing_both_ways_against_the_hdf5_filter(tmp_path: Path, dtype: type) -> None:
+    """The CBOR stream's ``lz4``: blocks of 1 KiB (several per image, the last one short) from the filter."""
+    frames = random_frames(18, 3, dtype, (37, 41))
+    for filt in (hdf5plugin.LZ4(nbytes=1024), hdf5plugin.LZ4(nbytes=0)):
+        for chunk, frame in zip(filter_chunks(tmp_path, frames, filt), frames, strict=True):
+            np.testing.assert_array_equal(decode(chunk, "lz4-h5", dtype, frame.size).reshape(37, 41), frame)
+    ours = [encode(f, "lz4-h5") for f in frames]
+    np.testing.assert_array_equal(filter_decoded(tmp_path, ours, frames, hdf5plugin.LZ4(nbytes=0)), frames)
+    blob = ours[0]
+    for bad, message in [(blob[:-1], "runs past"), (blob + b"\x00", "follow the last lz4 block"),
+                         (blob[:12], "ends before its block"), (blob[:8], "no 12-byte header")]:
+        with pytest.raises(DetectorProtocolError, match=message):
+            decode(bad, "lz4-h5", dtype, frames[0].size)

@@ -189,3 +189,21 @@ def test_a_series_disarmed_midway_ends_the_run_with_the_count(sim: DectrisSimula
                                           frames[:10].sum(axis=0, dtype=np.float64))
         finally:
             conn.get_active_controller("exte").apply(conn.api, 48)
+
+
+def test_the_default_live_context_gives_each_core_a_decoding_worker(sim: DectrisSimulator,
+                                                                      frames: np.ndarray) -> None:
+    """The workers decode DECTRIS frames, so ``LiveContext()`` starts one per core at the first DECTRIS
+    acquisition; for raw frames (the memory connection) it leaves a core to the receiving process."""
+    from detflow.executors.base import default_cpus
+    from detflow.executors.pipelined import PipelinedExecutor
+
+    with df.LiveContext() as ctx, open_conn(ctx, sim) as conn:
+        assert "started at the first acquisition" in repr(ctx)
+        aq = ctx.make_acquisition(conn=conn, nav_shape=NAV)
+        assert isinstance(ctx.executor, PipelinedExecutor) and ctx.executor.n_workers == default_cpus()
+        check(ctx.run_udf(dataset=aq, udf=[SumUDF(), SumSigUDF()]), frames)
+    with df.LiveContext.make_with() as ctx:
+        with ctx.make_connection("memory").open(data=frames.reshape(*NAV, *frames.shape[1:])) as mem:
+            ctx.make_acquisition(conn=mem, nav_shape=NAV)
+        assert isinstance(ctx.executor, PipelinedExecutor) and ctx.executor.n_workers == max(1, default_cpus() - 1)

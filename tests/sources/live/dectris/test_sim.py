@@ -153,3 +153,13 @@ def test_cli_starts_in_the_trigger_mode_asked_for(tmp_path: Path) -> None:
             aq = ctx.make_acquisition(conn=conn, nav_shape=(2, 3), hooks=TriggerHooks())  # one trigger per image
             res = ctx.run_udf(dataset=aq, udf=SumUDF())
     np.testing.assert_array_equal(res["intensity"].data, frames.sum(axis=0, dtype=np.float64))
+
+
+def test_cli_serves_the_cbor_stream_format(tmp_path: Path) -> None:
+    frames = random_frames(19, 12, np.uint16)
+    np.save(tmp_path / "scan.npy", frames.reshape(3, 4, 24, 32))
+    with sim_process(str(tmp_path / "scan.npy"), "--api-port", "0", "--data-port", "0", "--format", "cbor") as (
+            proc, ports, lines):
+        assert "stream format cbor" in lines[0], lines
+        assert SimplonClient("127.0.0.1", ports["api"]).get_stream_config("format") == "cbor"
+        check(run_sum(ports, (3, 4)), frames)
