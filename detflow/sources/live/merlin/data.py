@@ -17,7 +17,9 @@ numpy's byte-swapping copy is several times slower). The chunk is then checked
 with numpy on the ``(k, message_bytes)`` view of the slots (the ``MPX,<length>,MQ1,``
 prefix of every message at once, the six-digit sequence numbers as one matrix
 product) and decoded with one :func:`~detflow.sources.mib_decode.decode_frames` call
-into the caller's array. Nothing is copied per frame in Python.
+into the caller's array. Nothing is copied per frame in Python. :meth:`~MerlinDataStream.read_raw`
+does the same without decoding, straight into message slots the caller owns (a live
+partition's shared segment); :class:`RawFramesReader` decodes them where they are read.
 
 **Where frames go.** A frame goes to the slot of the sequence number it carries:
 frame ``s`` (1-based) is acquisition index ``s - 1``. Merlin numbers the frames of an
