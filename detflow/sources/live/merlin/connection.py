@@ -22,6 +22,7 @@ then ``SOFTTRIGGER`` on the control port). See :func:`merlin_source`.
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -241,6 +242,8 @@ class MerlinAcquisition(LiveAcquisition):
         stride = rows.strides[0]
         where, error = stream.read_raw(rows)
         del rows
+        if error is not None:  # its traceback's frames hold views of the (shared) buffer
+            traceback.clear_frames(error.__traceback__)
         offsets = np.where(where < 0, -1, data_offset + where * stride)
         index = np.append(offsets, 0)  # one more entry than frames, as the base class counts them
         return EncodedFrames([], self._make_reader, error, packed=(buf, index))
