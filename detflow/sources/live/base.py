@@ -311,6 +311,11 @@ class LiveAcquisition(Source):
     #: frames arrive encoded (:meth:`_receive_encoded`, not :meth:`_receive`): partitions
     #: carry the encoded bytes and the worker that reads a partition decodes it
     encoded: ClassVar[bool] = False
+    #: ``_receive_encoded(n, allocate=)`` takes an allocator of the partition's payload
+    #: (``allocate(nbytes)`` gives a flat ``uint8`` array, shared memory where the run
+    #: wants it) and returns ``packed=(that array, index)``: the payload is written in
+    #: place, never copied again on the way to the workers
+    receives_into: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -525,6 +530,8 @@ class LivePartitions(Iterator[Partition]):
 
     def _receive_encoded(self, index: int, n: int) -> tuple[int, DetectorError | None, _ReaderMaker]:
         """Receive ``n`` encoded frames; their blobs go back to back into one payload."""
+        if self.aq.receives_into:
+            return self._receive_in_place(index, n)
         enc = self.aq._receive_encoded(n)
         if enc.packed is not None:
             packed, offsets = enc.packed
@@ -564,6 +571,40 @@ class LivePartitions(Iterator[Partition]):
             return enc.make_reader(payload_reader, offsets, base, total)
 
         return got, enc.error, encoded_reader
+
+    def _receive_in_place(self, index: int, n: int) -> tuple[int, DetectorError | None, _ReaderMaker]:
+        """Receive ``n`` encoded frames into a payload this side allocates (``receives_into``)."""
+        made: list[tuple[np.ndarray, FrameReader]] = []
+
+        def allocate(nbytes: int) -> np.ndarray:
+            if made:
+                raise RuntimeError(f"{self.aq.describe()}: allocate() may be called once per partition")
+            if self.shared:
+                from detflow import shm
+
+                array, name, release = shm.allocate(max(1, nbytes), np.uint8)
+                with self._lock:
+                    self._releases[index] = release
+                made.append((array, shm.SharedArrayReader(name, base=0, count=array.size, dtype=array.dtype,
+                                                          total=array.size)))
+            else:
+                array = np.empty(max(1, nbytes), dtype=np.uint8)
+                made.append((array, ArrayReader(array)))
+            return array
+
+        enc = self.aq._receive_encoded(n, allocate=allocate)  # type: ignore[call-arg]
+        assert enc.packed is not None and made and enc.packed[0] is made[0][0], \
+            "receives_into: _receive_encoded must return packed=(the allocated array, index)"
+        offsets = enc.packed[1]
+        got = min(n, len(offsets) - 1)
+        payload_reader = made[0][1]
+        enc.packed = None
+        made.clear()  # no view of a shared segment stays here
+
+        def in_place_reader(base: int, count: int, total: int) -> FrameReader:
+            return enc.make_reader(payload_reader, offsets, base, total)
+
+        return got, enc.error, in_place_reader
 
     def _buffer(self, index: int, n: int) -> tuple[np.ndarray, Callable[[int, int, int], FrameReader]]:
         """Where partition ``index`` (``n`` frames) is received, and how its reader is made."""

@@ -144,6 +144,7 @@ class AsiTpx3Acquisition(LiveAcquisition):
     """One ASI Timepix3 acquisition, as a dataset of sparse frames."""
 
     encoded = True
+    receives_into = True
     conn: AsiTpx3Connection
 
     def describe(self) -> str:
@@ -158,13 +159,16 @@ class AsiTpx3Acquisition(LiveAcquisition):
     def _receive(self, out: np.ndarray) -> int:  # pragma: no cover - encoded: _receive_encoded is used
         raise NotImplementedError
 
-    def _receive_encoded(self, n: int) -> EncodedFrames:
+    def _receive_encoded(self, n: int, allocate: Any = None) -> EncodedFrames:
+        """The next ``n`` frames, their values and indices written straight into the
+        partition's payload (``allocate``: shared memory on the process executors)."""
         stream = self.conn.stream
         vdt = self.meta.dtype
         block, error = stream.read_block(n, vdt)
         nnz = block.nnz
         ioff = payload_indices_offset(nnz, vdt)
-        payload = np.empty(max(8, ioff + 4 * nnz), dtype=np.uint8)
+        size = max(8, ioff + 4 * nnz)
+        payload = np.empty(size, dtype=np.uint8) if allocate is None else allocate(size)
         if nnz:
             np.concatenate(block.values, out=payload[: nnz * vdt.itemsize].view(vdt), casting="unsafe")
             np.concatenate(block.indices, out=payload[ioff: ioff + 4 * nnz].view(np.int32), casting="unsafe")

@@ -22,16 +22,25 @@ then ``SOFTTRIGGER`` on the control port). See :func:`merlin_source`.
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from detflow.errors import ConfigurationError, DetectorError, DetectorProtocolError, DetectorTimeoutError
+from detflow.sources.base import FrameReader
 from detflow.sources.limits import MAX_FRAME_BYTES, check_size
-from detflow.sources.live.base import Hooks, LiveAcquisition, LiveConnection, PendingAcquisition, ReadyForDataEnv
+from detflow.sources.live.base import (
+    EncodedFrames,
+    Hooks,
+    LiveAcquisition,
+    LiveConnection,
+    PendingAcquisition,
+    ReadyForDataEnv,
+)
 from detflow.sources.live.merlin.control import MerlinControl
-from detflow.sources.live.merlin.data import MerlinDataStream
+from detflow.sources.live.merlin.data import MerlinDataStream, RawFramesReader
 from detflow.sources.live.merlin.protocol import AcquisitionHeader
 
 __all__ = ["MerlinAcquisition", "MerlinConnection", "SoftTriggerHooks", "merlin_source"]
@@ -181,8 +190,17 @@ def _frames_to_acquire(ctl: MerlinControl) -> int:
 
 
 class MerlinAcquisition(LiveAcquisition):
-    """One Merlin acquisition, as a dataset."""
+    """One Merlin acquisition, as a dataset.
 
+    Frames are received undecoded, straight from the socket into the partition's
+    buffer (shared memory on the process executors), their MPX prefixes and sequence
+    numbers checked there; the worker that reads a partition decodes it
+    (:class:`~detflow.sources.live.merlin.data.RawFramesReader`), so the receiving
+    thread copies nothing itself.
+    """
+
+    encoded = True
+    receives_into = True
     conn: MerlinConnection
     #: seconds to wait for the acquisition header once the run listens (None: the connection's timeout)
     header_timeout: float | None = None
@@ -215,6 +233,24 @@ class MerlinAcquisition(LiveAcquisition):
 
     def _receive(self, out: np.ndarray) -> int:
         return self.conn.data.read_frames(out)
+
+    def _receive_encoded(self, n: int, allocate: Any = None) -> EncodedFrames:
+        stream = self.conn.data
+        size = stream.raw_bytes(n)
+        buf = np.empty(size, dtype=np.uint8) if allocate is None else allocate(size)
+        rows, data_offset = stream.raw_rows(buf, n)
+        stride = rows.strides[0]
+        where, error = stream.read_raw(rows)
+        del rows
+        if error is not None:  # its traceback's frames hold views of the (shared) buffer
+            traceback.clear_frames(error.__traceback__)
+        offsets = np.where(where < 0, -1, data_offset + where * stride)
+        index = np.append(offsets, 0)  # one more entry than frames, as the base class counts them
+        return EncodedFrames([], self._make_reader, error, packed=(buf, index))
+
+    def _make_reader(self, payload: FrameReader, offsets: np.ndarray, base: int, total: int) -> FrameReader:
+        layout = self.conn.data.first_frame_layout
+        return RawFramesReader(payload, offsets[:-1], layout, base, total)
 
     def _end(self, ok: bool) -> None:
         stream = self.conn.data

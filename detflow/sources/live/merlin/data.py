@@ -17,7 +17,9 @@ numpy's byte-swapping copy is several times slower). The chunk is then checked
 with numpy on the ``(k, message_bytes)`` view of the slots (the ``MPX,<length>,MQ1,``
 prefix of every message at once, the six-digit sequence numbers as one matrix
 product) and decoded with one :func:`~detflow.sources.mib_decode.decode_frames` call
-into the caller's array. Nothing is copied per frame in Python.
+into the caller's array. Nothing is copied per frame in Python. :meth:`~MerlinDataStream.read_raw`
+does the same without decoding, straight into message slots the caller owns (a live
+partition's shared segment); :class:`RawFramesReader` decodes them where they are read.
 
 **Where frames go.** A frame goes to the slot of the sequence number it carries:
 frame ``s`` (1-based) is acquisition index ``s - 1``. Merlin numbers the frames of an
@@ -57,6 +59,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -68,6 +71,7 @@ from detflow.errors import (
     DetectorTimeoutError,
     SourceFormatError,
 )
+from detflow.sources.base import FrameReader
 from detflow.sources.limits import MAX_FRAME_BYTES, MAX_HEADER_BYTES, check_size
 from detflow.sources.live.merlin.protocol import (
     HEADER_PATTERN,
@@ -79,7 +83,7 @@ from detflow.sources.live.merlin.protocol import (
 )
 from detflow.sources.mib_decode import MibLayout, decode_frames, parse_frame_header
 
-__all__ = ["MerlinDataStream"]
+__all__ = ["MerlinDataStream", "RawFramesReader"]
 
 log = logging.getLogger(__name__)
 
@@ -518,6 +522,27 @@ class MerlinDataStream(PortClient):
 
     def _place(self, rows: np.ndarray, out: np.ndarray, base: int, end: int) -> None:
         """Decode ``rows`` into the slots of ``out`` their sequence numbers name."""
+        lo, hi = self._next_index - base, end - base
+        m, slots = self._accept(rows, base, end)
+        if m == 0:
+            out[lo:hi] = 0
+            return
+        first, last = int(slots[0]), int(slots[-1])
+        out[lo:first] = 0
+        if last - first == m - 1:
+            self._decode(rows[:m], out[first : last + 1])
+        else:
+            decoded = np.empty((m, *out.shape[1:]), dtype=out.dtype)
+            self._decode(rows[:m], decoded)
+            out[first : last + 1] = 0
+            out[slots] = decoded
+        if m < len(rows):
+            out[last + 1 : hi] = 0
+
+    def _accept(self, rows: np.ndarray, base: int, end: int) -> tuple[int, np.ndarray]:
+        """Check the sequence numbers of ``rows`` and account for them: ``(m, slots)``,
+        the first ``m`` rows belong to slots ``base + slots`` (< ``end``); the rest go back
+        to ``_pending`` for a later call. Gaps are logged and kept in :attr:`gaps`."""
         assert self.header is not None and self._layout is not None
         seqs = self._sequences(rows)
         prev = np.concatenate(([self._last_seq], seqs[:-1]))
@@ -531,38 +556,85 @@ class MerlinDataStream(PortClient):
         if n_total and seqs[-1] > n_total:
             raise self._fail(DetectorProtocolError,
                              f"sequence number {seqs[-1]} is beyond the acquisition's {n_total} frames")
-        slots = seqs - 1 - base  # into out
-        lo, hi = self._next_index - base, end - base
-        m = int(np.searchsorted(slots, hi))  # rows[m:] belong to a later call
+        slots = seqs - 1 - base
+        m = int(np.searchsorted(slots, end - base))  # rows[m:] belong to a later call
         if m < len(rows):
             self._pending[0:0] = rows[m:].tobytes()
             self._acq_bytes -= (len(rows) - m) * rows.shape[1]
         if m == 0:
-            out[lo:hi] = 0
             self._next_index = end
-            return
+            return 0, slots[:0]
         slots, seqs, prev = slots[:m], seqs[:m], prev[:m]
         for j in np.flatnonzero(seqs != prev + 1):
             expected, got = int(prev[j]) + 1, int(seqs[j])
             self.gaps.append((expected, got))
             log.warning("%s: frames %d..%d of the acquisition are missing (sequence number %d followed %d); "
                         "their slots stay zero", self.where, expected, got - 1, got, expected - 1)
-        first, last = int(slots[0]), int(slots[-1])
-        out[lo:first] = 0
-        if last - first == m - 1:
-            self._decode(rows[:m], out[first : last + 1])
-        else:
-            decoded = np.empty((m, *out.shape[1:]), dtype=out.dtype)
-            self._decode(rows[:m], decoded)
-            out[first : last + 1] = 0
-            out[slots] = decoded
-        if m < len(rows):
-            out[last + 1 : hi] = 0
-        self._next_index = end if m < len(rows) else base + last + 1
+        self._next_index = end if m < len(rows) else base + int(slots[-1]) + 1
         self._frames_received += m
         self._last_seq = int(seqs[-1])
         if n_total and self._last_seq == n_total:
             self._done = True
+        return m, slots
+
+    # --- frames received undecoded, for the workers to decode --------------------------
+    def raw_rows(self, buf: np.ndarray, n: int) -> tuple[np.ndarray, int]:
+        """Message slots for ``n`` frames in the flat ``uint8`` array ``buf`` (at least
+        :meth:`raw_bytes` ``(n)`` long): ``(rows, data_offset)``, rows ``(n, message_bytes)``
+        whose pixel data starts 64-byte aligned, and the byte offset in ``buf`` of the
+        first frame header (row ``r``'s is ``data_offset + r * rows.strides[0]``)."""
+        layout = self.first_frame_layout
+        mb = self._msg_bytes
+        lead = -(PREFIX_BYTES + layout.header_bytes) % 64
+        stride = -(-(lead + mb) // 64) * 64
+        start = -buf.ctypes.data % 64
+        rows = buf[start : start + n * stride].reshape(n, stride)[:, lead : lead + mb]
+        return rows, start + lead + PREFIX_BYTES
+
+    def raw_bytes(self, n: int) -> int:
+        """How long a buffer :meth:`raw_rows` needs for ``n`` frames."""
+        layout = self.first_frame_layout
+        lead = -(PREFIX_BYTES + layout.header_bytes) % 64
+        return n * (-(-(lead + self._msg_bytes) // 64) * 64) + 64
+
+    def read_raw(self, rows: np.ndarray) -> tuple[np.ndarray, DetectorError | None]:
+        """Receive the next ``len(rows)`` frames undecoded, straight into the message slots ``rows``.
+
+        Returns ``(where, error)``: ``where[i]`` is the row holding acquisition frame
+        ``next_index + i`` as it was before the call, or -1 for a frame that was lost (a
+        sequence gap); its length is how many frames the call spans (``len(rows)``, fewer
+        only when the acquisition ended or failed). ``error`` is the
+        :class:`~detflow.errors.DetectorError` that cut the frames short, if one did;
+        the rows before it are received and checked.
+        """
+        if self.header is None:
+            raise DetectorError(f"{self.where}: no acquisition yet; call read_acquisition_header() first")
+        if self._done and self._layout is None or len(rows) == 0 or self._done:
+            return np.empty(0, dtype=np.int64), None
+        self.first_frame_layout  # noqa: B018 - peeks at the layout
+        n_total = self.header.n_frames
+        base = self._next_index
+        end = base + len(rows) if n_total == 0 else min(base + len(rows), n_total)
+        where = np.full(end - base, -1, dtype=np.int64)
+        saved = self._messages, self._row_views, self._allocated_for
+        used = 0
+        error: DetectorError | None = None
+        try:
+            while self._next_index < end and not self._done:
+                self._messages = rows[used:]
+                self._row_views = [memoryview(row) for row in self._messages]  # type: ignore[arg-type]
+                got, why = self._receive(end - self._next_index)
+                if len(got):
+                    m, slots = self._accept(got, base, end)
+                    where[slots] = used + np.arange(m)
+                    used += m
+                if why not in (_FULL, _END):
+                    self._stopped(why)
+        except DetectorError as err:
+            error = err
+        finally:
+            self._messages, self._row_views, self._allocated_for = saved
+        return where[: self._next_index - base], error
 
     def _decode(self, rows: np.ndarray, dst: np.ndarray) -> None:
         layout = self._layout
@@ -600,3 +672,58 @@ class MerlinDataStream(PortClient):
                          f"garbage in the frame stream {at}: expected {expected!r}; got {shown(got)!r}; "
                          "frames cannot be resynchronised safely mid-acquisition (pixel data may hold any "
                          "bytes): reconnect and start a new acquisition")
+
+
+@dataclass(frozen=True)
+class RawFramesReader:
+    """A :class:`~detflow.sources.base.FrameReader` over Merlin frames as they came off
+    the socket (:meth:`MerlinDataStream.read_raw`), decoded when read, in the process
+    that reads them (a worker).
+
+    ``payload`` reads the partition's message slots as one flat ``uint8`` stream;
+    frame ``k`` of the partition has its frame header at byte ``offsets[k]`` of it
+    (``-1``: the frame was lost, it reads as zeros); pixel ``base`` of the
+    acquisition's pixel stream is the first pixel of frame 0.
+    """
+
+    payload: FrameReader = field(repr=False)
+    offsets: np.ndarray = field(repr=False)
+    layout: MibLayout
+    base: int
+    total: int
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.layout.dtype
+
+    @property
+    def n_pixels(self) -> int:
+        return self.total
+
+    def read_pixels(self, start: int, stop: int) -> np.ndarray:
+        layout = self.layout
+        fsize = layout.frame_size
+        lo, hi = start - self.base, stop - self.base
+        if lo < 0 or hi > len(self.offsets) * fsize:
+            raise IndexError(f"pixels {start}:{stop} lie outside this reader's range "
+                             f"{self.base}:{self.base + len(self.offsets) * fsize}")
+        first, last = lo // fsize, -(-hi // fsize)
+        out = np.empty((last - first, *layout.sig_shape), dtype=layout.dtype)
+        if last > first:
+            buf = self.payload.read_pixels(0, self.payload.n_pixels)
+            offs = self.offsets[first:last]
+            step = int(offs[1] - offs[0]) if len(offs) > 1 else 0
+            if offs[0] >= 0 and (len(offs) == 1 or (step > 0 and (np.diff(offs) == step).all())):
+                frames = np.lib.stride_tricks.as_strided(buf[int(offs[0]):], shape=(len(offs), layout.frame_bytes),
+                                                         strides=(step, 1), writeable=False)
+                decode_frames(layout, frames, out)
+            else:  # a gap: frame by frame, the lost ones zero
+                for k, off in enumerate(offs):
+                    if off < 0:
+                        out[k] = 0
+                    else:
+                        decode_frames(layout, buf[int(off) : int(off) + layout.frame_bytes][None], out[k : k + 1])
+        return out.reshape(-1)[lo - first * fsize : hi - first * fsize]
+
+    def restrict(self, start: int, stop: int) -> RawFramesReader:
+        return self

@@ -14,9 +14,10 @@ import pytest
 
 from detflow.errors import DetectorDisconnectedError, DetectorProtocolError, DetectorTimeoutError
 from detflow.sources.live.merlin.control import MerlinControl
-from detflow.sources.live.merlin.data import MerlinDataStream
+from detflow.sources.live.merlin.data import MerlinDataStream, RawFramesReader
 from detflow.sources.live.merlin.sim import GARBAGE, MerlinSimulator
 from detflow.sources.mib import MibSource
+from detflow.sources.readers import ArrayReader
 
 from .conftest import DTYPES, RawServer, Recording, frame_messages, header_message, random_frames, record
 
@@ -289,6 +290,40 @@ def test_sequence_gaps_leave_zero_slots(batch: int, caplog) -> None:
     np.testing.assert_array_equal(got, expected)
     assert "frames 3..3 of the acquisition are missing" in caplog.text
     assert "frames 6..7 of the acquisition are missing" in caplog.text
+
+
+def receive_raw_all(stream: MerlinDataStream, batch: int) -> np.ndarray:
+    """The acquisition through :meth:`read_raw` (as the live receiver takes it) and
+    :class:`RawFramesReader` (as a worker decodes it), ``batch`` frames at a time."""
+    layout = stream.first_frame_layout
+    parts = []
+    while not stream.acquisition_done:
+        buf = np.empty(stream.raw_bytes(batch), dtype=np.uint8)
+        rows, data_offset = stream.raw_rows(buf, batch)
+        where, error = stream.read_raw(rows)
+        assert error is None, error
+        offsets = np.where(where < 0, -1, data_offset + where * rows.strides[0])
+        reader = RawFramesReader(ArrayReader(buf), offsets, layout, 0, len(where) * layout.frame_size)
+        parts.append(reader.read_pixels(0, reader.n_pixels).reshape(-1, *layout.sig_shape))
+    return np.concatenate(parts)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 5, 8])
+def test_sequence_gaps_leave_zero_frames_when_workers_decode(batch: int) -> None:
+    frames = random_frames(np.random.default_rng(6), 8, (16, 16), 12) + 1  # no frame is all zero
+    seqs = [1, 2, 4, 5, 8]  # 3, 6 and 7 lost
+
+    def script(conn: socket.socket, server: RawServer) -> None:
+        conn.sendall(header_message(8) + b"".join(frame_messages(frames[np.array(seqs) - 1], sequences=seqs)))
+        server.release.wait(10)
+
+    with RawServer(script) as server, MerlinDataStream("127.0.0.1", server.port, timeout=2) as stream:
+        stream.read_acquisition_header()
+        got = receive_raw_all(stream, batch)
+    assert stream.gaps == [(3, 4), (6, 8)] and stream.frames_received == 5
+    expected = frames.copy()
+    expected[[2, 5, 6]] = 0
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_lost_frames_at_the_end_and_the_next_acquisition(caplog) -> None:
