@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -114,12 +115,14 @@ def run(graph_file: str, input_path: str | None, assignments: tuple[str, ...], c
     --set. Sink paths may use {output_dir}, {input_stem} and {graph}; a node with
     save_results writes {output_dir}/{input_stem}_{node}.zarr.
     """
-    from detflow.graph.run import default_context, run_graph
+    from detflow.graph.run import RunStats, default_context, run_graph
 
     g = _load(graph_file, input_path, assignments, config_file)
     ctx = default_context(g, output_dir=output_dir, overwrite=overwrite)
+    stats = RunStats()
+    started = time.perf_counter()
     if partition_timeout is None:
-        results = run_graph(g, executor=executor, progress=progress, context=ctx)
+        results = run_graph(g, executor=executor, progress=progress, context=ctx, stats=stats)
     else:
         from detflow.executors.base import make_executor
 
@@ -128,12 +131,18 @@ def run(graph_file: str, input_path: str | None, assignments: tuple[str, ...], c
         params = dict(graph_ex.get("params", {})) if name == graph_ex["type"] else {}
         ex = make_executor(name, **{**params, "partition_timeout": partition_timeout})
         try:
-            results = run_graph(g, executor=ex, progress=progress, context=ctx)
+            results = run_graph(g, executor=ex, progress=progress, context=ctx, stats=stats)
         finally:
             ex.close()
+    elapsed = time.perf_counter() - started
     for node_id, ds in results.items():
         names = ", ".join(f"{k} {tuple(v.shape)}" for k, v in ds.data_vars.items())
         click.echo(f"{node_id}: {names}")
+    for path in stats.outputs:
+        if os.path.exists(path):
+            click.echo(f"wrote {path}")
+    click.echo(f"read {stats.frames} frames ({stats.bytes / 2**20:.1f} MiB) in {elapsed:.2f} s: "
+               f"{stats.bytes / max(elapsed, 1e-9) / 1e9:.2f} GB/s")
 
 
 @main.command()

@@ -70,6 +70,21 @@ def test_statistics_example_with_config_and_recorder(scan, tmp_path) -> None:
     assert "1024/1024" in proc.stderr  # the progress bar counted every frame
 
 
+def test_run_says_where_it_wrote_and_how_fast(scan, tmp_path) -> None:
+    import re
+
+    data, path = scan
+    proc = detflow("run", EXAMPLES / "statistics.yaml", "--input", path, "--output-dir", tmp_path, "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    wrote = [line.removeprefix("wrote ") for line in proc.stdout.splitlines() if line.startswith("wrote ")]
+    assert sorted(wrote) == sorted(str(tmp_path / n) for n in ("scan-frames.npy", "scan_stats.zarr",
+                                                               "scan_totals.zarr"))
+    assert all(Path(p).exists() for p in wrote)
+    m = re.search(r"^read (\d+) frames \(([\d.]+) MiB\) in ([\d.]+) s: ([\d.]+) GB/s$", proc.stdout, re.M)
+    assert m, proc.stdout
+    assert int(m[1]) == 1024 and float(m[2]) == pytest.approx(data.nbytes / 2**20, abs=0.05)
+
+
 def test_validate_and_show(scan) -> None:
     _, path = scan
     proc = detflow("validate", EXAMPLES / "bright-field.yaml", "--input", path,

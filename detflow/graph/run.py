@@ -37,7 +37,37 @@ if TYPE_CHECKING:
     import xarray as xr
 
 
-__all__ = ["Graph", "RunContext", "default_context", "resolve_call", "run_graph", "run_graph_iter"]
+__all__ = ["Graph", "RunContext", "RunStats", "default_context", "resolve_call", "run_graph", "run_graph_iter"]
+
+
+class RunStats:
+    """What a run did, for a launcher's summary: frames and bytes read over every pass,
+    and the paths its sinks (and ``save_results`` nodes) write.
+
+    Hand one to :func:`run_graph_iter` as ``stats=``; it subscribes to every pass.
+    """
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.bytes = 0
+        self.passes = 0
+        #: the path of every sink that writes a file or store
+        self.outputs: list[str] = []
+        self._frame_bytes = 0
+        self._pass_frames = 0
+
+    def start(self, info: Any) -> None:
+        self.passes += 1
+        self._frame_bytes = info.meta.frame_bytes
+        self._pass_frames = 0
+
+    def update(self, update: Any) -> None:
+        self._pass_frames = update.frames_done
+
+    def finish(self, results: Any) -> None:
+        self.frames += self._pass_frames
+        self.bytes += self._pass_frames * self._frame_bytes
+        self._pass_frames = 0
 
 
 class _executor_scope:
@@ -72,10 +102,12 @@ def run_graph_iter(
     sinks: list[Subscriber] | None = None,
     context: RunContext | None = None,
     max_rate: float | None = 4.0,
+    stats: RunStats | None = None,
 ) -> Iterator[GraphResults]:
     """Run ``graph``; yield :class:`~detflow.graph.driver.GraphResults` after each merge.
 
-    ``sinks`` given here see the last pass (where every node's result is there)."""
+    ``sinks`` given here see the last pass (where every node's result is there);
+    ``stats`` sees every pass and learns where the graph's sinks write."""
     compiled = validate(graph)
     owned: Executor | None = None
     try:
@@ -86,6 +118,11 @@ def run_graph_iter(
                 extra.setdefault(index, []).extend(getattr(sink, "udfs", lambda: [])())
         if sinks:
             by_pass.setdefault(len(compiled.plan) - 1, []).extend(sinks)
+        if stats is not None:
+            stats.outputs = [os.fspath(s.path) for ps in by_pass.values() for s in ps
+                             if isinstance(getattr(s, "path", None), str | os.PathLike)]
+            for index in range(len(compiled.plan)):
+                by_pass.setdefault(index, []).append(stats)
         if executor is None and graph.executor is not None:
             executor = owned = make_executor(graph.executor["type"], **graph.executor.get("params", {}))
         with _executor_scope(executor) as ex:
