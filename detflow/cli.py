@@ -53,7 +53,17 @@ def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--debug", is_flag=True, help="Show tracebacks instead of a short error.")(wrapper)
 
 
+def _import_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--trust-python-path", is_flag=True,
+                      help="Also import from the folders the graph file's python_path: lists.")(fn)
+    return click.option("--path", "import_paths", multiple=True, metavar="DIR",
+                        type=click.Path(exists=True, file_okay=False),
+                        help="A folder to import the graph's modules from (besides installed packages); "
+                             "repeat for more. The graph file's own folder is not searched unless listed.")(fn)
+
+
 def _graph_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = _import_options(fn)
     fn = click.option("--config", "config_file", type=click.Path(dir_okay=False),
                       help="YAML file of per-node overrides ({nodes: {com: {r: 30}}}).")(fn)
     fn = click.option("--set", "assignments", multiple=True, metavar="NODE.PARAM=VALUE",
@@ -64,12 +74,20 @@ def _graph_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.argument("graph_file", type=click.Path(dir_okay=False))(fn)
 
 
+def _read(graph_file: str, import_paths: tuple[str, ...], trust_python_path: bool) -> detflow.Graph:
+    from detflow.graph.config import add_import_folders
+
+    add_import_folders(import_paths)
+    return detflow.Graph.from_yaml(graph_file, trust_python_path=trust_python_path)
+
+
 def _load(graph_file: str, input_path: str | None, assignments: tuple[str, ...],
-          config_file: str | None) -> detflow.Graph:
+          config_file: str | None, import_paths: tuple[str, ...] = (),
+          trust_python_path: bool = False) -> detflow.Graph:
     from detflow.graph.config import apply_overrides, parse_set
     from detflow.graph.run import resolve_call
 
-    g = detflow.Graph.from_yaml(graph_file)
+    g = _read(graph_file, import_paths, trust_python_path)
     sets = parse_set(g, assignments)
     g = resolve_call(g, input_path, config_file=config_file)
     return apply_overrides(g, sets) if sets else g
@@ -107,8 +125,8 @@ def main() -> None:
               help="Stop the run when one partition takes longer (threads and pipelined executors).")
 @_errors
 def run(graph_file: str, input_path: str | None, assignments: tuple[str, ...], config_file: str | None,
-        executor: str | None, output_dir: str | None, overwrite: bool, progress: bool,
-        partition_timeout: float | None) -> None:
+        import_paths: tuple[str, ...], trust_python_path: bool, executor: str | None, output_dir: str | None,
+        overwrite: bool, progress: bool, partition_timeout: float | None) -> None:
     """Run GRAPH_FILE: read the data once, feed every node, write every sink.
 
     Parameters win in this order: the node's default < the graph file < --config <
@@ -117,7 +135,7 @@ def run(graph_file: str, input_path: str | None, assignments: tuple[str, ...], c
     """
     from detflow.graph.run import RunStats, default_context, run_graph
 
-    g = _load(graph_file, input_path, assignments, config_file)
+    g = _load(graph_file, input_path, assignments, config_file, import_paths, trust_python_path)
     ctx = default_context(g, output_dir=output_dir, overwrite=overwrite)
     stats = RunStats()
     started = time.perf_counter()
@@ -141,26 +159,41 @@ def run(graph_file: str, input_path: str | None, assignments: tuple[str, ...], c
     for path in stats.outputs:
         if os.path.exists(path):
             click.echo(f"wrote {path}")
-    click.echo(f"read {stats.frames} frames ({stats.bytes / 2**20:.1f} MiB) in {elapsed:.2f} s: "
+    click.echo(f"read {stats.frames} frames ({stats.bytes / 2**20:.1f} MiB, {stats.partitions} partition(s)) "
+               f"in {elapsed:.2f} s: "
                f"{stats.bytes / max(elapsed, 1e-9) / 1e9:.2f} GB/s")
 
 
 @main.command()
 @_graph_options
+@click.option("--executor", help="Executor the run would use (for the partition count); default: the graph's.")
+@click.option("--output-dir", type=click.Path(file_okay=False),
+              help="Folder the run would write to; default: the input's folder.")
+@click.option("--overwrite", is_flag=True, help="Check as for a run with --overwrite.")
 @_errors
-def validate(graph_file: str, input_path: str | None, assignments: tuple[str, ...],
-             config_file: str | None) -> None:
-    """Check GRAPH_FILE (and the data it names) without running it."""
-    g = _load(graph_file, input_path, assignments, config_file)
+def validate(graph_file: str, input_path: str | None, assignments: tuple[str, ...], config_file: str | None,
+             import_paths: tuple[str, ...], trust_python_path: bool, executor: str | None, output_dir: str | None,
+             overwrite: bool) -> None:
+    """Check GRAPH_FILE (and the data it names) as `detflow run` would, without running it.
+
+    Everything a run refuses before reading a frame is refused here too (parameters,
+    geometry, sinks and their paths, outputs that exist); nothing is written.
+    """
+    from detflow.graph.run import check_run, default_context
+    from detflow.graph.view import graph_reach, reach_text
+
+    g = _load(graph_file, input_path, assignments, config_file, import_paths, trust_python_path)
+    ctx = default_context(g, output_dir=output_dir, overwrite=overwrite)
+    click.echo(reach_text(graph_reach(g, fill=lambda t, node: ctx.fill(t, graph=g.name, node=node))))
+    counts, _ = check_run(g, context=ctx, executor=executor)
     compiled = g.validate()
     compiled.close()
-    for p in compiled.plan:
-        plan = compiled.passes[p.index]
-        m = plan.meta
-        n_parts = plan.source.get_num_partitions(plan.partition_plan())
+    for p, n_parts in zip(compiled.plan, counts, strict=True):
+        m = compiled.passes[p.index].meta
         which = f"pass {p.index + 1}: " if len(compiled.plan) > 1 else ""
+        parts = f"{n_parts} partition(s)" if n_parts is not None else "partitions sized by the cluster's workers"
         click.echo(f"ok: graph {g.name!r}: {which}{len(p.udfs)} node(s) over nav {m.nav_shape} "
-                   f"sig {m.sig_shape} {m.dtype}, {n_parts} partition(s)")
+                   f"sig {m.sig_shape} {m.dtype}, {parts}")
 
 
 def to_dot(g: detflow.Graph) -> str:
@@ -186,11 +219,17 @@ def to_dot(g: detflow.Graph) -> str:
 @click.option("--dot", "dot_path", type=click.Path(dir_okay=False), help="Also write the graph as a DOT file.")
 @click.option("--image", type=click.Path(dir_okay=False),
               help="Also draw it (PNG or SVG by suffix); needs graphviz's dot program.")
+@_import_options
 @_errors
-def show(graph_file: str, dot_path: str | None, image: str | None) -> None:
-    """Print GRAPH_FILE as a tree of nodes with their parameters."""
-    g = detflow.Graph.from_yaml(graph_file)
+def show(graph_file: str, dot_path: str | None, image: str | None, import_paths: tuple[str, ...],
+         trust_python_path: bool) -> None:
+    """Print GRAPH_FILE as a tree of nodes with their parameters, and what running it would
+    import, write and connect to (a graph file is code: read one from someone else first)."""
+    from detflow.graph.view import graph_reach, reach_text
+
+    g = _read(graph_file, import_paths, trust_python_path)
     click.echo(g.to_text())
+    click.echo(reach_text(graph_reach(g)))
     dot = to_dot(g)
     if dot_path:
         with open(dot_path, "w") as f:
@@ -225,8 +264,9 @@ def show(graph_file: str, dot_path: str | None, image: str | None) -> None:
                    "(better given as DETFLOW_SERVE_PASSWORD than on the command line).")
 @_errors
 def serve(graph_file: str, input_path: str | None, assignments: tuple[str, ...], config_file: str | None,
-          executor: str | None, output_dir: str | None, overwrite: bool, port: int, address: str, show: bool,
-          autostart: bool, max_rate: float, password: str | None) -> None:
+          import_paths: tuple[str, ...], trust_python_path: bool, executor: str | None, output_dir: str | None,
+          overwrite: bool, port: int, address: str, show: bool, autostart: bool, max_rate: float,
+          password: str | None) -> None:
     """Serve a live dashboard of GRAPH_FILE: progress, every 2-D result filling in as the
     data arrives, the latest frame and the sum frame, and start / stop / re-run buttons.
 
@@ -237,7 +277,7 @@ def serve(graph_file: str, input_path: str | None, assignments: tuple[str, ...],
     from detflow.dashboard import serve as serve_dashboard
     from detflow.graph.run import default_context
 
-    g = _load(graph_file, input_path, assignments, config_file)
+    g = _load(graph_file, input_path, assignments, config_file, import_paths, trust_python_path)
     if password:  # the dashboard reads it from there (as for a password set in the environment)
         os.environ["DETFLOW_SERVE_PASSWORD"] = password
     serve_dashboard(g, port=port, address=address, show=show, autostart=autostart, executor=executor,
@@ -401,4 +441,8 @@ main.add_command(queue)
 
 
 if __name__ == "__main__":
+    # `python -m detflow.cli` puts the working directory first on sys.path; the `detflow` command
+    # does not. Imports named by a graph file come from installed packages and --path folders only.
+    if sys.path and os.path.abspath(sys.path[0] or os.curdir) == os.getcwd():
+        del sys.path[0]
     main()

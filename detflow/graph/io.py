@@ -69,8 +69,9 @@ __all__ = ["SCHEMA_VERSION", "graph_from_dict", "graph_to_dict", "read_graph_fil
 SCHEMA_VERSION = 2
 _KNOWN_VERSIONS = (1, 2)
 _UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
-_TOP_KEYS = {"schema_version", "name", "description", "source", "partition", "nodes", "sinks", "executor"}
-_TOP_KEYS_V2 = {"schema_version", "name", "description", "sources", "nodes", "sinks", "executor"}
+_TOP_KEYS = {"schema_version", "name", "description", "source", "partition", "nodes", "sinks", "executor",
+             "python_path"}
+_TOP_KEYS_V2 = {"schema_version", "name", "description", "sources", "nodes", "sinks", "executor", "python_path"}
 _NODE_KEYS_V2 = {"type", "kind", "params", "input", "inputs", "skip", "save_results"}
 _UDF_KEYS = {"type", "params", "input", "skip", "save_results"}
 _SINK_KEYS = {"type", "params", "inputs", "skip"}
@@ -93,10 +94,16 @@ def load_yaml(path: str | os.PathLike[str]) -> tuple[Any, dict[tuple[Any, ...], 
     return loads(text, file)
 
 
-def read_graph_file(path: str | os.PathLike[str], *, cls: type[GraphModel] = GraphModel) -> Any:
-    """Read and structurally check a graph file (into a ``cls``)."""
+def read_graph_file(path: str | os.PathLike[str], *, cls: type[GraphModel] = GraphModel,
+                    trust_python_path: bool = False) -> Any:
+    """Read and structurally check a graph file (into a ``cls``).
+
+    The folders of its ``python_path:`` are only used to import from with
+    ``trust_python_path`` (see :func:`detflow.graph.config.use_python_path`)."""
     data, lines = load_yaml(path)
-    return graph_from_dict(data, file=os.fspath(path), lines=lines, cls=cls)
+    g = graph_from_dict(data, file=os.fspath(path), lines=lines, cls=cls)
+    g.python_path_trusted = bool(trust_python_path)
+    return g
 
 
 class _Checker:
@@ -174,8 +181,19 @@ def graph_from_dict(
         params = dict(c.mapping(ex.get("params"), "executor params", "executor", "params"))
         params.update({k: ex[k] for k in ("cpus", "address", "scheduler") if k in ex})  # shorthand
         g.executor = {"type": str(ex.get("type", "threads")), "params": params}
+    g.python_path = _python_path(c, spec.get("python_path"), base)
     check_structure(g)
     return g
+
+
+def _python_path(c: _Checker, value: Any, base: Path | None) -> tuple[str, ...]:
+    """``python_path:`` (a folder or a list of them) as absolute folders, relative to the graph file."""
+    if value is None:
+        return ()
+    folders = [value] if isinstance(value, str) else value
+    if not isinstance(folders, list) or not all(isinstance(f, str) and f for f in folders):
+        raise c.fail(f"python_path must be a folder or a list of folders; got {value!r}", "python_path")
+    return tuple(os.path.abspath(os.path.join(base, f) if base is not None else f) for f in folders)
 
 
 def _refs(value: Any) -> Any:
@@ -414,6 +432,8 @@ def graph_to_dict(g: GraphModel) -> dict[str, Any]:
         out["sinks"] = sinks
     if g.executor is not None:
         out["executor"] = g.executor
+    if g.python_path:
+        out["python_path"] = list(g.python_path)
     return out
 
 
