@@ -29,9 +29,14 @@ one partition node. Version 1 files (one ``source``, one ``partition``, UDF ``no
 unchanged.
 
 Files are read with ``yaml.safe_load``, through :mod:`detflow.graph.yaml_` (aliases that
-expand past a small limit and duplicate keys are refused): nothing in a graph file runs code, except that
-a node ``type`` may name a class or function by import path, which imports that
-module. The structure is checked here (keys, types of the node options,
+expand past a small limit and duplicate keys are refused). Even so, **a graph file is code**:
+a node ``type`` (or a function node's ``func``) may name a class or function by import path,
+which imports and runs that module; sinks write where their paths say; live sources and a
+scheduler ``address`` connect where they say (``detflow show`` lists all three). Imports
+resolve from installed packages and ``sys.path`` (the ``--path`` folders), never from the
+graph file's folder implicitly; the file's own ``python_path:`` folders (relative to the
+file) are used only when the user trusts them (``--trust-python-path``), see
+:func:`detflow.graph.config.use_python_path`. The structure is checked here (keys, types of the node options,
 inputs that exist, no cycles); :meth:`Graph.validate` checks the rest (parameter
 values against their declarations, shapes against the data). Every error names the
 file and, where the YAML has it, the line.
