@@ -198,20 +198,9 @@ def validate(graph_file: str, input_path: str | None, assignments: tuple[str, ..
 
 def to_dot(g: detflow.Graph) -> str:
     """The graph in graphviz's DOT language."""
-    from detflow.graph.model import FramesNode, PartitionNode, ResultNode, SinkNode, SourceNode, UDFNode, refs_of
+    from detflow.graph.view import graph_dot
 
-    lines = [f'digraph "{g.name}" {{', "  rankdir=LR;", "  node [fontname=Helvetica];"]
-    shapes = {SourceNode: "cylinder", PartitionNode: "box3d", FramesNode: "cds", UDFNode: "box",
-              ResultNode: "ellipse", SinkNode: "folder"}
-    for n in g:
-        label = f"{n.id}\\n[{getattr(n, 'type', 'partition')}]"
-        style = ', style=dashed' if getattr(n, "skip", False) else ""
-        lines.append(f'  "{n.id}" [shape={shapes[type(n)]}, label="{label}"{style}];')
-        inputs = getattr(n, "inputs", None) or ((n.input,) if hasattr(n, "input") else ())
-        lines += [f'  "{i}" -> "{n.id}";' for i in inputs]
-        lines += [f'  "{r.node}" -> "{n.id}" [style=dotted, label="{r.name}"];' for _, r in refs_of(n)]
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    return graph_dot(g)
 
 
 @main.command()

@@ -310,6 +310,14 @@ class Graph(GraphModel):
     def __str__(self) -> str:
         return self.to_text()
 
+    def to_dot(self) -> str:
+        """The graph in graphviz's DOT language (inputs solid, references dotted, a box per pass)."""
+        return view.graph_dot(self)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: an SVG drawing (graphviz's ``dot``, where installed) or a table, and the passes."""
+        return view.graph_html(self)
+
     # --- running --------------------------------------------------------------------------
     def call(
         self,

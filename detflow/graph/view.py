@@ -5,9 +5,12 @@ connects to (:func:`graph_reach`), so a graph file from someone else can be read
 
 from __future__ import annotations
 
+import html
 import importlib.util
 import inspect
 import re
+import shutil
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,10 +27,11 @@ from detflow.graph.model import (
     SinkNode,
     SourceNode,
     UDFNode,
+    refs_of,
 )
 from detflow.graph.planning import plan_graph
 
-__all__ = ["Reach", "graph_reach", "graph_text", "reach_text"]
+__all__ = ["Reach", "graph_dot", "graph_html", "graph_reach", "graph_text", "reach_text"]
 
 
 def _fmt(value: Any) -> str:
@@ -255,3 +259,95 @@ def reach_text(reach: Reach) -> str:
     lines.append("connects to")
     lines += [f"  {node}: {address}" for node, address in reach.connects] or ["  (nothing)"]
     return "\n".join(lines)
+
+
+# --- drawings ---------------------------------------------------------------------------------
+_SHAPES = {SourceNode: "cylinder", PartitionNode: "box3d", FramesNode: "cds", UDFNode: "box",
+           ResultNode: "ellipse", SinkNode: "folder"}
+_KINDS = {SourceNode: "source", PartitionNode: "partition", FramesNode: "frames", UDFNode: "udf",
+          ResultNode: "result", SinkNode: "sink"}
+
+
+def _inputs(n: Any) -> tuple[str, ...]:
+    return tuple(getattr(n, "inputs", None) or ((n.input,) if hasattr(n, "input") else ()))
+
+
+def _dot_text(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def graph_dot(graph: GraphModel) -> str:
+    """The graph in graphviz's DOT language: a shape per kind of node, solid edges for inputs,
+    dotted ones (labelled with the result name) for references, a cluster per pass."""
+    lines = [f'digraph "{_dot_text(graph.name)}" {{', "  rankdir=LR;", "  node [fontname=Helvetica];"]
+    try:
+        passes = list(plan_graph(graph))
+    except GraphValidationError:
+        passes = []
+    for p in passes:
+        members = " ".join(f'"{_dot_text(i)}";' for i in (*p.frames, *p.udfs, *p.results))
+        lines.append(f'  subgraph "cluster_pass{p.index + 1}" {{ label="pass {p.index + 1}"; style=dashed; '
+                     f'{members} }}')
+    for n in graph:
+        label = f"{_dot_text(n.id)}\\n[{_dot_text(getattr(n, 'type', 'partition'))}]"
+        style = ", style=dashed" if getattr(n, "skip", False) else ""
+        lines.append(f'  "{_dot_text(n.id)}" [shape={_SHAPES[type(n)]}, label="{label}"{style}];')
+        lines += [f'  "{_dot_text(i)}" -> "{_dot_text(n.id)}";' for i in _inputs(n)]
+        lines += [f'  "{_dot_text(r.node)}" -> "{_dot_text(n.id)}" [style=dotted, label="{_dot_text(r.name)}"];'
+                  for _, r in refs_of(n)]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _svg(dot: str) -> str | None:
+    """``dot`` drawn as SVG by graphviz's ``dot`` program, or ``None`` where it is not installed or fails."""
+    exe = shutil.which("dot")
+    if exe is None:
+        return None
+    try:
+        proc = subprocess.run([exe, "-Tsvg"], input=dot, capture_output=True, text=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    svg = proc.stdout
+    return svg[svg.find("<svg"):] if "<svg" in svg else None
+
+
+_STYLE = ("<style>.detflow-graph table{border-collapse:collapse;font-size:90%}"
+          ".detflow-graph td,.detflow-graph th{padding:1px 8px;text-align:left;border-bottom:1px solid #ddd}"
+          ".detflow-graph .kind{color:#666}.detflow-graph .skip{color:#999;text-decoration:line-through}</style>")
+
+
+def graph_html(graph: GraphModel) -> str:
+    """The graph for a notebook: an SVG drawing through graphviz where its ``dot`` program is
+    installed, a table of nodes with their inputs, references and parameters otherwise; then the passes."""
+    esc = html.escape
+    parts = [_STYLE, f'<div class="detflow-graph"><b>graph {esc(graph.name)}</b>']
+    if graph.description:
+        parts.append(f" &mdash; {esc(graph.description)}")
+    svg = _svg(graph_dot(graph))
+    if svg is not None:
+        parts.append(f'<div class="detflow-graph-svg">{svg}</div>')
+    else:
+        rows = []
+        for n in graph:
+            refs = ", ".join(f"{esc(name)} &larr; {esc(str(r))}" for name, r in refs_of(n))
+            params = dict(getattr(n, "params", {}) or {})
+            if isinstance(n, PartitionNode):
+                params = {k: v for k, v in (("frames_per_partition", n.frames_per_partition),
+                                            ("num_partitions", n.num_partitions)) if v is not None}
+            shown = esc(_params({k: v for k, v in params.items() if not isinstance(v, Ref)}))
+            cls = ' class="skip"' if getattr(n, "skip", False) else ""
+            rows.append(f"<tr{cls}><td><b>{esc(n.id)}</b></td><td class='kind'>{_KINDS[type(n)]}</td>"
+                        f"<td>{esc(getattr(n, 'type', 'partition'))}</td>"
+                        f"<td>{' &larr; ' + esc(', '.join(_inputs(n))) if _inputs(n) else ''}</td>"
+                        f"<td>{refs}</td><td>{shown}</td></tr>")
+        parts.append("<table><tr><th>node</th><th>kind</th><th>type</th><th>inputs</th><th>references</th>"
+                     f"<th>parameters</th></tr>{''.join(rows)}</table>")
+    try:
+        plan = plan_graph(graph)
+    except GraphValidationError as err:
+        parts.append(f"<p>passes: cannot be planned: {esc(str(err))}</p>")
+    else:
+        parts.append("<ol class='detflow-passes'>" + "".join(f"<li>{esc(str(p))}</li>" for p in plan) + "</ol>")
+    parts.append("</div>")
+    return "".join(parts)
