@@ -32,6 +32,11 @@ def _fail(err: BaseException, code: int) -> None:
     sys.exit(code)
 
 
+def _progress(flag: bool | None) -> bool:
+    """``--progress`` / ``--no-progress`` as given; unset, a bar only where someone watches (a terminal)."""
+    return sys.stderr.isatty() if flag is None else flag
+
+
 def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """One paragraph instead of a traceback, unless ``--debug``."""
 
@@ -120,13 +125,14 @@ def main() -> None:
 @click.option("--output-dir", type=click.Path(file_okay=False),
               help="Folder for outputs ({output_dir} in sink paths); default: the input's folder.")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist (swapped in when the run completes).")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.option("--progress/--no-progress", default=None,
+              help="Show a progress bar on stderr (default: when stderr is a terminal).")
 @click.option("--partition-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
               help="Stop the run when one partition takes longer (threads and pipelined executors).")
 @_errors
 def run(graph_file: str, input_path: str | None, assignments: tuple[str, ...], config_file: str | None,
         import_paths: tuple[str, ...], trust_python_path: bool, executor: str | None, output_dir: str | None,
-        overwrite: bool, progress: bool, partition_timeout: float | None) -> None:
+        overwrite: bool, progress: bool | None, partition_timeout: float | None) -> None:
     """Run GRAPH_FILE: read the data once, feed every node, write every sink.
 
     Parameters win in this order: the node's default < the graph file < --config <
@@ -137,6 +143,7 @@ def run(graph_file: str, input_path: str | None, assignments: tuple[str, ...], c
 
     g = _load(graph_file, input_path, assignments, config_file, import_paths, trust_python_path)
     ctx = default_context(g, output_dir=output_dir, overwrite=overwrite)
+    progress = _progress(progress)
     stats = RunStats()
     started = time.perf_counter()
     if partition_timeout is None:
@@ -335,10 +342,11 @@ def doctor(clean: bool) -> None:
               help="A source parameter, e.g. --set nav_shape=[32,32] --set sync_offset=2.")
 @click.option("--executor", default="threads", show_default=True, help="Executor that reads and writes.")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (swapped in when complete).")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.option("--progress/--no-progress", default=None,
+              help="Show a progress bar on stderr (default: when stderr is a terminal).")
 @_errors
 def convert(input_path: str, output: str, kind: str, params: tuple[str, ...], executor: str, overwrite: bool,
-            progress: bool) -> None:
+            progress: bool | None) -> None:
     """Convert INPUT (a MIB acquisition, HDF5, raw, ... file) to OUTPUT, a .npy file or a zarr store.
 
     \b
@@ -355,7 +363,7 @@ def convert(input_path: str, output: str, kind: str, params: tuple[str, ...], ex
         kwargs[name.strip()] = yaml.safe_load(value)
     with detflow.Context.make_with(executor) as ctx:
         ds = ctx.load(kind, path=input_path, **kwargs)
-        written = ctx.export_dataset(ds, path=output, progress=progress, overwrite=overwrite)
+        written = ctx.export_dataset(ds, path=output, progress=_progress(progress), overwrite=overwrite)
         m = ds.meta
     click.echo(f"wrote {written}: nav {m.nav_shape}, sig {m.sig_shape}, {m.dtype}, "
                f"{m.n_frames * m.frame_bytes / 2**20:.1f} MiB")

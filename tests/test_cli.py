@@ -58,7 +58,7 @@ def test_bright_field_example(scan, tmp_path) -> None:
 
 def test_statistics_example_with_config_and_recorder(scan, tmp_path) -> None:
     data, path = scan
-    proc = detflow("run", EXAMPLES / "statistics.yaml", "--input", path, "--output-dir", tmp_path)
+    proc = detflow("run", EXAMPLES / "statistics.yaml", "--input", path, "--output-dir", tmp_path, "--progress")
     assert proc.returncode == 0, proc.stderr
     stats = xr.open_zarr(tmp_path / "scan_stats.zarr")
     f64 = data.astype(np.float64).reshape(-1, 64, 64)
@@ -191,7 +191,8 @@ def test_convert_mib_to_zarr_with_a_progress_bar(tmp_path) -> None:
 
     data = np.random.default_rng(1).integers(0, 4095, (4, 6, 16, 16), dtype=np.uint16)
     write_mib(tmp_path / "scan.hdr", data, counter_depth=12)
-    proc = detflow("convert", str(tmp_path / "scan.hdr"), str(tmp_path / "scan.zarr"), "--executor", "inline")
+    proc = detflow("convert", str(tmp_path / "scan.hdr"), str(tmp_path / "scan.zarr"), "--executor", "inline",
+                   "--progress")
     assert proc.returncode == 0, proc.stderr
     assert "export scan.zarr" in proc.stderr and "24/24" in proc.stderr  # the progress bar, frames done
     assert f"wrote {tmp_path / 'scan.zarr'}: nav (4, 6), sig (16, 16)" in proc.stdout
@@ -437,3 +438,15 @@ def test_show_and_validate_list_imports_writes_and_connections(scan, tmp_path) -
     assert proc.returncode == 0, proc.stderr
     assert f"  mine.save_results: {tmp_path / 'out' / 'scan_mine.zarr'}" in proc.stdout  # the path filled in
     assert "connects to\n  (nothing)" in proc.stdout
+
+
+def test_progress_bars_are_quiet_when_stderr_is_not_a_terminal(scan, tmp_path) -> None:
+    _, path = scan
+    proc = detflow("run", EXAMPLES / "statistics.yaml", "--input", path, "--output-dir", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "1024/1024" not in proc.stderr and "frame/s" not in proc.stderr
+    proc = detflow("convert", path, tmp_path / "copy.npy", "--executor", "inline")
+    assert proc.returncode == 0, proc.stderr
+    assert "export copy.npy" not in proc.stderr
+    proc = detflow("convert", path, tmp_path / "again.npy", "--executor", "inline", "--progress")
+    assert "export again.npy" in proc.stderr and "1024/1024" in proc.stderr  # forced, it is there
