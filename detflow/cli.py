@@ -403,6 +403,8 @@ def sim_merlin(path: str, **options: Any) -> None:
               help="Blob encoding of a .npy (default: bitshuffle-LZ4 of its element size).")
 @click.option("--trigger-mode", type=click.Choice(["exte", "inte", "exts", "ints"]), default=None,
               help="Trigger mode to start in (clients may change it over REST); default: the file's, else exte.")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="A progress bar of the images sent, per series (on stderr).")
 @_errors
 def sim_dectris(path: str, **options: Any) -> None:
     """Serve PATH (.npy, HDF5 master file, or a stream dump) as a DECTRIS detector would, until Ctrl-C."""

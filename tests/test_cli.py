@@ -450,3 +450,24 @@ def test_progress_bars_are_quiet_when_stderr_is_not_a_terminal(scan, tmp_path) -
     assert "export copy.npy" not in proc.stderr
     proc = detflow("convert", path, tmp_path / "again.npy", "--executor", "inline", "--progress")
     assert "export again.npy" in proc.stderr and "1024/1024" in proc.stderr  # forced, it is there
+
+
+def test_the_dectris_simulator_shows_a_progress_bar_per_series(tmp_path) -> None:
+    pytest.importorskip("zmq")
+    import signal
+
+    from tests.sources.live.dectris.conftest import random_frames
+    from tests.sources.live.dectris.test_sim import check, run_sum, sim_process
+
+    frames = random_frames(13, 20, np.uint32)
+    np.save(tmp_path / "scan.npy", frames.reshape(4, 5, 24, 32))
+    with sim_process(str(tmp_path / "scan.npy"), "--api-port", "0", "--data-port", "0") as (proc, ports, lines):
+        check(run_sum(ports, (4, 5)), frames)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    bar = [line for line in lines if line.startswith("series 1:")]
+    assert bar and "20/20" in bar[-1], lines
+    with sim_process(str(tmp_path / "scan.npy"), "--api-port", "0", "--data-port", "0",
+                     "--no-progress") as (proc, ports, lines):
+        check(run_sum(ports, (4, 5)), frames)
+    assert not any(line.startswith("series 1") for line in lines), lines
