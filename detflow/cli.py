@@ -425,6 +425,8 @@ def sim_dectris(path: str, **options: Any) -> None:
               help="Acquisitions sent to each client that connects.")
 @click.option("--nav-shape", type=(int, int), default=None, help="Scan shape, for a .npz without one.")
 @click.option("--sig-shape", type=(int, int), default=None, help="Frame shape, for a .npz without one.")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="A progress bar of the bytes sent, per client (on stderr).")
 @_errors
 def sim_asi_tpx3(path: str, **options: Any) -> None:
     """Serve PATH (CSR .npz, or dense .npy converted) as an ASI Timepix3 CSR stream, until Ctrl-C."""

@@ -471,3 +471,17 @@ def test_the_dectris_simulator_shows_a_progress_bar_per_series(tmp_path) -> None
                      "--no-progress") as (proc, ports, lines):
         check(run_sum(ports, (4, 5)), frames)
     assert not any(line.startswith("series 1") for line in lines), lines
+
+
+def test_the_asi_tpx3_simulator_shows_a_progress_bar_per_client(tmp_path) -> None:
+    from tests.sources.live.asi_tpx3.test_sim_cli import graph, sim_process
+
+    data = np.random.default_rng(3).integers(0, 3, (4, 5, 16, 16), dtype=np.uint16)
+    np.save(tmp_path / "scan.npy", data)
+    with sim_process(str(tmp_path / "scan.npy"), "--chunk-frames", "4") as (port, lines):
+        res = graph("asi_tpx3", data_port=port, wait_timeout=30).run(executor="inline")
+        np.testing.assert_array_equal(res["total"]["intensity"].data, data.sum(axis=(0, 1)))
+    assert any(line.startswith("client 1: 100%") for line in lines), lines
+    with sim_process(str(tmp_path / "scan.npy"), "--no-progress") as (port, lines):
+        graph("asi_tpx3", data_port=port, wait_timeout=30).run(executor="inline")
+    assert not any(line.startswith("client 1") for line in lines), lines
