@@ -485,3 +485,18 @@ def test_the_asi_tpx3_simulator_shows_a_progress_bar_per_client(tmp_path) -> Non
     with sim_process(str(tmp_path / "scan.npy"), "--no-progress") as (port, lines):
         graph("asi_tpx3", data_port=port, wait_timeout=30).run(executor="inline")
     assert not any(line.startswith("client 1") for line in lines), lines
+
+
+def test_writing_a_mib_acquisition_shows_a_progress_bar(tmp_path, capsys) -> None:
+    from detflow.sources.mib import MibSource
+    from detflow.sources.mib_write import write_mib
+
+    data = np.random.default_rng(2).integers(0, 4095, (3, 200, 8, 8), dtype=np.uint16)
+    write_mib(tmp_path / "quiet.hdr", data)
+    assert "frame" not in capsys.readouterr().err
+    write_mib(tmp_path / "scan.hdr", data, frames_per_file=250, progress=True)
+    err = capsys.readouterr().err
+    assert "write scan.mib" in err and "600/600" in err, err
+    src = MibSource(str(tmp_path / "scan.hdr"))
+    assert tuple(src.meta.nav_shape) == (3, 200)  # the files written with the bar are whole
+    src.close()
