@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,11 @@ def _fail(err: BaseException, code: int) -> None:
         text += " (" + "; ".join(notes) + ")"
     click.echo(f"error: {text}", err=True)
     sys.exit(code)
+
+
+def _progress(flag: bool | None) -> bool:
+    """``--progress`` / ``--no-progress`` as given; unset, a bar only where someone watches (a terminal)."""
+    return sys.stderr.isatty() if flag is None else flag
 
 
 def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -52,7 +58,17 @@ def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--debug", is_flag=True, help="Show tracebacks instead of a short error.")(wrapper)
 
 
+def _import_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--trust-python-path", is_flag=True,
+                      help="Also import from the folders the graph file's python_path: lists.")(fn)
+    return click.option("--path", "import_paths", multiple=True, metavar="DIR",
+                        type=click.Path(exists=True, file_okay=False),
+                        help="A folder to import the graph's modules from (besides installed packages); "
+                             "repeat for more. The graph file's own folder is not searched unless listed.")(fn)
+
+
 def _graph_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = _import_options(fn)
     fn = click.option("--config", "config_file", type=click.Path(dir_okay=False),
                       help="YAML file of per-node overrides ({nodes: {com: {r: 30}}}).")(fn)
     fn = click.option("--set", "assignments", multiple=True, metavar="NODE.PARAM=VALUE",
@@ -63,12 +79,20 @@ def _graph_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.argument("graph_file", type=click.Path(dir_okay=False))(fn)
 
 
+def _read(graph_file: str, import_paths: tuple[str, ...], trust_python_path: bool) -> detflow.Graph:
+    from detflow.graph.config import add_import_folders
+
+    add_import_folders(import_paths)
+    return detflow.Graph.from_yaml(graph_file, trust_python_path=trust_python_path)
+
+
 def _load(graph_file: str, input_path: str | None, assignments: tuple[str, ...],
-          config_file: str | None) -> detflow.Graph:
+          config_file: str | None, import_paths: tuple[str, ...] = (),
+          trust_python_path: bool = False) -> detflow.Graph:
     from detflow.graph.config import apply_overrides, parse_set
     from detflow.graph.run import resolve_call
 
-    g = detflow.Graph.from_yaml(graph_file)
+    g = _read(graph_file, import_paths, trust_python_path)
     sets = parse_set(g, assignments)
     g = resolve_call(g, input_path, config_file=config_file)
     return apply_overrides(g, sets) if sets else g
@@ -101,25 +125,29 @@ def main() -> None:
 @click.option("--output-dir", type=click.Path(file_okay=False),
               help="Folder for outputs ({output_dir} in sink paths); default: the input's folder.")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist (swapped in when the run completes).")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.option("--progress/--no-progress", default=None,
+              help="Show a progress bar on stderr (default: when stderr is a terminal).")
 @click.option("--partition-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
               help="Stop the run when one partition takes longer (threads and pipelined executors).")
 @_errors
 def run(graph_file: str, input_path: str | None, assignments: tuple[str, ...], config_file: str | None,
-        executor: str | None, output_dir: str | None, overwrite: bool, progress: bool,
-        partition_timeout: float | None) -> None:
+        import_paths: tuple[str, ...], trust_python_path: bool, executor: str | None, output_dir: str | None,
+        overwrite: bool, progress: bool | None, partition_timeout: float | None) -> None:
     """Run GRAPH_FILE: read the data once, feed every node, write every sink.
 
     Parameters win in this order: the node's default < the graph file < --config <
     --set. Sink paths may use {output_dir}, {input_stem} and {graph}; a node with
     save_results writes {output_dir}/{input_stem}_{node}.zarr.
     """
-    from detflow.graph.run import default_context, run_graph
+    from detflow.graph.run import RunStats, default_context, run_graph
 
-    g = _load(graph_file, input_path, assignments, config_file)
+    g = _load(graph_file, input_path, assignments, config_file, import_paths, trust_python_path)
     ctx = default_context(g, output_dir=output_dir, overwrite=overwrite)
+    progress = _progress(progress)
+    stats = RunStats()
+    started = time.perf_counter()
     if partition_timeout is None:
-        results = run_graph(g, executor=executor, progress=progress, context=ctx)
+        results = run_graph(g, executor=executor, progress=progress, context=ctx, stats=stats)
     else:
         from detflow.executors.base import make_executor
 
@@ -128,48 +156,58 @@ def run(graph_file: str, input_path: str | None, assignments: tuple[str, ...], c
         params = dict(graph_ex.get("params", {})) if name == graph_ex["type"] else {}
         ex = make_executor(name, **{**params, "partition_timeout": partition_timeout})
         try:
-            results = run_graph(g, executor=ex, progress=progress, context=ctx)
+            results = run_graph(g, executor=ex, progress=progress, context=ctx, stats=stats)
         finally:
             ex.close()
+    elapsed = time.perf_counter() - started
     for node_id, ds in results.items():
         names = ", ".join(f"{k} {tuple(v.shape)}" for k, v in ds.data_vars.items())
         click.echo(f"{node_id}: {names}")
+    for path in stats.outputs:
+        if os.path.exists(path):
+            click.echo(f"wrote {path}")
+    click.echo(f"read {stats.frames} frames ({stats.bytes / 2**20:.1f} MiB, {stats.partitions} partition(s)) "
+               f"in {elapsed:.2f} s: "
+               f"{stats.bytes / max(elapsed, 1e-9) / 1e9:.2f} GB/s")
 
 
 @main.command()
 @_graph_options
+@click.option("--executor", help="Executor the run would use (for the partition count); default: the graph's.")
+@click.option("--output-dir", type=click.Path(file_okay=False),
+              help="Folder the run would write to; default: the input's folder.")
+@click.option("--overwrite", is_flag=True, help="Check as for a run with --overwrite.")
 @_errors
-def validate(graph_file: str, input_path: str | None, assignments: tuple[str, ...],
-             config_file: str | None) -> None:
-    """Check GRAPH_FILE (and the data it names) without running it."""
-    g = _load(graph_file, input_path, assignments, config_file)
+def validate(graph_file: str, input_path: str | None, assignments: tuple[str, ...], config_file: str | None,
+             import_paths: tuple[str, ...], trust_python_path: bool, executor: str | None, output_dir: str | None,
+             overwrite: bool) -> None:
+    """Check GRAPH_FILE (and the data it names) as `detflow run` would, without running it.
+
+    Everything a run refuses before reading a frame is refused here too (parameters,
+    geometry, sinks and their paths, outputs that exist); nothing is written.
+    """
+    from detflow.graph.run import check_run, default_context
+    from detflow.graph.view import graph_reach, reach_text
+
+    g = _load(graph_file, input_path, assignments, config_file, import_paths, trust_python_path)
+    ctx = default_context(g, output_dir=output_dir, overwrite=overwrite)
+    click.echo(reach_text(graph_reach(g, fill=lambda t, node: ctx.fill(t, graph=g.name, node=node))))
+    counts, _ = check_run(g, context=ctx, executor=executor)
     compiled = g.validate()
     compiled.close()
-    for p in compiled.plan:
-        plan = compiled.passes[p.index]
-        m = plan.meta
-        n_parts = plan.source.get_num_partitions(plan.partition_plan())
+    for p, n_parts in zip(compiled.plan, counts, strict=True):
+        m = compiled.passes[p.index].meta
         which = f"pass {p.index + 1}: " if len(compiled.plan) > 1 else ""
+        parts = f"{n_parts} partition(s)" if n_parts is not None else "partitions sized by the cluster's workers"
         click.echo(f"ok: graph {g.name!r}: {which}{len(p.udfs)} node(s) over nav {m.nav_shape} "
-                   f"sig {m.sig_shape} {m.dtype}, {n_parts} partition(s)")
+                   f"sig {m.sig_shape} {m.dtype}, {parts}")
 
 
 def to_dot(g: detflow.Graph) -> str:
     """The graph in graphviz's DOT language."""
-    from detflow.graph.model import FramesNode, PartitionNode, ResultNode, SinkNode, SourceNode, UDFNode, refs_of
+    from detflow.graph.view import graph_dot
 
-    lines = [f'digraph "{g.name}" {{', "  rankdir=LR;", "  node [fontname=Helvetica];"]
-    shapes = {SourceNode: "cylinder", PartitionNode: "box3d", FramesNode: "cds", UDFNode: "box",
-              ResultNode: "ellipse", SinkNode: "folder"}
-    for n in g:
-        label = f"{n.id}\\n[{getattr(n, 'type', 'partition')}]"
-        style = ', style=dashed' if getattr(n, "skip", False) else ""
-        lines.append(f'  "{n.id}" [shape={shapes[type(n)]}, label="{label}"{style}];')
-        inputs = getattr(n, "inputs", None) or ((n.input,) if hasattr(n, "input") else ())
-        lines += [f'  "{i}" -> "{n.id}";' for i in inputs]
-        lines += [f'  "{r.node}" -> "{n.id}" [style=dotted, label="{r.name}"];' for _, r in refs_of(n)]
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    return graph_dot(g)
 
 
 @main.command()
@@ -177,11 +215,17 @@ def to_dot(g: detflow.Graph) -> str:
 @click.option("--dot", "dot_path", type=click.Path(dir_okay=False), help="Also write the graph as a DOT file.")
 @click.option("--image", type=click.Path(dir_okay=False),
               help="Also draw it (PNG or SVG by suffix); needs graphviz's dot program.")
+@_import_options
 @_errors
-def show(graph_file: str, dot_path: str | None, image: str | None) -> None:
-    """Print GRAPH_FILE as a tree of nodes with their parameters."""
-    g = detflow.Graph.from_yaml(graph_file)
+def show(graph_file: str, dot_path: str | None, image: str | None, import_paths: tuple[str, ...],
+         trust_python_path: bool) -> None:
+    """Print GRAPH_FILE as a tree of nodes with their parameters, and what running it would
+    import, write and connect to (a graph file is code: read one from someone else first)."""
+    from detflow.graph.view import graph_reach, reach_text
+
+    g = _read(graph_file, import_paths, trust_python_path)
     click.echo(g.to_text())
+    click.echo(reach_text(graph_reach(g)))
     dot = to_dot(g)
     if dot_path:
         with open(dot_path, "w") as f:
@@ -216,8 +260,9 @@ def show(graph_file: str, dot_path: str | None, image: str | None) -> None:
                    "(better given as DETFLOW_SERVE_PASSWORD than on the command line).")
 @_errors
 def serve(graph_file: str, input_path: str | None, assignments: tuple[str, ...], config_file: str | None,
-          executor: str | None, output_dir: str | None, overwrite: bool, port: int, address: str, show: bool,
-          autostart: bool, max_rate: float, password: str | None) -> None:
+          import_paths: tuple[str, ...], trust_python_path: bool, executor: str | None, output_dir: str | None,
+          overwrite: bool, port: int, address: str, show: bool, autostart: bool, max_rate: float,
+          password: str | None) -> None:
     """Serve a live dashboard of GRAPH_FILE: progress, every 2-D result filling in as the
     data arrives, the latest frame and the sum frame, and start / stop / re-run buttons.
 
@@ -228,7 +273,7 @@ def serve(graph_file: str, input_path: str | None, assignments: tuple[str, ...],
     from detflow.dashboard import serve as serve_dashboard
     from detflow.graph.run import default_context
 
-    g = _load(graph_file, input_path, assignments, config_file)
+    g = _load(graph_file, input_path, assignments, config_file, import_paths, trust_python_path)
     if password:  # the dashboard reads it from there (as for a password set in the environment)
         os.environ["DETFLOW_SERVE_PASSWORD"] = password
     serve_dashboard(g, port=port, address=address, show=show, autostart=autostart, executor=executor,
@@ -297,10 +342,11 @@ def doctor(clean: bool) -> None:
               help="A source parameter, e.g. --set nav_shape=[32,32] --set sync_offset=2.")
 @click.option("--executor", default="threads", show_default=True, help="Executor that reads and writes.")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (swapped in when complete).")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.option("--progress/--no-progress", default=None,
+              help="Show a progress bar on stderr (default: when stderr is a terminal).")
 @_errors
 def convert(input_path: str, output: str, kind: str, params: tuple[str, ...], executor: str, overwrite: bool,
-            progress: bool) -> None:
+            progress: bool | None) -> None:
     """Convert INPUT (a MIB acquisition, HDF5, raw, ... file) to OUTPUT, a .npy file or a zarr store.
 
     \b
@@ -317,7 +363,7 @@ def convert(input_path: str, output: str, kind: str, params: tuple[str, ...], ex
         kwargs[name.strip()] = yaml.safe_load(value)
     with detflow.Context.make_with(executor) as ctx:
         ds = ctx.load(kind, path=input_path, **kwargs)
-        written = ctx.export_dataset(ds, path=output, progress=progress, overwrite=overwrite)
+        written = ctx.export_dataset(ds, path=output, progress=_progress(progress), overwrite=overwrite)
         m = ds.meta
     click.echo(f"wrote {written}: nav {m.nav_shape}, sig {m.sig_shape}, {m.dtype}, "
                f"{m.n_frames * m.frame_bytes / 2**20:.1f} MiB")
@@ -360,6 +406,8 @@ def sim_merlin(path: str, **options: Any) -> None:
 @click.option("--format", "stream_format", type=click.Choice(["legacy", "cbor"]), default="legacy",
               show_default=True, help="Stream format to start in: the JSON parts (legacy) or the newer CBOR "
                                       "messages (clients may change it: PUT stream/.../config/format).")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="A progress bar of the images sent, per series (on stderr).")
 @_errors
 def sim_dectris(path: str, **options: Any) -> None:
     """Serve PATH (.npy, HDF5 master file, or a stream dump) as a DECTRIS detector would, until Ctrl-C."""
@@ -380,6 +428,8 @@ def sim_dectris(path: str, **options: Any) -> None:
               help="Acquisitions sent to each client that connects.")
 @click.option("--nav-shape", type=(int, int), default=None, help="Scan shape, for a .npz without one.")
 @click.option("--sig-shape", type=(int, int), default=None, help="Frame shape, for a .npz without one.")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="A progress bar of the bytes sent, per client (on stderr).")
 @_errors
 def sim_asi_tpx3(path: str, **options: Any) -> None:
     """Serve PATH (CSR .npz, or dense .npy converted) as an ASI Timepix3 CSR stream, until Ctrl-C."""
@@ -414,4 +464,8 @@ main.add_command(queue)
 
 
 if __name__ == "__main__":
+    # `python -m detflow.cli` puts the working directory first on sys.path; the `detflow` command
+    # does not. Imports named by a graph file come from installed packages and --path folders only.
+    if sys.path and os.path.abspath(sys.path[0] or os.curdir) == os.getcwd():
+        del sys.path[0]
     main()

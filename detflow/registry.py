@@ -88,6 +88,12 @@ class Registry:
                 continue
         return None
 
+    def target(self, name: str) -> str | Any | None:
+        """What ``name`` is registered as (an import path, or the object), importing nothing; ``None`` if unknown."""
+        if name not in self._paths:
+            self._read_entry_points()
+        return self._paths.get(name)
+
     def get(self, name: str) -> Any:
         """The object registered as ``name``; an unknown name lists the known ones."""
         if name in self._loaded:

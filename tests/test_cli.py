@@ -58,7 +58,7 @@ def test_bright_field_example(scan, tmp_path) -> None:
 
 def test_statistics_example_with_config_and_recorder(scan, tmp_path) -> None:
     data, path = scan
-    proc = detflow("run", EXAMPLES / "statistics.yaml", "--input", path, "--output-dir", tmp_path)
+    proc = detflow("run", EXAMPLES / "statistics.yaml", "--input", path, "--output-dir", tmp_path, "--progress")
     assert proc.returncode == 0, proc.stderr
     stats = xr.open_zarr(tmp_path / "scan_stats.zarr")
     f64 = data.astype(np.float64).reshape(-1, 64, 64)
@@ -68,6 +68,22 @@ def test_statistics_example_with_config_and_recorder(scan, tmp_path) -> None:
     np.testing.assert_array_equal(totals["intensity"].values, data.sum(axis=(2, 3)))
     np.testing.assert_array_equal(np.load(tmp_path / "scan-frames.npy"), data)
     assert "1024/1024" in proc.stderr  # the progress bar counted every frame
+
+
+def test_run_says_where_it_wrote_and_how_fast(scan, tmp_path) -> None:
+    import re
+
+    data, path = scan
+    proc = detflow("run", EXAMPLES / "statistics.yaml", "--input", path, "--output-dir", tmp_path, "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    wrote = [line.removeprefix("wrote ") for line in proc.stdout.splitlines() if line.startswith("wrote ")]
+    assert sorted(wrote) == sorted(str(tmp_path / n) for n in ("scan-frames.npy", "scan_stats.zarr",
+                                                               "scan_totals.zarr"))
+    assert all(Path(p).exists() for p in wrote)
+    m = re.search(r"^read (\d+) frames \(([\d.]+) MiB, 4 partition\(s\)\) in ([\d.]+) s: ([\d.]+) GB/s$",
+                  proc.stdout, re.M)
+    assert m, proc.stdout
+    assert int(m[1]) == 1024 and float(m[2]) == pytest.approx(data.nbytes / 2**20, abs=0.05)
 
 
 def test_validate_and_show(scan) -> None:
@@ -175,7 +191,8 @@ def test_convert_mib_to_zarr_with_a_progress_bar(tmp_path) -> None:
 
     data = np.random.default_rng(1).integers(0, 4095, (4, 6, 16, 16), dtype=np.uint16)
     write_mib(tmp_path / "scan.hdr", data, counter_depth=12)
-    proc = detflow("convert", str(tmp_path / "scan.hdr"), str(tmp_path / "scan.zarr"), "--executor", "inline")
+    proc = detflow("convert", str(tmp_path / "scan.hdr"), str(tmp_path / "scan.zarr"), "--executor", "inline",
+                   "--progress")
     assert proc.returncode == 0, proc.stderr
     assert "export scan.zarr" in proc.stderr and "24/24" in proc.stderr  # the progress bar, frames done
     assert f"wrote {tmp_path / 'scan.zarr'}: nav (4, 6), sig (16, 16)" in proc.stdout
@@ -206,9 +223,9 @@ def test_a_failed_run_exits_with_1(scan, tmp_path) -> None:
         "partition: {frames_per_partition: 256}\n"
         "nodes:\n  boom: {type: 'failing_udf:FailingUDF'}\n"
     )
-    proc = detflow("validate", tmp_path / "fails.yaml", cwd=tmp_path)
+    proc = detflow("validate", tmp_path / "fails.yaml", "--path", tmp_path)
     assert proc.returncode == 0, proc.stderr  # a graph that is right ...
-    proc = detflow("run", tmp_path / "fails.yaml", "--executor", "inline", "--no-progress", cwd=tmp_path)
+    proc = detflow("run", tmp_path / "fails.yaml", "--path", tmp_path, "--executor", "inline", "--no-progress")
     assert proc.returncode == 1, proc.stdout + proc.stderr  # ... whose run fails: 1, not 2
     assert "detector hiccup in the test UDF" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -265,3 +282,221 @@ def test_dpc_example_with_a_result_node_override(tmp_path) -> None:
     assert store["phase_phase"].shape == data.shape[:2]
     bad = detflow("validate", graph, "--input", tmp_path / "scan.npy", "--set", "disk.threshold=3")
     assert bad.returncode == 2 and "--set 'disk.threshold=3': must be >= 0 and < 1" in bad.stderr
+
+
+_BASE = ("schema_version: 1\nsource: {type: npy, params: {path: scan.npy}}\nnodes:\n  com: {type: com}\n"
+         "  bf: {type: masks, params: {masks: [{type: circular, cx: 32, cy: 32, r: 10}]}}\n")
+
+
+@pytest.mark.parametrize(
+    ("body", "args", "pattern"),
+    [
+        (_BASE + "sinks:\n  out: {type: zarr, inputs: [com]}\n", (), r"'out'.*'path' is required"),
+        (_BASE + "sinks:\n  out: {type: zarr, inputs: [com], params: {path: '{outdir}/x.zarr'}}\n", (),
+         r"node 'out'.*parameter 'path'.*unknown placeholder 'outdir'"),
+        (_BASE, ("--set", "com.cx=500"),
+         r"node 'com' \(com\), parameter 'cx': the centre must lie in the 64x64 frame .*got 500"),
+        (_BASE, ("--set", "com.cy=-3"), r"node 'com' \(com\), parameter 'cy': the centre must lie in the 64x64"),
+        (_BASE.replace("cx: 32, cy: 32, r: 10", "cx: 500, cy: 32, r: 10"), (),
+         r"node 'bf' \(masks\), parameter 'masks': mask 0 \(circular\) has no pixel inside the 64x64 frame"),
+        (_BASE.replace("{type: circular, cx: 32, cy: 32, r: 10}", "{type: rectangular, x: 70, y: 0, width: 5, "
+                       "height: 5}"), (), r"parameter 'masks': mask 0 \(rectangular\) has no pixel inside"),
+    ],
+)
+def test_validate_refuses_what_run_refuses(scan, tmp_path, body, args, pattern) -> None:
+    import re
+
+    _, path = scan
+    graph = _graph_file(tmp_path, body)
+    out = tmp_path / "out"
+    for command in ("validate", "run"):
+        proc = detflow(command, graph, "--input", path, "--output-dir", out, *args)
+        assert proc.returncode == 2, (command, proc.stdout + proc.stderr)
+        assert re.search(pattern, proc.stderr), (command, proc.stderr)
+        assert not any(out.glob("*"))  # nothing written
+        assert command == "run" or not out.exists()  # validate does not even make the folder
+
+
+def test_validate_writes_nothing_and_refuses_an_existing_output(scan, tmp_path) -> None:
+    _, path = scan
+    out = tmp_path / "new" / "folder"
+    args = (EXAMPLES / "bright-field.yaml", "--input", path, "--output-dir", out)
+    proc = detflow("validate", *args)
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "new").exists()
+    assert detflow("run", *args, "--no-progress").returncode == 0
+    proc = detflow("validate", *args)
+    assert proc.returncode == 2 and "already exists" in proc.stderr
+    assert detflow("validate", *args, "--overwrite").returncode == 0
+
+
+def test_validate_counts_the_partitions_the_run_cuts(scan, tmp_path) -> None:
+    _, path = scan
+    graph = _graph_file(tmp_path, "schema_version: 1\nsource: {type: npy, params: {path: scan.npy}}\n"
+                                  "nodes:\n  total: {type: sumsig}\nexecutor: {type: threads, params: {cpus: 3}}\n")
+    proc = detflow("validate", graph, "--input", path)
+    assert proc.returncode == 0, proc.stderr
+    assert "1 node(s) over nav (32, 32) sig (64, 64) uint16, 3 partition(s)" in proc.stdout  # one per worker
+    proc = detflow("validate", graph, "--input", path, "--executor", "inline")
+    assert "uint16, 1 partition(s)" in proc.stdout
+    proc = detflow("run", graph, "--input", path, "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "read 1024 frames (8.0 MiB, 3 partition(s))" in proc.stdout
+
+
+PLUGIN_UDF = """
+import pathlib
+
+pathlib.Path(__file__).with_name("imported.txt").write_text("the module ran")
+
+from detflow.nodes import UDF
+
+
+class TotalUDF(UDF):
+    def get_result_buffers(self):
+        return {"total": self.buffer(kind="nav")}
+
+    def process_frame(self, frame):
+        self.results.total[:] = frame.sum()
+
+
+def double(frames):
+    return frames * 2
+"""
+
+
+def _plugin_graph(tmp_path: Path, scan_path: Path, extra: str = "") -> tuple[Path, Path]:
+    folder = tmp_path / "shared-graphs"
+    folder.mkdir()
+    (folder / "plugin_udf.py").write_text(PLUGIN_UDF)
+    graph = folder / "g.yaml"
+    graph.write_text("schema_version: 1\nname: plugin\n"
+                     f"source: {{type: npy, params: {{path: '{scan_path}'}}}}\n"
+                     f"nodes:\n  mine: {{type: 'plugin_udf:TotalUDF'}}\n{extra}")
+    return graph, folder / "imported.txt"
+
+
+@pytest.mark.parametrize("cwd", ["elsewhere", "graph folder"])
+def test_a_module_next_to_the_graph_file_is_not_imported_unless_listed(scan, tmp_path, cwd) -> None:
+    _, path = scan
+    graph, marker = _plugin_graph(tmp_path, path)
+    where = graph.parent if cwd == "graph folder" else tmp_path
+    for command in ("validate", "run"):
+        proc = detflow(command, graph, "--no-progress" if command == "run" else "--overwrite", cwd=where)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "node 'mine'" in proc.stderr and "cannot import" in proc.stderr and "plugin_udf" in proc.stderr
+        assert not marker.exists()  # the module never ran
+    proc = detflow("run", graph, "--path", graph.parent, "--no-progress", "--output-dir", tmp_path, cwd=where)
+    assert proc.returncode == 0, proc.stderr
+    assert marker.exists() and "mine: total (32, 32)" in proc.stdout
+
+
+def test_python_path_in_a_graph_file_needs_the_users_consent(scan, tmp_path) -> None:
+    _, path = scan
+    graph, marker = _plugin_graph(tmp_path, path, "python_path: [.]\n")
+    proc = detflow("validate", graph)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "g.yaml:6: python_path" in proc.stderr and "--trust-python-path" in proc.stderr
+    assert not marker.exists()
+    shown = detflow("show", graph)
+    assert shown.returncode == 0, shown.stderr
+    assert f"python_path (not used without --trust-python-path): {graph.parent}" in shown.stdout
+    proc = detflow("validate", graph, "--trust-python-path")
+    assert proc.returncode == 0, proc.stderr
+    assert marker.exists()
+
+
+def test_show_and_validate_list_imports_writes_and_connections(scan, tmp_path) -> None:
+    _, path = scan
+    folder = tmp_path / "g"
+    folder.mkdir()
+    (folder / "plugin_udf.py").write_text(PLUGIN_UDF)
+    live = folder / "live.yaml"
+    live.write_text(
+        "schema_version: 2\nname: live\n"
+        "sources:\n  det: {type: merlin, params: {data_host: 10.0.0.5, nav_shape: [4, 4]}}\n"
+        "nodes:\n  part: {type: partition, input: det}\n"
+        "  twice: {type: function, kind: frames, input: part, params: {func: 'plugin_udf:double'}}\n"
+        "  mine: {type: 'plugin_udf:TotalUDF', kind: udf, input: twice, save_results: true}\n"
+        "sinks:\n  out: {type: zarr, inputs: [mine], params: {path: '{output_dir}/{input_stem}-live.zarr'}}\n"
+        "executor: {type: dask, params: {address: 'tcp://10.0.0.9:8786'}}\n")
+    proc = detflow("show", live)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout[proc.stdout.index("imports"):]
+    assert "  twice: plugin_udf:double (not found)" in text and "  mine: plugin_udf:TotalUDF (not found)" in text
+    assert "  out: {output_dir}/{input_stem}-live.zarr" in text
+    assert "  mine.save_results: {output_dir}/{input_stem}_mine.zarr" in text
+    assert "  det: 10.0.0.5:6342" in text and "  det: 127.0.0.1:6341" in text  # data given, control default
+    assert "  executor: tcp://10.0.0.9:8786" in text
+    proc = detflow("show", live, "--path", folder)
+    assert f"  mine: plugin_udf:TotalUDF ({folder / 'plugin_udf.py'})" in proc.stdout
+    assert not (folder / "imported.txt").exists()  # showing imports nothing
+    offline = folder / "offline.yaml"
+    offline.write_text(f"schema_version: 1\nname: off\nsource: {{type: npy, params: {{path: '{path}'}}}}\n"
+                       "nodes:\n  mine: {type: 'plugin_udf:TotalUDF', save_results: true}\n")
+    proc = detflow("validate", offline, "--path", folder, "--output-dir", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    assert f"  mine.save_results: {tmp_path / 'out' / 'scan_mine.zarr'}" in proc.stdout  # the path filled in
+    assert "connects to\n  (nothing)" in proc.stdout
+
+
+def test_progress_bars_are_quiet_when_stderr_is_not_a_terminal(scan, tmp_path) -> None:
+    _, path = scan
+    proc = detflow("run", EXAMPLES / "statistics.yaml", "--input", path, "--output-dir", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "1024/1024" not in proc.stderr and "frame/s" not in proc.stderr
+    proc = detflow("convert", path, tmp_path / "copy.npy", "--executor", "inline")
+    assert proc.returncode == 0, proc.stderr
+    assert "export copy.npy" not in proc.stderr
+    proc = detflow("convert", path, tmp_path / "again.npy", "--executor", "inline", "--progress")
+    assert "export again.npy" in proc.stderr and "1024/1024" in proc.stderr  # forced, it is there
+
+
+def test_the_dectris_simulator_shows_a_progress_bar_per_series(tmp_path) -> None:
+    pytest.importorskip("zmq")
+    import signal
+
+    from tests.sources.live.dectris.conftest import random_frames
+    from tests.sources.live.dectris.test_sim import check, run_sum, sim_process
+
+    frames = random_frames(13, 20, np.uint32)
+    np.save(tmp_path / "scan.npy", frames.reshape(4, 5, 24, 32))
+    with sim_process(str(tmp_path / "scan.npy"), "--api-port", "0", "--data-port", "0") as (proc, ports, lines):
+        check(run_sum(ports, (4, 5)), frames)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    bar = [line for line in lines if line.startswith("series 1:")]
+    assert bar and "20/20" in bar[-1], lines
+    with sim_process(str(tmp_path / "scan.npy"), "--api-port", "0", "--data-port", "0",
+                     "--no-progress") as (proc, ports, lines):
+        check(run_sum(ports, (4, 5)), frames)
+    assert not any(line.startswith("series 1") for line in lines), lines
+
+
+def test_the_asi_tpx3_simulator_shows_a_progress_bar_per_client(tmp_path) -> None:
+    from tests.sources.live.asi_tpx3.test_sim_cli import graph, sim_process
+
+    data = np.random.default_rng(3).integers(0, 3, (4, 5, 16, 16), dtype=np.uint16)
+    np.save(tmp_path / "scan.npy", data)
+    with sim_process(str(tmp_path / "scan.npy"), "--chunk-frames", "4") as (port, lines):
+        res = graph("asi_tpx3", data_port=port, wait_timeout=30).run(executor="inline")
+        np.testing.assert_array_equal(res["total"]["intensity"].data, data.sum(axis=(0, 1)))
+    assert any(line.startswith("client 1: 100%") for line in lines), lines
+    with sim_process(str(tmp_path / "scan.npy"), "--no-progress") as (port, lines):
+        graph("asi_tpx3", data_port=port, wait_timeout=30).run(executor="inline")
+    assert not any(line.startswith("client 1") for line in lines), lines
+
+
+def test_writing_a_mib_acquisition_shows_a_progress_bar(tmp_path, capsys) -> None:
+    from detflow.sources.mib import MibSource
+    from detflow.sources.mib_write import write_mib
+
+    data = np.random.default_rng(2).integers(0, 4095, (3, 200, 8, 8), dtype=np.uint16)
+    write_mib(tmp_path / "quiet.hdr", data)
+    assert "frame" not in capsys.readouterr().err
+    write_mib(tmp_path / "scan.hdr", data, frames_per_file=250, progress=True)
+    err = capsys.readouterr().err
+    assert "write scan.mib" in err and "600/600" in err, err
+    src = MibSource(str(tmp_path / "scan.hdr"))
+    assert tuple(src.meta.nav_shape) == (3, 200)  # the files written with the bar are whole
+    src.close()

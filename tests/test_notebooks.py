@@ -26,6 +26,20 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 
+def _check_rich_outputs(name: str, outputs: list) -> None:
+    """Notebook 02 shows a graph as HTML (its nodes and passes), a run's progress as a notebook
+    widget (tqdm's notebook mode), and results as xarray's HTML repr."""
+    html = [out.get("data", {}).get("text/html", "") for out in outputs if out.output_type in
+            ("execute_result", "display_data")]
+    graphs = [h for h in html if 'class="detflow-graph"' in h]
+    assert graphs, f"{name}: no graph was shown as HTML"
+    assert any("<b>com</b>" in h and "cx &larr; disk.cx" in h and "<li>pass 2: read" in h for h in graphs), \
+        f"{name}: the DPC graph's HTML misses its nodes, references or passes"
+    widgets = [out for out in outputs if "application/vnd.jupyter.widget-view+json" in out.get("data", {})]
+    assert widgets, f"{name}: the run with progress=True showed no notebook progress bar"
+    assert any("xr-wrap" in h or "xarray.Dataset" in h for h in html), f"{name}: no result shown as xarray"
+
+
 def _source_line(cell: dict) -> str:
     first = next((line for line in cell["source"].splitlines() if line.strip()), "")
     return first if len(first) <= 80 else first[:77] + "..."
@@ -80,6 +94,8 @@ def test_notebook_runs(path: Path, kernel_name: str) -> None:
             if out.output_type == "stream" and out.name == "stderr":
                 assert not _WARNING.search(out.text), f"{where} printed a warning:\n{out.text}"
     assert sum(len(c.outputs) for _, c in code) >= len(code) // 2, f"{path.name}: most cells showed nothing"
+    if path.name == "02-graph-by-hand.ipynb":
+        _check_rich_outputs(path.name, [out for _, c in code for out in c.outputs])
     assert sorted(NOTEBOOK_DIR.rglob("*")) == before, f"{path.name} wrote files into {NOTEBOOK_DIR}"
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -31,7 +32,7 @@ from detflow.graph.model import FramesNode, GraphModel, PartitionNode, Ref, Resu
 from detflow.nodes.params import Param, unknown_parameter
 from detflow.nodes.resolve import node_class
 
-__all__ = ["apply_overrides", "load_config_file", "parse_set"]
+__all__ = ["add_import_folders", "apply_overrides", "load_config_file", "parse_set", "use_python_path"]
 
 _UDF_OPTIONS = {"skip": Param("skip", bool, default=False), "save_results": Param("save_results", bool, default=False)}
 _PARTITION_PARAMS = {
@@ -218,3 +219,44 @@ def apply_overrides(
             node = dataclasses.replace(node, params={**node.params, **params}, skip=skip)
         g.replace_node(node)
     return g
+
+
+# --- where a graph's imports come from ------------------------------------------------------
+# A graph file names classes and functions by import path, so running one runs code. Imports
+# resolve from installed packages and from folders the user lists (``--path``); never from the
+# graph file's folder implicitly. A graph file's own ``python_path:`` is honoured only when the
+# user says so (``--trust-python-path``; ``Graph.from_yaml(..., trust_python_path=True)``): a
+# graph file from someone else cannot point the imports at a folder of its choosing unasked.
+
+
+def add_import_folders(folders: Iterable[str | os.PathLike[str]], *, what: str = "--path") -> list[str]:
+    """Put ``folders`` first on ``sys.path`` (where worker processes find them too).
+
+    Each must be an existing folder; the error names it and ``what`` listed it."""
+    added = []
+    for folder in folders:
+        path = os.path.abspath(os.fspath(folder))
+        if not os.path.isdir(path):
+            raise GraphValidationError(f"{what} {os.fspath(folder)!r}: no such folder")
+        added.append(path)
+    for path in reversed(added):
+        if path in sys.path:
+            sys.path.remove(path)
+        sys.path.insert(0, path)
+    return added
+
+
+def use_python_path(graph: GraphModel) -> None:
+    """Make the graph file's ``python_path:`` folders importable, if the user trusted them.
+
+    Untrusted, they are an error: the graph would import from folders the user never chose."""
+    if not graph.python_path:
+        return
+    if not graph.python_path_trusted:
+        raise GraphValidationError(
+            f"python_path {list(graph.python_path)}: a graph file cannot add import folders by itself "
+            "(a graph file is code: it runs the modules it imports); pass --trust-python-path to import from "
+            "them (Graph.from_yaml(path, trust_python_path=True)), or list the folders you trust with --path",
+            file=graph.source_file, line=graph.lines.get(("python_path",)),
+        )
+    add_import_folders(graph.python_path, what="python_path")

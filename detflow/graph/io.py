@@ -29,9 +29,14 @@ one partition node. Version 1 files (one ``source``, one ``partition``, UDF ``no
 unchanged.
 
 Files are read with ``yaml.safe_load``, through :mod:`detflow.graph.yaml_` (aliases that
-expand past a small limit and duplicate keys are refused): nothing in a graph file runs code, except that
-a node ``type`` may name a class or function by import path, which imports that
-module. The structure is checked here (keys, types of the node options,
+expand past a small limit and duplicate keys are refused). Even so, **a graph file is code**:
+a node ``type`` (or a function node's ``func``) may name a class or function by import path,
+which imports and runs that module; sinks write where their paths say; live sources and a
+scheduler ``address`` connect where they say (``detflow show`` lists all three). Imports
+resolve from installed packages and ``sys.path`` (the ``--path`` folders), never from the
+graph file's folder implicitly; the file's own ``python_path:`` folders (relative to the
+file) are used only when the user trusts them (``--trust-python-path``), see
+:func:`detflow.graph.config.use_python_path`. The structure is checked here (keys, types of the node options,
 inputs that exist, no cycles); :meth:`Graph.validate` checks the rest (parameter
 values against their declarations, shapes against the data). Every error names the
 file and, where the YAML has it, the line.
@@ -69,8 +74,9 @@ __all__ = ["SCHEMA_VERSION", "graph_from_dict", "graph_to_dict", "read_graph_fil
 SCHEMA_VERSION = 2
 _KNOWN_VERSIONS = (1, 2)
 _UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
-_TOP_KEYS = {"schema_version", "name", "description", "source", "partition", "nodes", "sinks", "executor"}
-_TOP_KEYS_V2 = {"schema_version", "name", "description", "sources", "nodes", "sinks", "executor"}
+_TOP_KEYS = {"schema_version", "name", "description", "source", "partition", "nodes", "sinks", "executor",
+             "python_path"}
+_TOP_KEYS_V2 = {"schema_version", "name", "description", "sources", "nodes", "sinks", "executor", "python_path"}
 _NODE_KEYS_V2 = {"type", "kind", "params", "input", "inputs", "skip", "save_results"}
 _UDF_KEYS = {"type", "params", "input", "skip", "save_results"}
 _SINK_KEYS = {"type", "params", "inputs", "skip"}
@@ -93,10 +99,16 @@ def load_yaml(path: str | os.PathLike[str]) -> tuple[Any, dict[tuple[Any, ...], 
     return loads(text, file)
 
 
-def read_graph_file(path: str | os.PathLike[str], *, cls: type[GraphModel] = GraphModel) -> Any:
-    """Read and structurally check a graph file (into a ``cls``)."""
+def read_graph_file(path: str | os.PathLike[str], *, cls: type[GraphModel] = GraphModel,
+                    trust_python_path: bool = False) -> Any:
+    """Read and structurally check a graph file (into a ``cls``).
+
+    The folders of its ``python_path:`` are only used to import from with
+    ``trust_python_path`` (see :func:`detflow.graph.config.use_python_path`)."""
     data, lines = load_yaml(path)
-    return graph_from_dict(data, file=os.fspath(path), lines=lines, cls=cls)
+    g = graph_from_dict(data, file=os.fspath(path), lines=lines, cls=cls)
+    g.python_path_trusted = bool(trust_python_path)
+    return g
 
 
 class _Checker:
@@ -174,8 +186,19 @@ def graph_from_dict(
         params = dict(c.mapping(ex.get("params"), "executor params", "executor", "params"))
         params.update({k: ex[k] for k in ("cpus", "address", "scheduler") if k in ex})  # shorthand
         g.executor = {"type": str(ex.get("type", "threads")), "params": params}
+    g.python_path = _python_path(c, spec.get("python_path"), base)
     check_structure(g)
     return g
+
+
+def _python_path(c: _Checker, value: Any, base: Path | None) -> tuple[str, ...]:
+    """``python_path:`` (a folder or a list of them) as absolute folders, relative to the graph file."""
+    if value is None:
+        return ()
+    folders = [value] if isinstance(value, str) else value
+    if not isinstance(folders, list) or not all(isinstance(f, str) and f for f in folders):
+        raise c.fail(f"python_path must be a folder or a list of folders; got {value!r}", "python_path")
+    return tuple(os.path.abspath(os.path.join(base, f) if base is not None else f) for f in folders)
 
 
 def _refs(value: Any) -> Any:
@@ -414,6 +437,8 @@ def graph_to_dict(g: GraphModel) -> dict[str, Any]:
         out["sinks"] = sinks
     if g.executor is not None:
         out["executor"] = g.executor
+    if g.python_path:
+        out["python_path"] = list(g.python_path)
     return out
 
 

@@ -80,7 +80,14 @@ def default_context(graph: GraphModel, *, output_dir: str | os.PathLike[str] | N
     return RunContext(os.fspath(output_dir), path, overwrite)
 
 
-def check_output_dir(path: str) -> None:
+def check_output_dir(path: str, *, create: bool = True) -> None:
+    if not create:  # checking only (detflow validate): the nearest existing folder must be writable
+        folder = os.path.abspath(path)
+        while not os.path.exists(folder):
+            folder = os.path.dirname(folder)
+        if not os.path.isdir(folder):
+            raise ConfigurationError(f"output directory {path!r} cannot be created: {folder!r} is not a folder")
+        path = folder
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as err:
@@ -141,8 +148,10 @@ def _view(compiled: CompiledGraph, index: int) -> Any:
                                results=[r for p in done for r in p.results])
 
 
-def build_sinks(compiled: CompiledGraph, ctx: RunContext) -> dict[int, list[Subscriber]]:
-    """Subscriber objects for the graph's sink nodes and ``save_results`` nodes, by pass index."""
+def build_sinks(compiled: CompiledGraph, ctx: RunContext, *, create_dirs: bool = True) -> dict[int, list[Subscriber]]:
+    """Subscriber objects for the graph's sink nodes and ``save_results`` nodes, by pass index.
+
+    ``create_dirs=False`` checks the output folder without making it (for validation)."""
     graph = compiled.graph
     skipped = {n.id for n in graph if getattr(n, "skip", False)}
     specs: list[tuple[str, str, tuple[str, ...], dict[str, Any]]] = []
@@ -160,7 +169,7 @@ def build_sinks(compiled: CompiledGraph, ctx: RunContext) -> dict[int, list[Subs
             specs.append((f"{saved.id}.save_results", "zarr", (saved.id,),
                           {"path": "{output_dir}/{input_stem}_" + saved.id + ".zarr"}))
     if specs:
-        check_output_dir(ctx.output_dir)
+        check_output_dir(ctx.output_dir, create=create_dirs)
     sinks: dict[int, list[Subscriber]] = {}
     provenance = run_provenance(graph, output_dir=ctx.output_dir) if specs else None
     for sink_id, type_, inputs, params in specs:

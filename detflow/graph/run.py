@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from detflow.errors import GraphValidationError
 from detflow.executors.base import Executor, make_executor
 from detflow.graph import io, view
-from detflow.graph.config import apply_overrides, load_config_file
+from detflow.graph.config import apply_overrides, load_config_file, use_python_path
 from detflow.graph.delayed_ import graph_to_delayed
 from detflow.graph.driver import GraphResults, run_compiled
 from detflow.graph.events import Subscriber
@@ -37,7 +37,40 @@ if TYPE_CHECKING:
     import xarray as xr
 
 
-__all__ = ["Graph", "RunContext", "default_context", "resolve_call", "run_graph", "run_graph_iter"]
+__all__ = ["Graph", "RunContext", "RunStats", "check_run", "default_context", "resolve_call", "run_graph",
+           "run_graph_iter"]
+
+
+class RunStats:
+    """What a run did, for a launcher's summary: frames and bytes read over every pass,
+    and the paths its sinks (and ``save_results`` nodes) write.
+
+    Hand one to :func:`run_graph_iter` as ``stats=``; it subscribes to every pass.
+    """
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.bytes = 0
+        self.passes = 0
+        self.partitions = 0
+        #: the path of every sink that writes a file or store
+        self.outputs: list[str] = []
+        self._frame_bytes = 0
+        self._pass_frames = 0
+
+    def start(self, info: Any) -> None:
+        self.passes += 1
+        self.partitions += info.partitions_total
+        self._frame_bytes = info.meta.frame_bytes
+        self._pass_frames = 0
+
+    def update(self, update: Any) -> None:
+        self._pass_frames = update.frames_done
+
+    def finish(self, results: Any) -> None:
+        self.frames += self._pass_frames
+        self.bytes += self._pass_frames * self._frame_bytes
+        self._pass_frames = 0
 
 
 class _executor_scope:
@@ -58,10 +91,66 @@ class _executor_scope:
 
 def validate(graph: GraphModel) -> CompiledGraph:
     """:func:`compile_graph`, with errors pointing into the graph file."""
+    use_python_path(graph)
     try:
         return compile_graph(graph)
     except GraphValidationError as err:
         raise graph.locate(err) from err.__cause__
+
+
+def _output_paths(by_pass: Mapping[int, list[Subscriber]]) -> list[str]:
+    """The path of every sink that writes a file or a store."""
+    paths = (getattr(s, "path", None) for ps in by_pass.values() for s in ps)
+    return [os.fspath(p) for p in paths if isinstance(p, str | os.PathLike)]
+
+
+def _workers_of(executor: str | Executor | None, graph: GraphModel) -> int | None:
+    """How many workers the executor a run would make has (``None``: a cluster's, not known here)."""
+    if executor is not None and not isinstance(executor, str):
+        return int(executor.n_workers)
+    spec = graph.executor or {"type": "threads"}
+    name = executor or spec["type"]
+    params = dict(spec.get("params", {})) if name == spec["type"] else {}
+    if name in ("inline", "synchronous"):
+        return 1
+    if params.get("address") or params.get("scheduler"):
+        return None
+    cpus = params.get("cpus")
+    if cpus is None:
+        from detflow.executors.base import default_cpus
+
+        return default_cpus()
+    return cpus if isinstance(cpus, int) else len(list(cpus))
+
+
+def check_run(graph: GraphModel, *, context: RunContext | None = None,
+              executor: str | Executor | None = None) -> tuple[list[int | None], list[str]]:
+    """Everything a run checks before it reads a frame, without running or writing anything.
+
+    Returns the number of partitions each pass will cut on ``executor`` (``None`` where a
+    cluster's worker count decides it) and the paths the sinks will write; raises what
+    the run would raise (:class:`~detflow.errors.GraphValidationError` naming the node
+    and parameter, a refused existing output, an output folder that cannot be written).
+    """
+    compiled = validate(graph)
+    try:
+        by_pass = build_sinks(compiled, context or default_context(graph), create_dirs=False)
+        outputs = _output_paths(by_pass)
+        workers = _workers_of(executor, graph)
+        counts: list[int | None] = []
+        for plan in compiled.passes:
+            if workers is None:
+                counts.append(None)
+                continue
+            part_plan = plan.partition_plan(workers)
+            if plan.roi is None or hasattr(plan.source, "task_feed"):
+                counts.append(plan.source.get_num_partitions(part_plan))
+            else:
+                roi = plan.roi
+                counts.append(sum(1 for p in plan.source.partitions(part_plan) if roi[p.frames].any()))
+        return counts, outputs
+    finally:
+        compiled.close()
 
 
 def run_graph_iter(
@@ -72,10 +161,12 @@ def run_graph_iter(
     sinks: list[Subscriber] | None = None,
     context: RunContext | None = None,
     max_rate: float | None = 4.0,
+    stats: RunStats | None = None,
 ) -> Iterator[GraphResults]:
     """Run ``graph``; yield :class:`~detflow.graph.driver.GraphResults` after each merge.
 
-    ``sinks`` given here see the last pass (where every node's result is there)."""
+    ``sinks`` given here see the last pass (where every node's result is there);
+    ``stats`` sees every pass and learns where the graph's sinks write."""
     compiled = validate(graph)
     owned: Executor | None = None
     try:
@@ -86,6 +177,10 @@ def run_graph_iter(
                 extra.setdefault(index, []).extend(getattr(sink, "udfs", lambda: [])())
         if sinks:
             by_pass.setdefault(len(compiled.plan) - 1, []).extend(sinks)
+        if stats is not None:
+            stats.outputs = _output_paths(by_pass)
+            for index in range(len(compiled.plan)):
+                by_pass.setdefault(index, []).append(stats)
         if executor is None and graph.executor is not None:
             executor = owned = make_executor(graph.executor["type"], **graph.executor.get("params", {}))
         with _executor_scope(executor) as ex:
@@ -173,9 +268,14 @@ class Graph(GraphModel):
 
     # --- files ----------------------------------------------------------------------
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike[str]) -> Graph:
-        """Read a graph file (checked for structure; :meth:`validate` checks the rest)."""
-        return io.read_graph_file(path, cls=cls)
+    def from_yaml(cls, path: str | os.PathLike[str], *, trust_python_path: bool = False) -> Graph:
+        """Read a graph file (checked for structure; :meth:`validate` checks the rest).
+
+        A graph file is code: its node types and functions are imported. They come from
+        installed packages and ``sys.path``, never from the file's folder implicitly; the
+        folders of the file's ``python_path:`` key are used only with ``trust_python_path``
+        (without it, running the graph is refused)."""
+        return io.read_graph_file(path, cls=cls, trust_python_path=trust_python_path)
 
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any], *, file: str | None = None) -> Graph:
@@ -222,6 +322,14 @@ class Graph(GraphModel):
 
     def __str__(self) -> str:
         return self.to_text()
+
+    def to_dot(self) -> str:
+        """The graph in graphviz's DOT language (inputs solid, references dotted, a box per pass)."""
+        return view.graph_dot(self)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: an SVG drawing (graphviz's ``dot``, where installed) or a table, and the passes."""
+        return view.graph_html(self)
 
     # --- running --------------------------------------------------------------------------
     def call(

@@ -166,6 +166,11 @@ class CoMUDF(UDF):
             raise ConfigurationError(f"CoMUDF only works with 2D sig shape; got sig_shape {meta.sig_shape}")
         if len(meta.nav_shape) != 2:
             raise ConfigurationError(f"CoMUDF only works with 2D nav shape; got nav_shape {meta.nav_shape}")
+        sy, sx = meta.sig_shape  # a centre off the frame selects nothing, or a lopsided part: NaN or nonsense
+        for name, value, size in (("cy", self.params.cy, sy), ("cx", self.params.cx, sx)):
+            if value is not None and not -0.5 <= value <= size - 0.5:
+                raise ParameterError(name, f"the centre must lie in the {sy}x{sx} frame "
+                                           f"(-0.5 <= {name} <= {size - 0.5}); got {value}")
 
     def get_params(self) -> CoMParams:
         """The parameters with the centre filled in (LiberTEM's ``get_params``)."""

@@ -236,6 +236,10 @@ class ApplyMasksUDF(UDF):
             if not declared:
                 raise
             raise ParameterError("masks", f"cannot make the masks: {err}") from err
+        for i, spec in enumerate(self.params.masks or ()):  # a mask off the frame sums nothing: all zeros
+            if spec.get("type") != "npy" and not mask_from_spec(spec, sig).any():
+                raise ParameterError("masks", f"mask {i} ({spec['type']}) has no pixel inside the "
+                                              f"{sig[0]}x{sig[1]} frame: {spec}")
         count = self.params.mask_count
         if count is not None and count != stack.count:
             raise ParameterError("mask_count", f"must match the masks made ({stack.count}); got {count}")

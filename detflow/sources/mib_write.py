@@ -191,6 +191,7 @@ def write_mib(
     write_hdr: bool = True,
     first_sequence: int = 1,
     hdr_extra: Mapping[str, Any] | None = None,
+    progress: bool = False,
 ) -> list[Path]:
     """Write ``data`` as a Merlin acquisition; return the files written (``.hdr`` first).
 
@@ -212,6 +213,8 @@ def write_mib(
     nav_shape, scan_xy, frames_per_trigger
         The header's ``ScanX``/``ScanY`` (when ``scan_xy``) and ``Frames per Trigger``
         (default: the scan width); ``nav_shape`` defaults to ``data``'s nav axes.
+    progress
+        Show a progress bar of the frames written (tqdm, on stderr).
     """
     data = np.asarray(data)
     if data.ndim < 3:
@@ -239,6 +242,9 @@ def write_mib(
         Path(stem + ".hdr").write_bytes(text.encode("latin-1"))
         written.append(Path(stem + ".hdr"))
     n_files = max(1, math.ceil(n / per))
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=n, unit="frame", desc=f"write {Path(stem).name}.mib", disable=not progress)
     for k in range(n_files):
         name = f"{stem}.mib" if n_files == 1 else f"{stem}{k + 1}.mib"
         with open(name, "wb") as f:
@@ -249,5 +255,7 @@ def write_mib(
                     f.write(frame_header(first_sequence + lo + i, sig_shape=sig, counter_depth=depth,
                                          raw=raw, layout=layout))
                     f.write(pixels[i].tobytes())
+                bar.update(hi - lo)
         written.append(Path(name))
+    bar.close()
     return written

@@ -44,6 +44,10 @@ class GraphModel:
         self._nodes: dict[str, Node] = {}
         #: executor named by a graph file: ``{"type": ..., "params": {...}}``
         self.executor: dict[str, Any] | None = None
+        #: import folders a graph file lists (``python_path:``, absolute), and whether the user
+        #: allowed them (a graph file cannot add import folders by itself)
+        self.python_path: tuple[str, ...] = ()
+        self.python_path_trusted = False
         #: where the graph came from, and the line of each key path in it (for errors)
         self.source_file: str | None = None
         self.lines: dict[tuple[Any, ...], int] = {}
@@ -261,6 +265,7 @@ class GraphModel:
         g = type(self)(self.name, description=self.description)
         g._nodes = dict(self._nodes)
         g.executor = None if self.executor is None else dict(self.executor)
+        g.python_path, g.python_path_trusted = self.python_path, self.python_path_trusted
         g.source_file = self.source_file
         g.lines = self.lines
         g.schema_version = self.schema_version

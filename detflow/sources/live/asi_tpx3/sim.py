@@ -153,6 +153,8 @@ class AsiTpx3Simulator:
         self._clients: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
         self.served = 0  # acquisitions sent whole
+        #: bytes sent to each client so far, in the order they connected; read by progress displays
+        self.sent: list[int] = []
         self._accept = threading.Thread(target=self._serve, name="asi-tpx3-sim", daemon=True)
         self._accept.start()
 
@@ -179,13 +181,17 @@ class AsiTpx3Simulator:
             t.start()
 
     def _send(self, conn: socket.socket) -> None:
+        client = len(self.sent)
+        self.sent.append(0)
         try:
             for blob in self._parts:
                 view = memoryview(blob)
                 for lo in range(0, len(view), 2**22):  # in pieces, so a stopping simulator stops soon
                     if self._stop.is_set():
                         return
-                    conn.sendall(view[lo:lo + 2**22])
+                    piece = view[lo:lo + 2**22]
+                    conn.sendall(piece)
+                    self.sent[client] += len(piece)
                 self.served += 1
         except OSError:
             return
@@ -208,10 +214,41 @@ class AsiTpx3Simulator:
         self.close()
 
 
+class _ReplayProgress:
+    """A progress bar (on stderr) of the bytes sent to each client, polled from the main loop."""
+
+    def __init__(self, sim: AsiTpx3Simulator) -> None:
+        self.sim = sim
+        self.bars: list[Any] = []
+
+    def poll(self) -> None:
+        from tqdm.auto import tqdm
+
+        sent = list(self.sim.sent)
+        while len(self.bars) < len(sent):
+            self.bars.append(tqdm(total=self.sim.wire_bytes, unit="B", unit_scale=True,
+                                  desc=f"client {len(self.bars) + 1}", leave=True))
+        for bar, n in zip(self.bars, sent, strict=False):
+            if bar is not None and not bar.disable:
+                bar.update(n - bar.n)
+        for i, bar in enumerate(self.bars):
+            if bar is not None and sent[i] >= self.sim.wire_bytes:
+                bar.close()
+                self.bars[i] = None
+
+    def close(self) -> None:
+        for bar in self.bars:
+            if bar is not None:
+                bar.close()
+        self.bars = [None] * len(self.bars)
+
+
 def run_simulator(path: str, *, host: str = "127.0.0.1", port: int = 8283, chunk_frames: int = 128,
                   metadata_bytes: int = 0, acquisitions: int = 1, nav_shape: Sequence[int] | None = None,
-                  sig_shape: Sequence[int] | None = None, echo: Callable[[str], None] = print) -> None:
-    """Run a simulator until Ctrl-C or SIGTERM (``detflow sim asi-tpx3``), printing its port."""
+                  sig_shape: Sequence[int] | None = None, echo: Callable[[str], None] = print,
+                  progress: bool = False) -> None:
+    """Run a simulator until Ctrl-C or SIGTERM (``detflow sim asi-tpx3``), printing its port;
+    with ``progress``, a progress bar of the bytes sent to each client."""
     sim = AsiTpx3Simulator(path, host=host, port=port, chunk_frames=chunk_frames,
                            metadata=bytes(range(256)) * (metadata_bytes // 256) + bytes(metadata_bytes % 256),
                            acquisitions=acquisitions, nav_shape=nav_shape, sig_shape=sig_shape)
@@ -227,8 +264,16 @@ def run_simulator(path: str, *, host: str = "127.0.0.1", port: int = 8283, chunk
                  f"{chunk_frames} frames per chunk, {acquisitions} acquisition(s) per connection)")
             echo(f"data port: {sim.host}:{sim.port}")
             echo("press Ctrl-C to stop")
-            while True:
-                time.sleep(0.5)
+            watch = _ReplayProgress(sim) if progress else None
+            try:
+                while True:
+                    time.sleep(0.2)
+                    if watch is not None:
+                        watch.poll()
+            finally:
+                if watch is not None:
+                    watch.poll()  # what was sent since the last look
+                    watch.close()
     except KeyboardInterrupt:
         echo("asi_tpx3 simulator: stopped")
     finally:

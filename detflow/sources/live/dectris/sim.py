@@ -146,6 +146,7 @@ class DectrisSimulator:
         self.state = "idle"
         self.series = 0
         self.series_sent: list[int] = []  # images sent per finished series, for tests
+        self.current: _Series | None = None  # the series armed last, read by progress displays
         self._lock = threading.Lock()
         self._commands: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._abort = threading.Event()
@@ -288,8 +289,8 @@ class DectrisSimulator:
                 enc = compression_encoding(compression, self.recording.dtype)
                 if cbor and compression == "lz4":
                     enc = LZ4_H5  # the CBOR stream's lz4 has the HDF5 filter's framing
-                series = _Series(number, n, mode, config, self.recording.blobs_as(enc)[:n],
-                                 self.recording.hashes(enc)[:n], enc, cbor=cbor)
+                series = self.current = _Series(number, n, mode, config, self.recording.blobs_as(enc)[:n],
+                                                self.recording.hashes(enc)[:n], enc, cbor=cbor)
                 self._send_header(series, stream["header_detail"])
                 if mode in ("exte", "exts"):  # a disarm while these go out cuts the series short
                     self._send_images(series, n, interruptible=True)
@@ -502,10 +503,38 @@ def _make_http_server(sim: DectrisSimulator, host: str, port: int) -> ThreadingH
     return server
 
 
+class _ReplayProgress:
+    """A progress bar (on stderr) per series the simulator sends, polled from its main loop."""
+
+    def __init__(self, sim: DectrisSimulator) -> None:
+        self.sim = sim
+        self.series: _Series | None = None
+        self.bar: Any = None
+
+    def poll(self) -> None:
+        from tqdm.auto import tqdm
+
+        s = self.sim.current
+        if s is not None and s is not self.series and s.sent:  # a new series (perhaps all sent since the last look)
+            self.close()
+            self.series = s
+            self.bar = tqdm(total=s.n, unit="frame", desc=f"series {s.number}", leave=True)
+        if self.bar is not None and self.series is not None:
+            self.bar.update(self.series.sent - self.bar.n)
+            if self.series.sent >= self.series.n:
+                self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def run_simulator(path: str, *, host: str = "127.0.0.1", api_port: int = 8910, data_port: int = 9999,
                   encoding: str | None = None, trigger_mode: str | None = None, stream_format: str = "legacy",
-                  echo: Callable[[str], None] = print) -> None:
-    """Run a simulator until Ctrl-C or SIGTERM (``detflow sim dectris``), printing its ports."""
+                  echo: Callable[[str], None] = print, progress: bool = False) -> None:
+    """Run a simulator until Ctrl-C or SIGTERM (``detflow sim dectris``), printing its ports;
+    with ``progress``, a progress bar of each series' images sent."""
     sim = DectrisSimulator(path, host=host, api_port=api_port, data_port=data_port, encoding=encoding,
                            trigger_mode=trigger_mode, stream_format=stream_format)
 
@@ -522,8 +551,16 @@ def run_simulator(path: str, *, host: str = "127.0.0.1", api_port: int = 8910, d
             echo(f"api port: {sim.host}:{sim.api_port}")
             echo(f"data port: {sim.host}:{sim.data_port}")
             echo("press Ctrl-C to stop")
-            while True:
-                time.sleep(0.5)
+            watch = _ReplayProgress(sim) if progress else None
+            try:
+                while True:
+                    time.sleep(0.2)
+                    if watch is not None:
+                        watch.poll()
+            finally:
+                if watch is not None:
+                    watch.poll()  # what was sent since the last look
+                    watch.close()
     except KeyboardInterrupt:
         echo("dectris simulator: stopped")
     finally:
