@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
@@ -230,6 +230,7 @@ class Context:
         path: str | os.PathLike[str],
         progress: bool = False,
         overwrite: bool = False,
+        provenance: Mapping[str, Any] | None = None,
     ) -> str:
         """Write ``dataset`` (as loaded: nav/sig shape, sync_offset) to ``.npy`` or zarr.
 
@@ -239,7 +240,8 @@ class Context:
         """
         from detflow.export import export_dataset
 
-        return export_dataset(dataset, path, executor=self.executor, progress=progress, overwrite=overwrite)
+        return export_dataset(dataset, path, executor=self.executor, progress=progress, overwrite=overwrite,
+                              provenance=provenance)
 
     # --- lifetime -----------------------------------------------------------------
     def close(self) -> None:

@@ -361,9 +361,13 @@ def convert(input_path: str, output: str, kind: str, params: tuple[str, ...], ex
         if not sep or not name.strip():
             raise ConfigurationError(f"--set {text!r}: expected PARAM=VALUE, e.g. sync_offset=2")
         kwargs[name.strip()] = yaml.safe_load(value)
+    from detflow.graph.provenance import conversion_provenance
+
+    record = conversion_provenance(kind, input_path, kwargs)
     with detflow.Context.make_with(executor) as ctx:
         ds = ctx.load(kind, path=input_path, **kwargs)
-        written = ctx.export_dataset(ds, path=output, progress=_progress(progress), overwrite=overwrite)
+        written = ctx.export_dataset(ds, path=output, progress=_progress(progress), overwrite=overwrite,
+                                     provenance=record)
         m = ds.meta
     click.echo(f"wrote {written}: nav {m.nav_shape}, sig {m.sig_shape}, {m.dtype}, "
                f"{m.n_frames * m.frame_bytes / 2**20:.1f} MiB")
@@ -450,11 +454,11 @@ def sim_asi_tpx3(path: str, **options: Any) -> None:
 def rerun(store: str, output_dir: str | None, overwrite: bool, allow_changed: bool, executor: str | None,
           progress: bool) -> None:
     """Run again exactly the graph that wrote STORE (a zarr store, or an .npy file with its sidecar)."""
-    from detflow.graph.rerun import rerun as rerun_store
+    from detflow.rerun import rerun as rerun_store
 
     results = rerun_store(store, output_dir=output_dir, overwrite=overwrite, allow_changed=allow_changed,
                           executor=executor, progress=progress)
-    click.echo(f"reran {store}: " + ", ".join(results))
+    click.echo(f"reran {store}: " + ", ".join(results) if results else f"converted again into {store}")
 
 
 from detflow.batch.cli import batch, queue  # noqa: E402 - the batch commands live with the batch package

@@ -15,9 +15,11 @@ when complete, so a failed export leaves any earlier file at ``path`` untouched.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -79,8 +81,13 @@ def export_dataset(
     executor: Executor,
     progress: bool = False,
     overwrite: bool = False,
+    provenance: Mapping[str, Any] | None = None,
 ) -> str:
-    """Write ``dataset`` to ``path`` (``.npy`` or ``.zarr``); see the module docstring."""
+    """Write ``dataset`` to ``path`` (``.npy`` or ``.zarr``); see the module docstring.
+
+    ``provenance`` (a JSON-able mapping: how the output was made) goes into a zarr
+    store's attributes, or into ``<path>.provenance.json`` next to an ``.npy`` file,
+    where :func:`detflow.graph.provenance.read_provenance` finds it."""
     from tqdm.auto import tqdm
 
     path = os.fspath(path)
@@ -124,8 +131,13 @@ def export_dataset(
     except BaseException:
         _remove(tmp)
         raise
+    if zarr_array is not None and provenance is not None:
+        zarr_array.attrs["provenance"] = dict(provenance)
     _remove(path)
     os.replace(tmp, path)
+    if fmt == "npy" and provenance is not None:  # the sidecar name of graph.provenance.sidecar_path
+        with open(path + ".provenance.json", "w", encoding="utf-8") as f:
+            json.dump(dict(provenance), f, indent=1)
     return path
 
 

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, int]] = [
     ("sinks", 8),
     ("dashboard", 9), ("export", 9), ("batch", 9),
     ("api", 10), ("live", 10),
-    ("demo", 11), ("compat", 11),
+    ("demo", 11), ("compat", 11), ("rerun", 11),
     ("cli", 12), ("__main__", 12),
 ]
 

@@ -17,7 +17,7 @@ Every store a graph run writes records a *provenance* mapping:
 A zarr store holds it in its root attributes (``provenance``); an ``.npy`` file gets
 a sidecar ``<file>.provenance.json`` next to it (:func:`sidecar_path`).
 ``detflow rerun STORE`` reads it back (:func:`read_provenance`), checks the inputs
-(:func:`changed_inputs`) and runs the graph again (:mod:`detflow.graph.rerun`).
+(:func:`changed_inputs`) and runs the graph again (:mod:`detflow.rerun`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from detflow.errors import ConfigurationError, GraphValidationError
 from detflow.graph.io import graph_to_dict
 from detflow.graph.model import GraphModel, SourceNode
 
-__all__ = ["changed_inputs", "input_stamp", "read_provenance", "run_provenance", "sidecar_path"]
+__all__ = ["changed_inputs", "conversion_provenance", "input_stamp", "read_provenance", "run_provenance",
+           "sidecar_path"]
 
 SIDECAR_SUFFIX = ".provenance.json"
 
@@ -94,6 +95,27 @@ def run_provenance(graph: GraphModel, *, output_dir: str) -> dict[str, Any]:
                 except OSError:  # the source reports a missing file better, when it opens
                     inputs.append({"node": node.id, "path": path})
     record["inputs"] = inputs
+    return record
+
+
+def conversion_provenance(kind: str, path: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The provenance of ``detflow convert`` (:func:`detflow.export.export_dataset`): no graph
+    ran, so ``conversion`` records the source as loaded (``type`` and ``params``, the path
+    absolute) and ``detflow rerun`` converts again from it."""
+    from detflow import __version__
+
+    record: dict[str, Any] = {
+        "detflow_version": __version__,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "cwd": os.getcwd(),
+        "graph": None,
+        "graph_unavailable": "written by detflow convert (a copy of the data), not by a graph run",
+        "conversion": {"type": kind, "params": {**params, "path": os.path.abspath(path)}},
+    }
+    try:
+        record["inputs"] = [{"node": "source", **input_stamp(path)}]
+    except OSError:
+        record["inputs"] = [{"node": "source", "path": os.path.abspath(path)}]
     return record
 
 

@@ -110,7 +110,41 @@ def test_a_graph_a_file_cannot_hold_says_why_it_cannot_be_rerun(tmp_path) -> Non
     record = zarr.open_group(str(tmp_path / "m.zarr"), mode="r").attrs["provenance"]
     assert record["graph"] is None and "cannot be written to a graph file" in record["graph_unavailable"]
     from detflow.errors import ConfigurationError
-    from detflow.graph.rerun import rerun
+    from detflow.rerun import rerun
 
     with pytest.raises(ConfigurationError, match=r"m\.zarr'.*cannot be rerun"):
         rerun(tmp_path / "m.zarr", output_dir=tmp_path / "n")
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".npy"])
+def test_a_converted_store_records_its_source_and_converts_again(tmp_path, suffix) -> None:
+    from detflow.graph.provenance import read_provenance
+
+    data = np.random.default_rng(5).integers(0, 1000, (3, 4, 6, 6), dtype=np.uint16)
+    np.save(tmp_path / "scan.npy", data)
+    out = tmp_path / f"copy{suffix}"
+    proc = detflow_cli("convert", "scan.npy", out.name, "--set", "sync_offset=1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    record = read_provenance(out)
+    assert record["conversion"] == {"type": "auto", "params": {"sync_offset": 1,
+                                                               "path": str(tmp_path / "scan.npy")}}
+    assert record["inputs"][0]["size"] == os.path.getsize(tmp_path / "scan.npy")
+    assert record["detflow_version"] == detflow.__version__
+    expected = np.zeros_like(data).reshape(12, 6, 6)
+    expected[:-1] = data.reshape(12, 6, 6)[1:]
+    read = (lambda: np.asarray(zarr.open_array(out, mode="r"))) if suffix == ".zarr" else (lambda: np.load(out))
+    np.testing.assert_array_equal(read().reshape(12, 6, 6), expected)
+
+    refused = detflow_cli("rerun", out.name, cwd=tmp_path)
+    assert refused.returncode != 0 and "--overwrite" in refused.stderr
+    if suffix == ".zarr":
+        zarr.open_array(out, mode="r+")[:] = 0  # spoil the copy: converting again must restore it
+    else:
+        np.save(out, np.zeros_like(data))
+    again = detflow_cli("rerun", out.name, "--overwrite", "--no-progress", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    np.testing.assert_array_equal(read().reshape(12, 6, 6), expected)
+
+    np.save(tmp_path / "scan.npy", data[:2])  # the input changed: refused, naming it
+    changed = detflow_cli("rerun", out.name, "--overwrite", cwd=tmp_path)
+    assert changed.returncode != 0 and "scan.npy" in changed.stderr and "changed" in changed.stderr

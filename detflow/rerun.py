@@ -37,18 +37,42 @@ def rerun(store: str | os.PathLike[str], *, output_dir: str | os.PathLike[str] |
     store = os.fspath(store)
     record = read_provenance(store)
     spec = record.get("graph")
+    if spec is None and isinstance(record.get("conversion"), dict):
+        return _convert_again(store, record, overwrite=overwrite, allow_changed=allow_changed,
+                              executor=executor, progress=progress)
     if spec is None:
         raise ConfigurationError(f"{store!r}: the graph that wrote it cannot be rerun: "
                                  f"{record.get('graph_unavailable', 'it was not recorded')}")
-    problems = changed_inputs(record)
-    if problems and not allow_changed:
-        raise ConfigurationError(f"{store!r}: its inputs are not as they were: " + "; ".join(problems)
-                                 + " (--allow-changed reruns on them as they are now)")
-    for line in problems:
-        log.warning("rerun of %s: %s", store, line)
+    _check_inputs(store, record, allow_changed)
     cwd = record.get("cwd") or os.getcwd()
     out = os.path.abspath(os.fspath(output_dir)) if output_dir is not None else record.get("output_dir")
     with contextlib.chdir(cwd):
         g = Graph.from_dict(spec)
         ctx = default_context(g, output_dir=out, overwrite=overwrite)
         return run_graph(g, executor=executor, progress=progress, context=ctx)
+
+
+def _check_inputs(store: str, record: dict[str, Any], allow_changed: bool) -> None:
+    problems = changed_inputs(record)
+    if problems and not allow_changed:
+        raise ConfigurationError(f"{store!r}: its inputs are not as they were: " + "; ".join(problems)
+                                 + " (--allow-changed reruns on them as they are now)")
+    for line in problems:
+        log.warning("rerun of %s: %s", store, line)
+
+
+def _convert_again(store: str, record: dict[str, Any], *, overwrite: bool, allow_changed: bool, executor: Any,
+                   progress: bool) -> dict[str, xr.Dataset]:
+    """A store ``detflow convert`` wrote: convert its input again, into the store itself."""
+    from detflow.api import Context
+
+    _check_inputs(store, record, allow_changed)
+    if not overwrite:
+        raise ConfigurationError(f"{store!r} exists: converting again replaces it; pass --overwrite "
+                                 "(overwrite=True)")
+    conversion = record["conversion"]
+    params = dict(conversion.get("params", {}))
+    with contextlib.chdir(record.get("cwd") or os.getcwd()), Context.make_with(executor or "threads") as ctx:
+        ds = ctx.load(conversion["type"], **params)
+        ctx.export_dataset(ds, path=store, progress=progress, overwrite=True, provenance=record)
+    return {}
