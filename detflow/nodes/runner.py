@@ -238,28 +238,34 @@ def run_partition(task: PartitionTask) -> PartialResult:
         r.udf.meta = r.udf.meta.replace(tiling_scheme=scheme, sig_slice=scheme[0])
         _guarded(task, specs[id(r)], r.udf.preprocess)
 
+    # frames the data does not hold (shifted out by sync_offset) are not fed to any UDF, as
+    # in LiberTEM: their rows keep the buffers' initial values
+    fed = part.fed_frames
+    row_fed = fed.start if roi_part is None else int(np.count_nonzero(roi_part[: fed.start]))
+    fed_sel = None if roi_part is None else roi_part[fed]
+    fed_idx = flat_idx_all[fed] if fed_sel is None else flat_idx_all[fed][fed_sel]
     chain = _Chain(task)
     whole: np.ndarray | None = None
     wholes: dict[int, np.ndarray] = {}
-    if any(r.method == "partition" for r in running):
-        whole = part.read()
-        if roi_part is not None:
-            whole = whole[roi_part]
+    if any(r.method == "partition" for r in running) and fed.stop > fed.start:
+        whole = part.read_frames(fed.start, fed.stop)
+        if fed_sel is not None:
+            whole = whole[fed_sel]
         if task.corrections is not None:
             whole = task.corrections.apply(whole)
         wholes = chain.start(whole)
 
-    row = 0
+    row = row_fed
     tile_udfs = [r for r in running if r.method != "partition"]
     if tile_udfs:
-        for t0 in range(0, n, depth):
-            t1 = min(t0 + depth, n)
+        for t0 in range(fed.start, fed.stop, depth):
+            t1 = min(t0 + depth, fed.stop)
             if whole is not None:  # whole is already ROI-filtered: index by rows
                 sel = None if roi_part is None else roi_part[t0:t1]
                 k = t1 - t0 if sel is None else int(np.count_nonzero(sel))
                 if k == 0:
                     continue
-                tile = whole[row : row + k]
+                tile = whole[row - row_fed : row - row_fed + k]
                 idx = flat_idx_all[t0:t1] if sel is None else flat_idx_all[t0:t1][sel]
             else:
                 tile = part.read_frames(t0, t1)
@@ -283,9 +289,8 @@ def run_partition(task: PartitionTask) -> PartialResult:
             row += k
 
     for r in running:
-        if r.method == "partition":
-            assert whole is not None
-            r.enter(0, rows, part_idx, part_coords)
+        if r.method == "partition" and whole is not None:
+            r.enter(row_fed, len(fed_idx), fed_idx, coords(fed_idx))
             src = chain.get(wholes, specs[id(r)].input)
             _guarded(task, specs[id(r)], r.udf.process_partition, r.convert(src, {}))
 

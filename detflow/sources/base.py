@@ -43,6 +43,7 @@ __all__ = [
     "FrameReader",
     "Partition",
     "PartitionPlan",
+    "RoiHelper",
     "Shape",
     "Source",
     "default_partition_bytes",
@@ -181,6 +182,15 @@ class Partition:
     sync_offset: int = 0
     #: frames per tile the source asks for (LiberTEM's ``tileshape[0]``); None: the runner chooses
     tile_depth: int | None = None
+    #: the frames (relative to this partition) that the data holds; the others (shifted out
+    #: by ``sync_offset``, or past a short file) are not processed at all, as in LiberTEM.
+    #: None: every frame (live partitions, or ``allow_short=True``, which reads them as zeros)
+    data_frames: slice | None = None
+
+    @property
+    def fed_frames(self) -> slice:
+        """The frames (relative to this partition) UDFs are fed: :attr:`data_frames` or all."""
+        return slice(0, self.n_frames) if self.data_frames is None else self.data_frames
 
     @property
     def n_frames(self) -> int:
@@ -357,6 +367,16 @@ class Source(abc.ABC):
         """The partitions a run would cut, as LiberTEM's ``DataSet.get_partitions()``."""
         return list(self.partitions(self._sized_plan()))
 
+    @property
+    def roi(self) -> RoiHelper:
+        """``ds.roi[...]``: a boolean nav-shaped ROI, ``True`` where the index selects (LiberTEM's helper).
+
+        >>> from detflow.sources.memory import MemorySource
+        >>> MemorySource(data=np.zeros((2, 3, 4, 4))).roi[1, 1:].astype(int).tolist()
+        [[0, 0, 0], [0, 1, 1]]
+        """
+        return RoiHelper(self.meta.nav_shape)
+
     def set_num_cores(self, cores: int) -> None:
         """Cut at least ``cores`` partitions where the data allows (LiberTEM's ``set_num_cores``)."""
         self._num_cores = max(1, int(cores))
@@ -381,9 +401,14 @@ class Source(abc.ABC):
     def partitions(self, plan: PartitionPlan | None = None) -> Iterator[Partition]:
         plan = plan or PartitionPlan()
         fsize = self.meta.frame_size
+        available = self._reader.n_pixels // fsize
         for index, frames in enumerate(plan.ranges(self.meta, self._logical_boundaries())):
             lo = max(0, (frames.start + self.sync_offset) * fsize)
             hi = min(self._reader.n_pixels, max(lo, (frames.stop + self.sync_offset) * fsize))
+            n = frames.stop - frames.start
+            first = frames.start + self.sync_offset  # the stream frame of this partition's first
+            have = slice(min(max(-first, 0), n), min(max(available - first, 0), n))
+            have = slice(have.start, max(have.start, have.stop))
             yield Partition(
                 index=index,
                 frames=frames,
@@ -391,6 +416,7 @@ class Source(abc.ABC):
                 reader=self._reader.restrict(lo, hi),
                 sync_offset=self.sync_offset,
                 tile_depth=self._tile_depth(),
+                data_frames=None if self.allow_short or (have.start, have.stop) == (0, n) else have,
             )
 
     def _tile_depth(self) -> int | None:
@@ -412,6 +438,18 @@ class Source(abc.ABC):
             f"<{type(self).__name__} nav={m.nav_shape} sig={m.sig_shape} dtype={m.dtype}"
             f"{f' sync_offset={self.sync_offset}' if self.sync_offset else ''}>"
         )
+
+
+class RoiHelper:
+    """Indexing gives a ROI: ``helper[k]`` is a boolean array of the nav shape, ``True`` at ``[k]``."""
+
+    def __init__(self, nav_shape: tuple[int, ...]) -> None:
+        self.nav_shape = nav_shape
+
+    def __getitem__(self, k: Any) -> np.ndarray:
+        roi = np.zeros(self.nav_shape, dtype=bool)
+        roi[k] = True
+        return roi
 
 
 def _check_fits(source: Source, nav: tuple[int, ...], sig: tuple[int, ...]) -> None:
