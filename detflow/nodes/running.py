@@ -58,6 +58,7 @@ class RunningUDF:
         row0: int = 0,
     ) -> None:
         self.udf = udf
+        self.sig = tuple(dmeta.sig_shape)  # of this UDF's input (sparse blocks carry it flat)
         self.row0 = row0  # the partition's first row among the run's (ROI) frames
         self.backend = backend
         udf._backend = backend
@@ -149,19 +150,41 @@ class RunningUDF:
         self.udf.params = self._base_params
 
     def convert(self, data: Any, cache: dict[tuple[Any, str], Any]) -> Any:
-        """``data`` in this UDF's dtype and backend, converted once per task-wide ``cache``."""
+        """``data`` in this UDF's dtype and backend, converted once per block-wide ``cache``.
+
+        ``cache`` holds the block's versions keyed by ``(dtype, backend)``; a sparse block
+        is densified at most once (:func:`densified`), whatever number of UDFs want it dense.
+        """
         want = self.udf.meta.input_dtype
         key = (want, self.backend)
         out = cache.get(key)
-        if out is None:
+        if out is not None:
+            return out
+        if bk.is_sparse(data) and self.backend in bk.SPARSE_BACKENDS:
+            typed = data if data.dtype == want else data.astype(want)
+            out = bk.sparse_to_backend(typed, self.backend, self.sig)
+        else:
             dense_key = (want, bk.NUMPY)
             dense = cache.get(dense_key)
             if dense is None:
-                dense = data if data.dtype == want else data.astype(want)
+                native = densified(data, cache, self.sig)
+                dense = native if native.dtype == want else native.astype(want)
                 cache[dense_key] = dense
             out = dense if self.backend == bk.NUMPY else bk.to_backend(dense, self.backend)
-            cache[key] = out
+        cache[key] = out
         return out
+
+
+def densified(block: Any, cache: dict[tuple[Any, str], Any], sig: tuple[int, ...]) -> np.ndarray:
+    """``block`` as a dense ``(n, *sig)`` array in its own dtype, made once per ``cache``."""
+    if not bk.is_sparse(block):
+        return block
+    key = (block.dtype, bk.NUMPY)
+    dense = cache.get(key)
+    if dense is None:
+        dense = bk.to_numpy(block).reshape((block.shape[0], *sig))
+        cache[key] = dense
+    return dense
 
 
 def coords_of(nav_shape: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:

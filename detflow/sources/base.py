@@ -215,6 +215,20 @@ class Partition:
         first = self.frames.start + self.sync_offset
         return read_csr(first, first + self.n_frames)
 
+    @property
+    def sparse(self) -> bool:
+        """Whether this partition's frames are sparse (CSR) and :meth:`read_sparse_frames` reads them so."""
+        return (getattr(self.reader, "read_csr", None) is not None
+                and self.meta.frame_size == getattr(self.reader, "frame_size", None))
+
+    def read_sparse_frames(self, start: int, stop: int) -> Any:
+        """Frames ``start:stop`` relative to this partition as a ``scipy.sparse.csr_array``
+        ``(stop - start, frame_size)``; only where :attr:`sparse` (see :meth:`read_sparse`)."""
+        if not self.sparse:
+            self.read_sparse()  # raises, naming the partition and the reader
+        first = self.frames.start + start + self.sync_offset
+        return self.reader.read_csr(first, first + stop - start)  # type: ignore[attr-defined]
+
     def read_frames(self, start: int, stop: int, dtype: Any = None) -> np.ndarray:
         """Frames ``start:stop`` *relative to this partition*, shaped ``(n, *sig_shape)``.
 
