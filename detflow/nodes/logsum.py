@@ -30,6 +30,8 @@ class LogsumUDF(UDF):
     dtype('float32')
     """
 
+    sig_cut_tiles = False  # whole frames: the kernels read every pixel of a frame at once
+
     params_spec = ()
 
     def __init__(self) -> None:

@@ -25,8 +25,10 @@ Policy:
 * Each UDF gets its input in the array backend chosen for it
   (:func:`detflow.nodes.backends.choose_backend`), converted once per tile for all
   UDFs that want the same (dtype, backend); a source's tile depth (a memory dataset's
-  ``tileshape``) bounds the tile; a tile UDF that asks for tiles smaller than its frames
-  gets them cut in signal bands (:meth:`~detflow.nodes.running.RunningUDF.plan_bands`).
+  ``tileshape``) sets the tile; a tile UDF with tiling preferences gets the tile shape
+  LiberTEM would negotiate for it (:mod:`detflow.nodes.tiling`), cut from the tiles read
+  (:meth:`~detflow.nodes.running.RunningUDF.plan_tiles`), and a tile UDF on a dataset
+  with a tile shape gets that shape, signal cut included; the others keep whole frames.
 * Per-unit state (``self.meta``, the buffer views, aux data in ``self.params``) is set
   by :class:`~detflow.nodes.running.RunningUDF`, with LiberTEM's conventions.
 """
@@ -147,13 +149,14 @@ def input_dtype_for(udf: UDF, native: np.dtype, corrections: CorrectionSet | Non
     return np.result_type(native, preferred)
 
 
-def _tile_depth(udfs: Sequence[UDF], frame_bytes: int, n: int, source_depth: int | None = None) -> int:
+def _tile_depth(running: Sequence[RunningUDF], frame_bytes: int, n: int, source_depth: int | None = None) -> int:
+    """Frames per tile read: the source's tile depth, else ``TILE_BYTES`` of native data,
+    deepened to what the deepest tile UDF negotiated (:meth:`RunningUDF.plan_tiles`)."""
     depth = max(1, TILE_BYTES // max(1, frame_bytes)) if source_depth is None else source_depth
-    for udf in udfs:
-        pref = udf.get_tiling_preferences().get("depth", UDF.TILE_DEPTH_DEFAULT)
-        if isinstance(pref, int | np.integer) and pref > 0:
-            depth = min(depth, int(pref))
-        elif pref == UDF.TILE_DEPTH_MAX:
+    for r in running:
+        if r.depth is not None:
+            depth = max(depth, r.depth)
+        elif r.udf.get_tiling_preferences().get("depth") == UDF.TILE_DEPTH_MAX:
             depth = n
     return max(1, min(depth, n))
 
@@ -238,9 +241,15 @@ def run_partition(task: PartitionTask) -> PartialResult:
         r = _guarded(task, spec, _start, task, spec, base_meta, rows, part_coords, chain.sparse[spec.input])
         specs[id(r)] = spec
         running.append(r)
-    depth = _tile_depth([r.udf for r in running], dmeta.frame_bytes, n, getattr(part, "tile_depth", None))
+    tileshape = None
+    if part.tile_sig_shape is not None and part.tile_depth is not None:
+        tileshape = (part.tile_depth, *part.tile_sig_shape)
+    for r in running:  # first what each tile UDF negotiates, then the depth read for all
+        r.plan_tiles(n, tuple(r.udf.meta.dataset_shape.sig), n, tileshape if specs[id(r)].input < 0 else None)
+    depth = _tile_depth(running, dmeta.frame_bytes, n, part.tile_depth)
     for r in running:
-        scheme = r.plan_bands(depth, tuple(r.udf.meta.dataset_shape.sig))
+        scheme = r.plan_tiles(depth, tuple(r.udf.meta.dataset_shape.sig), n,
+                              tileshape if specs[id(r)].input < 0 else None)
         r.udf.meta = r.udf.meta.replace(tiling_scheme=scheme, sig_slice=scheme[0])
         _guarded(task, specs[id(r)], r.udf.preprocess)
 
@@ -383,13 +392,17 @@ def _process_tile(
     k = data.shape[0]
     all_coords = coords(idx)
     if r.method == "tile":
-        r.enter(row, k, idx, all_coords)
-        if not r.bands:
-            _guarded(task, spec, r.udf.process_tile, data)
-            return
-        for i, (y0, y1) in enumerate(r.bands):  # the UDF asked for tiles cut in the signal
-            r.enter_band(i)
-            _guarded(task, spec, r.udf.process_tile, data[:, y0:y1])
+        step = k if r.depth is None else r.depth  # the UDF asked for shallower tiles
+        for j0 in range(0, k, step):
+            j1 = min(j0 + step, k)
+            r.enter(row + j0, j1 - j0, idx[j0:j1], all_coords[j0:j1])
+            sub = data if (j0, j1) == (0, k) else data[j0:j1]
+            if not r.cuts:
+                _guarded(task, spec, r.udf.process_tile, sub)
+                continue
+            for i, cut in enumerate(r.cuts):  # ... or tiles cut in the signal
+                r.enter_cut(i)
+                _guarded(task, spec, r.udf.process_tile, sub[(slice(None), *cut)])
         return
     for i in range(k):
         r.enter(row + i, 1, idx[i : i + 1], all_coords[i : i + 1], frame=True)

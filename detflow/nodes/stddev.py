@@ -46,6 +46,8 @@ class StdDevUDF(UDF):
     True
     """
 
+    sig_cut_tiles = False  # whole frames: the kernels read every pixel of a frame at once
+
     params_spec = (
         Param("dtype", "dtype", default=None, doc="base dtype (default float64)"),
         Param("use_numba", bool, default=True, doc="accepted for LiberTEM compatibility"),

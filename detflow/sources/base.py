@@ -182,6 +182,9 @@ class Partition:
     sync_offset: int = 0
     #: frames per tile the source asks for (LiberTEM's ``tileshape[0]``); None: the runner chooses
     tile_depth: int | None = None
+    #: the signal part of the source's tile shape (LiberTEM's ``tileshape[1:]``): tile UDFs
+    #: get their tiles cut to it; None: whole frames
+    tile_sig_shape: tuple[int, ...] | None = None
     #: the frames (relative to this partition) that the data holds; the others (shifted out
     #: by ``sync_offset``, or past a short file) are not processed at all, as in LiberTEM.
     #: None: every frame (live partitions, or ``allow_short=True``, which reads them as zeros)
@@ -430,12 +433,19 @@ class Source(abc.ABC):
                 reader=self._reader.restrict(lo, hi),
                 sync_offset=self.sync_offset,
                 tile_depth=self._tile_depth(),
+                tile_sig_shape=self._tile_sig_shape(),
                 data_frames=None if self.allow_short or (have.start, have.stop) == (0, n) else have,
             )
 
     def _tile_depth(self) -> int | None:
         tileshape = getattr(self, "tileshape", None)
         return None if not tileshape else max(1, int(tileshape[0]))
+
+    def _tile_sig_shape(self) -> tuple[int, ...] | None:
+        tileshape = getattr(self, "tileshape", None)
+        if not tileshape or len(tileshape) != len(self.meta.sig_shape) + 1:
+            return None
+        return tuple(max(1, int(t)) for t in tileshape[1:])
 
     def close(self) -> None:  # noqa: B027 - most sources hold nothing open
         """Release what the source holds; partitions already handed out stay valid."""
