@@ -196,6 +196,22 @@ def as_scipy_2d(tile: Any) -> Any:
     return sp.csr_matrix(flat.tocsr() if hasattr(flat, "tocsr") else flat.to_scipy_sparse())
 
 
+def sparse_to_backend(tile: Any, backend: str, sig_shape: tuple[int, ...]) -> Any:
+    """A sparse tile (scipy 2-D or pydata) in another sparse ``backend``, never densified.
+
+    scipy.sparse backends get ``(n_frames, prod(sig))``, pydata sparse ones ``(n_frames, *sig)``.
+    """
+    if get_backend(tile) == backend:
+        return tile
+    if backend in D2_BACKENDS:
+        sp = import_optional("scipy.sparse", f"the {backend} backend")
+        return getattr(sp, backend.rsplit(".", 1)[1])(as_scipy_2d(tile))
+    sparse = import_optional("sparse", f"the {backend} backend")
+    coo = tile if isinstance(tile, sparse.SparseArray) else sparse.COO.from_scipy_sparse(tile)
+    coo = sparse.COO(coo).reshape((tile.shape[0], *sig_shape))
+    return coo if backend == SPARSE_COO else getattr(sparse, backend.split(".", 1)[1])(coo)
+
+
 def dense_tile(tile: Any, sig_shape: tuple[int, ...]) -> np.ndarray:
     """Any tile as a dense ``(n_frames, *sig_shape)`` array (sparse input is densified)."""
     arr = to_numpy(tile)

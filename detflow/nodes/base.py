@@ -206,6 +206,10 @@ class UDF:
     D2_BACKENDS: ClassVar[frozenset[str]] = _bk.D2_BACKENDS
     #: the enum ``get_method`` returns
     UDF_METHOD: ClassVar[type[UDFMethod]] = UDFMethod
+    #: whether ``process_tile`` takes tiles cut in the signal (LiberTEM's contract: it reads
+    #: ``self.meta.sig_slice``); detflow's built-ins say ``False`` and get whole frames
+    #: even from a dataset whose tile shape cuts them
+    sig_cut_tiles: ClassVar[bool] = True
 
     #: declared parameters; empty means "not declared" (any keyword accepted)
     params_spec: ClassVar[tuple[Param, ...]] = ()

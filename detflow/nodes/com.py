@@ -92,6 +92,8 @@ class CoMUDF(UDF):
     True
     """
 
+    sig_cut_tiles = False  # whole frames: the kernels read every pixel of a frame at once
+
     params_spec = (
         Param("cy", float, default=None, doc="y of the centre (default: sig centre)", check=_finite),
         Param("cx", float, default=None, doc="x of the centre (default: sig centre)", check=_finite),

@@ -35,6 +35,8 @@ class CrystallinityUDF(UDF):
     True
     """
 
+    sig_cut_tiles = False  # whole frames: the kernels read every pixel of a frame at once
+
     def __init__(self, rad_in: float, rad_out: float, real_center: Any, real_rad: float | None) -> None:
         super().__init__(rad_in=rad_in, rad_out=rad_out, real_center=real_center, real_rad=real_rad)
 

@@ -30,6 +30,8 @@ class FEMUDF(UDF):
     True
     """
 
+    sig_cut_tiles = False  # whole frames: the kernels read every pixel of a frame at once
+
     def __init__(self, center: Any, rad_in: float, rad_out: float) -> None:
         super().__init__(center=center, rad_in=rad_in, rad_out=rad_out)
 

@@ -30,6 +30,8 @@ class LogsumUDF(UDF):
     dtype('float32')
     """
 
+    sig_cut_tiles = False  # whole frames: the kernels read every pixel of a frame at once
+
     params_spec = ()
 
     def __init__(self) -> None:
@@ -42,13 +44,24 @@ class LogsumUDF(UDF):
         return {"logsum": self.buffer(kind="sig", dtype="float32")}
 
     def get_backends(self) -> Any:
-        """numpy, scipy.sparse and pydata sparse input (sparse tiles are densified: same numbers)."""
+        """numpy, scipy.sparse and pydata sparse input (sparse: frames with an empty pixel
+        read only their stored pixels; the others are densified)."""
         return bk.BUILTIN_BACKENDS
 
     def process_tile(self, tile: np.ndarray) -> None:
-        if bk.is_sparse(tile):
-            tile = bk.dense_tile(tile, tuple(self.meta.dataset_shape.sig))
         out = flat_view(self.results.logsum)
+        if bk.is_sparse(tile):
+            csr = bk.as_scipy_2d(tile)
+            mins = bk.to_numpy(csr.min(axis=1)).reshape(-1)  # empty pixels count as 0
+            zero = mins == 0  # log(x - 0 + 1) is 0 at the empty pixels: sum the stored ones
+            work = np.result_type(csr.dtype, np.float32)
+            if zero.any():
+                part = csr[np.flatnonzero(zero)].astype(work)
+                part.data = np.log1p(part.data)
+                out += bk.to_numpy(part.sum(axis=0)).reshape(-1).astype(out.dtype)
+            if zero.all():
+                return
+            tile = csr[np.flatnonzero(~zero)].toarray()
         t2 = tile_2d(tile)
         work = np.result_type(t2.dtype, np.float32)
         step = max(1, _CHUNK_ELEMENTS // max(1, t2.shape[1]))

@@ -30,11 +30,13 @@ from detflow.errors import ParameterError, did_you_mean, import_optional, unknow
 
 __all__ = [
     "MaskStack",
+    "bounding_radius",
     "circular",
     "gradient_x",
     "gradient_y",
     "is_sparse",
     "make_mask_stack",
+    "polar_map",
     "radial_bins",
     "rectangular",
     "ring",
@@ -115,6 +117,29 @@ def gradient_y(imageSizeX: int, imageSizeY: int, dtype: Any = np.float32) -> np.
 
 def _bounding_radius(cx: float, cy: float, w: int, h: int) -> int:
     return int(math.ceil(math.hypot(max(cy, h - cy), max(cx, w - cx)))) + 1
+
+
+def bounding_radius(centerX: float, centerY: float, imageSizeX: int, imageSizeY: int) -> int:
+    """A radius around ``(centerX, centerY)`` that covers the whole frame (as LiberTEM's)."""
+    return _bounding_radius(centerX, centerY, imageSizeX, imageSizeY)
+
+
+def polar_map(centerX: float, centerY: float, imageSizeX: int, imageSizeY: int,
+              stretchY: float = 1.0, angle: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Radius and angle of every pixel around ``(centerX, centerY)``: two ``(imageSizeY, imageSizeX)`` maps.
+
+    The angle is ``arctan2(dy, dx)``; ``stretchY`` stretches the radius elliptically in
+    the direction ``angle`` (radians, 0: along y), as LiberTEM's ``masks.polar_map``.
+
+    >>> r, phi = polar_map(1, 1, 3, 3)
+    >>> float(r[1, 2]), float(phi[2, 1])
+    (1.0, 1.5707963267948966)
+    """
+    y, x = np.mgrid[0:imageSizeY, 0:imageSizeX]
+    dy, dx = y - centerY, x - centerX
+    if stretchY != 1.0 or angle != 0.0:
+        dy, dx = ((dy * np.cos(angle) - dx * np.sin(angle)) / stretchY, dx * np.cos(angle) + dy * np.sin(angle))
+    return np.hypot(dy, dx), np.arctan2(dy, dx)
 
 
 def radial_bins(

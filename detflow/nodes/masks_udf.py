@@ -140,6 +140,8 @@ class ApplyMasksUDF(UDF):
     True
     """
 
+    sig_cut_tiles = False  # whole frames: the kernels read every pixel of a frame at once
+
     params_spec = (
         Param("mask_factories", object, default=None, doc="callable(s) making the masks", check=_factories),
         Param("masks", object, default=None, doc="masks declared as data (graph files)", check=_specs),

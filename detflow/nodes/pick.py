@@ -29,6 +29,8 @@ class PickUDF(UDF):
     True
     """
 
+    sig_cut_tiles = False  # whole frames: the kernels read every pixel of a frame at once
+
     params_spec = ()
 
     def __init__(self) -> None:

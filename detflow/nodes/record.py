@@ -57,6 +57,8 @@ class RecordUDF(UDF):
     True
     """
 
+    sig_cut_tiles = False  # whole frames: the kernels read every pixel of a frame at once
+
     params_spec = (
         Param("filename", str, doc="the .npy file to write"),
         Param("overwrite", bool, default=False, doc="replace an existing file"),

@@ -25,8 +25,10 @@ Policy:
 * Each UDF gets its input in the array backend chosen for it
   (:func:`detflow.nodes.backends.choose_backend`), converted once per tile for all
   UDFs that want the same (dtype, backend); a source's tile depth (a memory dataset's
-  ``tileshape``) bounds the tile; a tile UDF that asks for tiles smaller than its frames
-  gets them cut in signal bands (:meth:`~detflow.nodes.running.RunningUDF.plan_bands`).
+  ``tileshape``) sets the tile; a tile UDF with tiling preferences gets the tile shape
+  LiberTEM would negotiate for it (:mod:`detflow.nodes.tiling`), cut from the tiles read
+  (:meth:`~detflow.nodes.running.RunningUDF.plan_tiles`), and a tile UDF on a dataset
+  with a tile shape gets that shape, signal cut included; the others keep whole frames.
 * Per-unit state (``self.meta``, the buffer views, aux data in ``self.params``) is set
   by :class:`~detflow.nodes.running.RunningUDF`, with LiberTEM's conventions.
 """
@@ -45,7 +47,7 @@ from detflow.nodes import backends as bk
 from detflow.nodes.base import UDF, UDFMeta
 from detflow.nodes.buffers import UseDiscouragedWarning
 from detflow.nodes.meta import Slice
-from detflow.nodes.running import RunningUDF, coords_of, visible_decls
+from detflow.nodes.running import RunningUDF, coords_of, densified, visible_decls
 from detflow.sources.base import DatasetMeta, Partition
 from detflow.sources.corrections import CorrectionSet
 from detflow.sources.shape import Shape
@@ -147,13 +149,14 @@ def input_dtype_for(udf: UDF, native: np.dtype, corrections: CorrectionSet | Non
     return np.result_type(native, preferred)
 
 
-def _tile_depth(udfs: Sequence[UDF], frame_bytes: int, n: int, source_depth: int | None = None) -> int:
+def _tile_depth(running: Sequence[RunningUDF], frame_bytes: int, n: int, source_depth: int | None = None) -> int:
+    """Frames per tile read: the source's tile depth, else ``TILE_BYTES`` of native data,
+    deepened to what the deepest tile UDF negotiated (:meth:`RunningUDF.plan_tiles`)."""
     depth = max(1, TILE_BYTES // max(1, frame_bytes)) if source_depth is None else source_depth
-    for udf in udfs:
-        pref = udf.get_tiling_preferences().get("depth", UDF.TILE_DEPTH_DEFAULT)
-        if isinstance(pref, int | np.integer) and pref > 0:
-            depth = min(depth, int(pref))
-        elif pref == UDF.TILE_DEPTH_MAX:
+    for r in running:
+        if r.depth is not None:
+            depth = max(depth, r.depth)
+        elif r.udf.get_tiling_preferences().get("depth") == UDF.TILE_DEPTH_MAX:
             depth = n
     return max(1, min(depth, n))
 
@@ -174,7 +177,7 @@ def _guarded(task: PartitionTask, spec: UDFSpec, fn: Callable[..., Any], *args: 
 
 
 def _start(task: PartitionTask, spec: UDFSpec, base_meta: UDFMeta, rows: int,
-           partition_coords: np.ndarray) -> RunningUDF:
+           partition_coords: np.ndarray, sparse_input: bool = False) -> RunningUDF:
     udf = spec.instantiate()
     row0 = base_meta.slice.origin[0] if base_meta.slice is not None else 0
     if spec.meta is not None:  # reads a frame node's output: its geometry, corrections done
@@ -191,7 +194,10 @@ def _start(task: PartitionTask, spec: UDFSpec, base_meta: UDFMeta, rows: int,
         dmeta = task.partition.meta
         input_dtype = input_dtype_for(udf, dmeta.dtype, task.corrections)
     udf.meta = base_meta
-    backend = bk.choose_backend(udf.get_backends(), spec.backends, bk.NUMPY, udf_name=type(udf).__name__)
+    # a sparse block goes to a UDF that takes scipy's csr_array as it is, else in the first
+    # backend it takes (numpy: one dense copy per block, shared by all such UDFs)
+    native = bk.SCIPY_CSR_ARRAY if sparse_input else bk.NUMPY
+    backend = bk.choose_backend(udf.get_backends(), spec.backends, native, udf_name=type(udf).__name__)
     return RunningUDF(udf, base_meta, rows, dmeta, input_dtype=input_dtype,
                       backend=backend, partition_coords=partition_coords, row0=row0)
 
@@ -226,68 +232,79 @@ def run_partition(task: PartitionTask) -> PartialResult:
         sig_slice=Slice((0,) * len(sig), sig_shape),
         corrections=task.corrections,
     )
+    # sparse partitions (CSR sources) are read as CSR blocks; corrections make them dense
+    sparse = part.sparse and task.corrections is None
+    chain = _Chain(task, sparse)
     running: list[RunningUDF] = []
     specs: dict[int, UDFSpec] = {}
     for spec in task.udfs:
-        r = _guarded(task, spec, _start, task, spec, base_meta, rows, part_coords)
+        r = _guarded(task, spec, _start, task, spec, base_meta, rows, part_coords, chain.sparse[spec.input])
         specs[id(r)] = spec
         running.append(r)
-    depth = _tile_depth([r.udf for r in running], dmeta.frame_bytes, n, getattr(part, "tile_depth", None))
+    tileshape = None
+    if part.tile_sig_shape is not None and part.tile_depth is not None:
+        tileshape = (part.tile_depth, *part.tile_sig_shape)
+    for r in running:  # first what each tile UDF negotiates, then the depth read for all
+        r.plan_tiles(n, tuple(r.udf.meta.dataset_shape.sig), n, tileshape if specs[id(r)].input < 0 else None)
+    depth = _tile_depth(running, dmeta.frame_bytes, n, part.tile_depth)
     for r in running:
-        scheme = r.plan_bands(depth, tuple(r.udf.meta.dataset_shape.sig))
+        scheme = r.plan_tiles(depth, tuple(r.udf.meta.dataset_shape.sig), n,
+                              tileshape if specs[id(r)].input < 0 else None)
         r.udf.meta = r.udf.meta.replace(tiling_scheme=scheme, sig_slice=scheme[0])
         _guarded(task, specs[id(r)], r.udf.preprocess)
 
-    chain = _Chain(task)
-    whole: np.ndarray | None = None
-    wholes: dict[int, np.ndarray] = {}
-    if any(r.method == "partition" for r in running):
-        whole = part.read()
-        if roi_part is not None:
-            whole = whole[roi_part]
+    # frames the data does not hold (shifted out by sync_offset) are not fed to any UDF, as
+    # in LiberTEM: their rows keep the buffers' initial values
+    fed = part.fed_frames
+    row_fed = fed.start if roi_part is None else int(np.count_nonzero(roi_part[: fed.start]))
+    fed_sel = None if roi_part is None else roi_part[fed]
+    fed_idx = flat_idx_all[fed] if fed_sel is None else flat_idx_all[fed][fed_sel]
+    whole: Any = None
+    wholes = _Block(None)
+    if any(r.method == "partition" for r in running) and fed.stop > fed.start:
+        whole = _read(part, fed.start, fed.stop, sparse)
+        if fed_sel is not None:
+            whole = whole[np.flatnonzero(fed_sel)] if sparse else whole[fed_sel]
         if task.corrections is not None:
             whole = task.corrections.apply(whole)
-        wholes = chain.start(whole)
+        wholes = _Block(whole)
 
-    row = 0
+    row = row_fed
     tile_udfs = [r for r in running if r.method != "partition"]
     if tile_udfs:
-        for t0 in range(0, n, depth):
-            t1 = min(t0 + depth, n)
+        for t0 in range(fed.start, fed.stop, depth):
+            t1 = min(t0 + depth, fed.stop)
             if whole is not None:  # whole is already ROI-filtered: index by rows
                 sel = None if roi_part is None else roi_part[t0:t1]
                 k = t1 - t0 if sel is None else int(np.count_nonzero(sel))
                 if k == 0:
                     continue
-                tile = whole[row : row + k]
+                tile = whole[row - row_fed : row - row_fed + k]
                 idx = flat_idx_all[t0:t1] if sel is None else flat_idx_all[t0:t1][sel]
             else:
-                tile = part.read_frames(t0, t1)
                 idx = flat_idx_all[t0:t1]
-                if roi_part is not None:
-                    sel = roi_part[t0:t1]
-                    if not sel.any():
-                        continue
-                    if not sel.all():
-                        tile = tile[sel]
-                        idx = idx[sel]
+                sel = None if roi_part is None else roi_part[t0:t1]
+                if sel is not None and not sel.any():
+                    continue
+                tile = _read(part, t0, t1, sparse)
+                if sel is not None and not sel.all():
+                    tile = tile[np.flatnonzero(sel)] if sparse else tile[sel]
+                    idx = idx[sel]
                 if task.corrections is not None:
                     tile = task.corrections.apply(tile)
                 k = tile.shape[0]
-            streams = chain.start(tile)
-            converted: dict[int, dict[tuple[Any, str], Any]] = {}
+            block = _Block(tile)
             for r in tile_udfs:
                 inp = specs[id(r)].input
-                data = r.convert(chain.get(streams, inp), converted.setdefault(inp, {}))
+                data = r.convert(chain.get(block, inp), block.cache(inp))
                 _process_tile(task, specs[id(r)], r, data, idx, row, coords)
             row += k
 
     for r in running:
-        if r.method == "partition":
-            assert whole is not None
-            r.enter(0, rows, part_idx, part_coords)
-            src = chain.get(wholes, specs[id(r)].input)
-            _guarded(task, specs[id(r)], r.udf.process_partition, r.convert(src, {}))
+        if r.method == "partition" and whole is not None:
+            r.enter(row_fed, len(fed_idx), fed_idx, coords(fed_idx))
+            inp = specs[id(r)].input
+            _guarded(task, specs[id(r)], r.udf.process_partition, r.convert(chain.get(wholes, inp), wholes.cache(inp)))
 
     out = []
     for r in running:
@@ -298,32 +315,61 @@ def run_partition(task: PartitionTask) -> PartialResult:
     return PartialResult(part.index, part.frames, rows, tuple(out))
 
 
-class _Chain:
-    """The frame nodes of a task, instantiated once; outputs computed on demand per block."""
+def _read(part: Partition, start: int, stop: int, sparse: bool) -> Any:
+    return part.read_sparse_frames(start, stop) if sparse else part.read_frames(start, stop)
 
-    def __init__(self, task: PartitionTask) -> None:
+
+class _Block:
+    """One block as the frame nodes and UDFs of a task see it: the outputs of the frame
+    nodes (``-1``: the block read), and per output its conversions by (dtype, backend)."""
+
+    def __init__(self, block: Any) -> None:
+        self.outputs: dict[int, Any] = {-1: block}
+        self.conversions: dict[int, dict[tuple[Any, str], Any]] = {}
+
+    def cache(self, i: int) -> dict[tuple[Any, str], Any]:
+        return self.conversions.setdefault(i, {})
+
+
+class _Chain:
+    """The frame nodes of a task, instantiated once; outputs computed on demand per block.
+
+    ``sparse[i]``: whether output ``i`` is a CSR block (``-1``: the block read). An output
+    stays sparse through nodes that declare ``sparse_input``; before the first that does
+    not, the block is densified once (and shared with UDFs that want it dense).
+    """
+
+    def __init__(self, task: PartitionTask, sparse: bool = False) -> None:
         self.task = task
         self.specs = task.frames
         self.nodes = [_guarded_frames(task, f, f.instantiate) for f in self.specs]
+        meta = task.partition.meta
+        self.sig: dict[int, tuple[int, ...]] = {-1: tuple(meta.sig_shape)}
+        self.sparse: dict[int, bool] = {-1: sparse}
+        dtypes: dict[int, np.dtype] = {-1: meta.dtype}
+        for i, (spec, node) in enumerate(zip(self.specs, self.nodes, strict=True)):
+            sig, dtype = _guarded_frames(task, spec, node.output_signature, self.sig[spec.input], dtypes[spec.input])
+            self.sig[i], dtypes[i] = tuple(sig), np.dtype(dtype)
+            self.sparse[i] = self.sparse[spec.input] and bool(getattr(node, "sparse_input", False))
 
-    def start(self, block: np.ndarray) -> dict[int, np.ndarray]:
-        """A fresh memo for ``block``: ``-1`` is the block itself."""
-        return {-1: block}
-
-    def get(self, memo: dict[int, np.ndarray], i: int) -> np.ndarray:
-        """Output ``i`` for the memo's block, computing it (and what it reads) once."""
-        out = memo.get(i)
+    def get(self, block: _Block, i: int) -> Any:
+        """Output ``i`` for ``block``, computing it (and what it reads) once."""
+        out = block.outputs.get(i)
         if out is None:
             spec = self.specs[i]
-            src = self.get(memo, spec.input)
-            out = _guarded_frames(self.task, spec, self.nodes[i].apply, src)
-            memo[i] = out
+            src = self.get(block, spec.input)
+            if self.sparse[spec.input] and self.sparse[i]:
+                out = _guarded_frames(self.task, spec, self.nodes[i].apply, src, sig_shape=self.sig[spec.input])
+            else:
+                src = densified(src, block.cache(spec.input), self.sig[spec.input])
+                out = _guarded_frames(self.task, spec, self.nodes[i].apply, src)
+            block.outputs[i] = out
         return out
 
 
-def _guarded_frames(task: PartitionTask, spec: FrameSpec, fn: Callable[..., Any], *args: Any) -> Any:
+def _guarded_frames(task: PartitionTask, spec: FrameSpec, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
     try:
-        return fn(*args)
+        return fn(*args, **kw)
     except Exception as err:
         p = task.partition
         where = (f"in frame node {getattr(fn, '__name__', 'call')} on partition {p.index} "
@@ -346,13 +392,17 @@ def _process_tile(
     k = data.shape[0]
     all_coords = coords(idx)
     if r.method == "tile":
-        r.enter(row, k, idx, all_coords)
-        if not r.bands:
-            _guarded(task, spec, r.udf.process_tile, data)
-            return
-        for i, (y0, y1) in enumerate(r.bands):  # the UDF asked for tiles cut in the signal
-            r.enter_band(i)
-            _guarded(task, spec, r.udf.process_tile, data[:, y0:y1])
+        step = k if r.depth is None else r.depth  # the UDF asked for shallower tiles
+        for j0 in range(0, k, step):
+            j1 = min(j0 + step, k)
+            r.enter(row + j0, j1 - j0, idx[j0:j1], all_coords[j0:j1])
+            sub = data if (j0, j1) == (0, k) else data[j0:j1]
+            if not r.cuts:
+                _guarded(task, spec, r.udf.process_tile, sub)
+                continue
+            for i, cut in enumerate(r.cuts):  # ... or tiles cut in the signal
+                r.enter_cut(i)
+                _guarded(task, spec, r.udf.process_tile, sub[(slice(None), *cut)])
         return
     for i in range(k):
         r.enter(row + i, 1, idx[i : i + 1], all_coords[i : i + 1], frame=True)

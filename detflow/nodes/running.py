@@ -23,6 +23,7 @@ from detflow.nodes import backends as bk
 from detflow.nodes.base import UDF, AuxBufferWrapper, BufferDecl, UDFParams
 from detflow.nodes.buffers import UDFData
 from detflow.nodes.meta import Slice, TilingScheme, UDFMeta
+from detflow.nodes.tiling import negotiate_tileshape, sig_subslices
 from detflow.sources.base import DatasetMeta
 from detflow.sources.shape import Shape
 
@@ -43,7 +44,10 @@ def whole_sig_scheme(sig_shape: tuple[int, ...], depth: int) -> TilingScheme:
 class RunningUDF:
     """One UDF in one task (see the module docstring)."""
 
-    bands: list[tuple[int, int]]
+    #: the signal tiles this UDF's tiles are cut into (empty: whole frames)
+    cuts: list[tuple[slice, ...]]
+    #: frames per tile this UDF asked for (None: the tiles as the runner reads them)
+    depth: int | None
 
     def __init__(
         self,
@@ -58,6 +62,7 @@ class RunningUDF:
         row0: int = 0,
     ) -> None:
         self.udf = udf
+        self.sig = tuple(dmeta.sig_shape)  # of this UDF's input (sparse blocks carry it flat)
         self.row0 = row0  # the partition's first row among the run's (ROI) frames
         self.backend = backend
         udf._backend = backend
@@ -68,7 +73,8 @@ class RunningUDF:
         self.result_only = [k for k, d in all_decls.items() if d.use == "result_only"]
         self.buffers = {k: d.allocate(dmeta, n_rows) for k, d in self.decls.items()}
         self.owner = type(udf).__name__
-        self.bands = []
+        self.cuts = []
+        self.depth = None
         self.aux = {k: v for k, v in udf._kwargs.items() if isinstance(v, AuxBufferWrapper)}
         self._base_params = udf.params
         self.set_results(self.buffers)
@@ -81,42 +87,49 @@ class RunningUDF:
             data[k] = None
         self.udf.results = UDFData(data, owner=self.owner)
 
-    def rows(self, lo: int, hi: int, band: tuple[int, int] | None = None) -> dict[str, Any]:
+    def rows(self, lo: int, hi: int, cut: tuple[slice, ...] | None = None) -> dict[str, Any]:
         out = {}
         for k, b in self.buffers.items():
             kind = self.decls[k].kind
-            out[k] = b[lo:hi] if kind == "nav" else (b[band[0] : band[1]] if band and kind == "sig" else b)
+            out[k] = b[lo:hi] if kind == "nav" else (b[cut] if cut and kind == "sig" else b)
         return out
 
-    def plan_bands(self, depth: int, sig_shape: tuple[int, ...]) -> TilingScheme:
-        """Cut the signal into row bands if this tile UDF asks for tiles smaller than frames.
-
-        A UDF asks through ``get_tiling_preferences()["total_size"]``: a byte count below
-        ``depth`` whole frames in its input dtype. Only this UDF sees the cut tiles; the
-        others of the run keep whole frames.
-        """
-        self.bands: list[tuple[int, int]] = []
-        total = self.udf.get_tiling_preferences().get("total_size")
-        row_bytes = int(np.prod(sig_shape[1:], dtype=np.int64)) * np.dtype(self.udf.meta.input_dtype).itemsize
-        want = isinstance(total, int | float | np.integer | np.floating) and np.isfinite(total)
-        if self.method != "tile" or self.backend != bk.NUMPY or len(sig_shape) < 2 or not want:
+    def plan_tiles(self, depth: int, sig_shape: tuple[int, ...], n_frames: int,
+                   dataset_tileshape: tuple[int, ...] | None = None) -> TilingScheme:
+        """The tiling scheme of this UDF: ``depth`` frames of whole frames, unless it is a
+        tile UDF with tiling preferences (:func:`~detflow.nodes.tiling.negotiate_tileshape`)
+        or the dataset has a tile shape of its own; then tiles may be shallower than the
+        runner reads them (:attr:`depth`) and cut in the signal (:attr:`cuts`)."""
+        self.cuts, self.depth = [], None
+        if self.method != "tile":
             return whole_sig_scheme(sig_shape, depth)
-        rows = max(1, int(total or 0) // max(1, depth * row_bytes))
-        if rows >= sig_shape[0]:
+        if dataset_tileshape is not None and len(dataset_tileshape) == len(sig_shape) + 1:
+            cut = self.udf.sig_cut_tiles  # a built-in takes the depth, not the cut
+            shape: tuple[int, tuple[int, ...]] | None = (
+                int(dataset_tileshape[0]), tuple(int(t) for t in dataset_tileshape[1:]) if cut else tuple(sig_shape))
+        else:
+            shape = negotiate_tileshape(self.udf, sig_shape, self.udf.meta.input_dtype,
+                                        self.udf.meta.dataset_dtype, n_frames)
+        if shape is None:
             return whole_sig_scheme(sig_shape, depth)
-        self.bands = [(y, min(y + rows, sig_shape[0])) for y in range(0, sig_shape[0], rows)]
+        tile_depth, sig_tile = shape
+        self.depth = max(1, min(tile_depth, depth))
+        sig_tile = tuple(min(t, s) for t, s in zip(sig_tile, sig_shape, strict=True))
+        if sig_tile == tuple(sig_shape) or self.backend != bk.NUMPY:  # scipy.sparse tiles are 2-D: whole frames
+            return whole_sig_scheme(sig_shape, self.depth)
+        self.cuts = sig_subslices(sig_shape, sig_tile)
         n = len(sig_shape)
         return TilingScheme(tuple(
-            Slice((y0,) + (0,) * (n - 1), Shape((y1 - y0, *sig_shape[1:]), n)) for y0, y1 in self.bands
-        ), depth)
+            Slice(tuple(c.start for c in cut), Shape(tuple(c.stop - c.start for c in cut), n)) for cut in self.cuts
+        ), self.depth)
 
-    def enter_band(self, i: int) -> None:
-        """Point ``self.results``' sig buffers and ``meta.sig_slice`` at signal band ``i``."""
+    def enter_cut(self, i: int) -> None:
+        """Point ``self.results``' sig buffers and ``meta.sig_slice`` at signal tile ``i``."""
         meta = self.udf.meta
         assert meta.tiling_scheme is not None and meta.slice is not None
         row = meta.slice.origin[0] - self.row0
         self.udf.meta = meta.replace(sig_slice=meta.tiling_scheme[i], tiling_scheme_idx=i)
-        self.set_results(self.rows(row, row + meta.slice.shape[0], self.bands[i]))
+        self.set_results(self.rows(row, row + meta.slice.shape[0], self.cuts[i]))
 
     def frame(self, i: int) -> dict[str, Any]:
         out = {}
@@ -149,19 +162,41 @@ class RunningUDF:
         self.udf.params = self._base_params
 
     def convert(self, data: Any, cache: dict[tuple[Any, str], Any]) -> Any:
-        """``data`` in this UDF's dtype and backend, converted once per task-wide ``cache``."""
+        """``data`` in this UDF's dtype and backend, converted once per block-wide ``cache``.
+
+        ``cache`` holds the block's versions keyed by ``(dtype, backend)``; a sparse block
+        is densified at most once (:func:`densified`), whatever number of UDFs want it dense.
+        """
         want = self.udf.meta.input_dtype
         key = (want, self.backend)
         out = cache.get(key)
-        if out is None:
+        if out is not None:
+            return out
+        if bk.is_sparse(data) and self.backend in bk.SPARSE_BACKENDS:
+            typed = data if data.dtype == want else data.astype(want)
+            out = bk.sparse_to_backend(typed, self.backend, self.sig)
+        else:
             dense_key = (want, bk.NUMPY)
             dense = cache.get(dense_key)
             if dense is None:
-                dense = data if data.dtype == want else data.astype(want)
+                native = densified(data, cache, self.sig)
+                dense = native if native.dtype == want else native.astype(want)
                 cache[dense_key] = dense
             out = dense if self.backend == bk.NUMPY else bk.to_backend(dense, self.backend)
-            cache[key] = out
+        cache[key] = out
         return out
+
+
+def densified(block: Any, cache: dict[tuple[Any, str], Any], sig: tuple[int, ...]) -> np.ndarray:
+    """``block`` as a dense ``(n, *sig)`` array in its own dtype, made once per ``cache``."""
+    if not bk.is_sparse(block):
+        return block
+    key = (block.dtype, bk.NUMPY)
+    dense = cache.get(key)
+    if dense is None:
+        dense = bk.to_numpy(block).reshape((block.shape[0], *sig))
+        cache[key] = dense
+    return dense
 
 
 def coords_of(nav_shape: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:

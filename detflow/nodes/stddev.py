@@ -46,6 +46,8 @@ class StdDevUDF(UDF):
     True
     """
 
+    sig_cut_tiles = False  # whole frames: the kernels read every pixel of a frame at once
+
     params_spec = (
         Param("dtype", "dtype", default=None, doc="base dtype (default float64)"),
         Param("use_numba", bool, default=True, doc="accepted for LiberTEM compatibility"),
@@ -89,12 +91,13 @@ class StdDevUDF(UDF):
         }
 
     def get_backends(self) -> Any:
-        """numpy, scipy.sparse and pydata sparse input (sparse tiles are densified: same numbers)."""
+        """numpy, scipy.sparse and pydata sparse input (sparse: moments of the stored pixels)."""
         return bk.BUILTIN_BACKENDS
 
     def process_tile(self, tile: np.ndarray) -> None:
         if bk.is_sparse(tile):
-            tile = bk.dense_tile(tile, tuple(self.meta.dataset_shape.sig))
+            self._sparse_moments(tile)
+            return
         td = self.task_data
         t2 = tile_2d(tile)
         if t2.shape[0] == 0:
@@ -110,6 +113,19 @@ class StdDevUDF(UDF):
             td.s1 += d.sum(axis=0)
             td.s2 += (d.real**2 + d.imag**2).sum(axis=0)
         self.results.num_frames[0] += t2.shape[0]
+
+    def _sparse_moments(self, tile: Any) -> None:
+        """Plain (unshifted) sums of a sparse tile: only stored pixels are read. A UDF gets
+        one backend for the whole run, so the shift stays 0 for all its sparse tiles."""
+        td = self.task_data
+        csr = bk.as_scipy_2d(tile)
+        if csr.shape[0] == 0:
+            return
+        values = csr.astype(np.result_type(csr.dtype, np.float64))
+        td.s1 += np.asarray(values.sum(axis=0)).reshape(-1).astype(td.s1.dtype)
+        squares = values.multiply(values.conj()).real if values.dtype.kind == "c" else values.multiply(values)
+        td.s2 += np.asarray(squares.sum(axis=0)).reshape(-1)
+        self.results.num_frames[0] += csr.shape[0]
 
     def postprocess(self) -> None:
         n = int(self.results.num_frames[0])

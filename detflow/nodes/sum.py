@@ -47,6 +47,8 @@ class SumUDF(UDF):
     True
     """
 
+    sig_cut_tiles = False  # whole frames: the kernels read every pixel of a frame at once
+
     params_spec = (Param("dtype", "dtype", default="float32", doc="minimum dtype of the sum"),)
     buffer_attrs = {"intensity": {"long_name": "sum of frames", "units": "counts"}}
 

@@ -26,6 +26,8 @@ class SumSigUDF(UDF):
     True
     """
 
+    sig_cut_tiles = False  # whole frames: the kernels read every pixel of a frame at once
+
     params_spec = ()
     buffer_attrs = {"intensity": {"long_name": "frame sum", "units": "counts"}}
 

@@ -43,6 +43,7 @@ __all__ = [
     "FrameReader",
     "Partition",
     "PartitionPlan",
+    "RoiHelper",
     "Shape",
     "Source",
     "default_partition_bytes",
@@ -181,6 +182,18 @@ class Partition:
     sync_offset: int = 0
     #: frames per tile the source asks for (LiberTEM's ``tileshape[0]``); None: the runner chooses
     tile_depth: int | None = None
+    #: the signal part of the source's tile shape (LiberTEM's ``tileshape[1:]``): tile UDFs
+    #: get their tiles cut to it; None: whole frames
+    tile_sig_shape: tuple[int, ...] | None = None
+    #: the frames (relative to this partition) that the data holds; the others (shifted out
+    #: by ``sync_offset``, or past a short file) are not processed at all, as in LiberTEM.
+    #: None: every frame (live partitions, or ``allow_short=True``, which reads them as zeros)
+    data_frames: slice | None = None
+
+    @property
+    def fed_frames(self) -> slice:
+        """The frames (relative to this partition) UDFs are fed: :attr:`data_frames` or all."""
+        return slice(0, self.n_frames) if self.data_frames is None else self.data_frames
 
     @property
     def n_frames(self) -> int:
@@ -204,6 +217,20 @@ class Partition:
             )
         first = self.frames.start + self.sync_offset
         return read_csr(first, first + self.n_frames)
+
+    @property
+    def sparse(self) -> bool:
+        """Whether this partition's frames are sparse (CSR) and :meth:`read_sparse_frames` reads them so."""
+        return (getattr(self.reader, "read_csr", None) is not None
+                and self.meta.frame_size == getattr(self.reader, "frame_size", None))
+
+    def read_sparse_frames(self, start: int, stop: int) -> Any:
+        """Frames ``start:stop`` relative to this partition as a ``scipy.sparse.csr_array``
+        ``(stop - start, frame_size)``; only where :attr:`sparse` (see :meth:`read_sparse`)."""
+        if not self.sparse:
+            self.read_sparse()  # raises, naming the partition and the reader
+        first = self.frames.start + start + self.sync_offset
+        return self.reader.read_csr(first, first + stop - start)  # type: ignore[attr-defined]
 
     def read_frames(self, start: int, stop: int, dtype: Any = None) -> np.ndarray:
         """Frames ``start:stop`` *relative to this partition*, shaped ``(n, *sig_shape)``.
@@ -357,6 +384,16 @@ class Source(abc.ABC):
         """The partitions a run would cut, as LiberTEM's ``DataSet.get_partitions()``."""
         return list(self.partitions(self._sized_plan()))
 
+    @property
+    def roi(self) -> RoiHelper:
+        """``ds.roi[...]``: a boolean nav-shaped ROI, ``True`` where the index selects (LiberTEM's helper).
+
+        >>> from detflow.sources.memory import MemorySource
+        >>> MemorySource(data=np.zeros((2, 3, 4, 4))).roi[1, 1:].astype(int).tolist()
+        [[0, 0, 0], [0, 1, 1]]
+        """
+        return RoiHelper(self.meta.nav_shape)
+
     def set_num_cores(self, cores: int) -> None:
         """Cut at least ``cores`` partitions where the data allows (LiberTEM's ``set_num_cores``)."""
         self._num_cores = max(1, int(cores))
@@ -381,9 +418,14 @@ class Source(abc.ABC):
     def partitions(self, plan: PartitionPlan | None = None) -> Iterator[Partition]:
         plan = plan or PartitionPlan()
         fsize = self.meta.frame_size
+        available = self._reader.n_pixels // fsize
         for index, frames in enumerate(plan.ranges(self.meta, self._logical_boundaries())):
             lo = max(0, (frames.start + self.sync_offset) * fsize)
             hi = min(self._reader.n_pixels, max(lo, (frames.stop + self.sync_offset) * fsize))
+            n = frames.stop - frames.start
+            first = frames.start + self.sync_offset  # the stream frame of this partition's first
+            have = slice(min(max(-first, 0), n), min(max(available - first, 0), n))
+            have = slice(have.start, max(have.start, have.stop))
             yield Partition(
                 index=index,
                 frames=frames,
@@ -391,11 +433,19 @@ class Source(abc.ABC):
                 reader=self._reader.restrict(lo, hi),
                 sync_offset=self.sync_offset,
                 tile_depth=self._tile_depth(),
+                tile_sig_shape=self._tile_sig_shape(),
+                data_frames=None if self.allow_short or (have.start, have.stop) == (0, n) else have,
             )
 
     def _tile_depth(self) -> int | None:
         tileshape = getattr(self, "tileshape", None)
         return None if not tileshape else max(1, int(tileshape[0]))
+
+    def _tile_sig_shape(self) -> tuple[int, ...] | None:
+        tileshape = getattr(self, "tileshape", None)
+        if not tileshape or len(tileshape) != len(self.meta.sig_shape) + 1:
+            return None
+        return tuple(max(1, int(t)) for t in tileshape[1:])
 
     def close(self) -> None:  # noqa: B027 - most sources hold nothing open
         """Release what the source holds; partitions already handed out stay valid."""
@@ -412,6 +462,18 @@ class Source(abc.ABC):
             f"<{type(self).__name__} nav={m.nav_shape} sig={m.sig_shape} dtype={m.dtype}"
             f"{f' sync_offset={self.sync_offset}' if self.sync_offset else ''}>"
         )
+
+
+class RoiHelper:
+    """Indexing gives a ROI: ``helper[k]`` is a boolean array of the nav shape, ``True`` at ``[k]``."""
+
+    def __init__(self, nav_shape: tuple[int, ...]) -> None:
+        self.nav_shape = nav_shape
+
+    def __getitem__(self, k: Any) -> np.ndarray:
+        roi = np.zeros(self.nav_shape, dtype=bool)
+        roi[k] = True
+        return roi
 
 
 def _check_fits(source: Source, nav: tuple[int, ...], sig: tuple[int, ...]) -> None:

@@ -55,6 +55,14 @@ class _AliasLoader(importlib.abc.Loader):
         namespace = MODULES[self.name]()
         module.__dict__.update(namespace)
         module.__dict__.setdefault("__all__", sorted(namespace))
+        # a closure that names a stand-in module (``masks.circular`` after ``from libertem
+        # import masks``) reaches a fresh worker process, where no hook serves "libertem":
+        # cloudpickle sends the stand-in by value, i.e. the detflow objects it holds
+        try:
+            import cloudpickle
+        except ImportError:  # pragma: no cover - a dependency of dask
+            return
+        cloudpickle.register_pickle_by_value(module)
 
 
 class LiberTEMFinder(importlib.abc.MetaPathFinder):
