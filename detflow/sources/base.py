@@ -344,11 +344,17 @@ class Source(abc.ABC):
         wanted = math.prod(nav) + min(sync_offset, 0)
         if wanted > available and not self.allow_short:
             origin = "nav_shape" if nav_shape is not None else "the scan shape the source declares"
+            if sig_shape is not None and fsize != self._native_frame_size:
+                recut = (f"sig_shape {sig} re-cuts the {tuple(native_sig)} frames as stored"
+                         if self._native_frame_size > 1 and len(native_sig) > 1 else "sig_shape sets the frame size")
+                hint = f"{recut}; check sig_shape and nav_shape, or give allow_short=True"
+            else:
+                hint = "give a nav_shape that fits, or allow_short=True to read the missing frames as zeros"
             raise SourceFormatError(
                 f"{getattr(self, 'path', None) or self.describe()}: holds {available} frames of {sig} "
                 f"{reader.dtype}, but {origin} {nav} needs {wanted}"
                 f"{f' (with sync_offset {sync_offset})' if sync_offset < 0 else ''}: {wanted - available} "
-                "missing; give a nav_shape that fits, or allow_short=True to read the missing frames as zeros"
+                f"missing; {hint}"
             )
         #: (frames_per_partition, num_partitions) chosen at load time; None: default sizing
         self.partition_sizing: tuple[int | None, int | None] = (None, None)

@@ -86,3 +86,14 @@ def test_bad_partition_sizes(ctx) -> None:
 
     with pytest.raises(GraphValidationError, match="parameter 'num_partitions': must be an integer >= 1; got 0"):
         ctx.run_udf(dataset=ds, udf=SumUDF())
+
+
+def test_a_too_large_sig_shape_is_blamed_on_sig_shape(ctx, tmp_path) -> None:
+    path = tmp_path / "scan.npy"
+    np.save(path, np.zeros((4, 4, 8, 8), np.uint16))
+    with pytest.raises(SourceFormatError, match=r"scan.npy.*sig_shape \(16, 16\) re-cuts the \(8, 8\) frames as "
+                                                r"stored; check sig_shape"):
+        ctx.load("npy", path=path, sig_shape=(16, 16), nav_shape=(4, 4))
+    with pytest.raises(SourceFormatError, match="give a nav_shape that fits") as info:  # the frame is as stored
+        ctx.load("npy", path=path, nav_shape=(8, 8))
+    assert "check sig_shape" not in str(info.value)
