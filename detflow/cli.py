@@ -103,7 +103,7 @@ def main() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist (swapped in when the run completes).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @click.option("--partition-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
-              help="Stop the run when one partition takes longer (threads and pipelined executors).")
+              help="Stop the run when one partition takes longer (every executor).")
 @_errors
 def run(graph_file: str, input_path: str | None, assignments: tuple[str, ...], config_file: str | None,
         executor: str | None, output_dir: str | None, overwrite: bool, progress: bool,
