@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
             df.drop("memory")
             lt.ask(op="drop", source="memory")
             dask_rows = [dict(label=f"dask array, {ex}", executor=ex, cpus=cpus, source="dask", path=path,
-                              nbytes=n, analysis="sum") for ex in ("threads", "pipelined")]
+                              nbytes=n, analysis="sum") for ex in DF_EXECUTORS]
             import dask
 
             def own(row: dict[str, Any]) -> float:  # dask summing the same chunks itself
