@@ -288,8 +288,8 @@ class _Announced:
 def _killed_note(err: Any, item: Any, n: int) -> str:
     worker = getattr(getattr(err, "last_worker", None), "address", None)
     nodes = describe_nodes(item)
-    return (f"{describe_item(item, n)}{' of ' + nodes if nodes else ''} was running"
-            f"{' on worker ' + worker if worker else ''} when its worker process died "
+    return (f"{describe_item(item, n)}{' of ' + nodes if nodes else ''} was on worker"
+            f"{' ' + worker if worker else ''} when that worker's process died "
             "(out of memory? a crash in native code?)")
 
 

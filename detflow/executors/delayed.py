@@ -224,6 +224,9 @@ class _Streamed:
                 self.pool = ProcessPoolExecutor(self.ex.n_workers, mp_context=get_context(),
                                                 initializer=initialize_worker_process)
                 kwargs["pool"] = self.pool
+                # one task per hand-off (dask batches 6 by default): a batch reports its results only
+                # when all of it ran, and its tasks' clocks would all start with the first
+                kwargs["chunksize"] = 1
                 # start every worker process (one per submit while none is idle) and import detflow
                 # there, so partition_timeout's clock does not count a worker's start-up
                 for warm in [self.pool.submit(_warm) for _ in range(self.ex.n_workers)]:
