@@ -128,7 +128,7 @@ def main() -> None:
 @click.option("--progress/--no-progress", default=None,
               help="Show a progress bar on stderr (default: when stderr is a terminal).")
 @click.option("--partition-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
-              help="Stop the run when one partition takes longer (threads and pipelined executors).")
+              help="Stop the run when one partition takes longer (every executor).")
 @_errors
 def run(graph_file: str, input_path: str | None, assignments: tuple[str, ...], config_file: str | None,
         import_paths: tuple[str, ...], trust_python_path: bool, executor: str | None, output_dir: str | None,

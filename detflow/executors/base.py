@@ -10,13 +10,18 @@ from __future__ import annotations
 import inspect
 import os
 import reprlib
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
 from detflow.errors import ConfigurationError, PartitionTimeoutError
 
-__all__ = ["Executor", "check_partition_timeout", "default_cpus", "describe_item", "make_executor",
-           "timed_out"]
+__all__ = ["SIGNAL_POLL", "Deadlines", "Executor", "check_partition_timeout", "default_cpus", "describe_item",
+           "describe_nodes", "make_executor", "timed_out"]
+
+#: seconds between looks for Ctrl-C while a driver waits on work that runs elsewhere: a SIGINT
+#: the kernel hands to another thread does not wake a waiting one, so waits are never unbounded
+SIGNAL_POLL = 0.5
 
 
 @runtime_checkable
@@ -40,6 +45,48 @@ def describe_item(item: Any, n: int) -> str:
     if isinstance(frames, slice):
         return f"partition {getattr(part, 'index', n)} (frames {frames.start}:{frames.stop})"
     return f"item {n} ({reprlib.repr(item)})"
+
+
+def describe_nodes(item: Any) -> str:
+    """``nodes 'sum', 'com'`` for a partition task (its UDF nodes), else ``""``."""
+    ids = [getattr(spec, "node_id", None) for spec in getattr(item, "udfs", ())]
+    ids = [i for i in ids if i is not None]
+    if not ids:
+        return ""
+    return ("node " if len(ids) == 1 else "nodes ") + ", ".join(repr(i) for i in ids)
+
+
+class Deadlines:
+    """When each running item started, against ``partition_timeout``.
+
+    ``start(n, item)`` when item ``n`` starts, ``finish(n)`` when its result is back;
+    ``wait(cap)`` is how long the driver may wait for the next result (at most ``cap``
+    and :data:`SIGNAL_POLL`), and raises :func:`timed_out` for an item past the limit.
+    """
+
+    def __init__(self, limit: float | None) -> None:
+        self.limit = limit
+        self._started: dict[int, tuple[float, Any]] = {}
+
+    def start(self, n: int, item: Any) -> None:
+        self._started[n] = (time.monotonic(), item)
+
+    def finish(self, n: int) -> None:
+        self._started.pop(n, None)
+
+    @property
+    def running(self) -> int:
+        return len(self._started)
+
+    def wait(self, cap: float | None = None) -> float:
+        wait = SIGNAL_POLL if cap is None else min(cap, SIGNAL_POLL)
+        if self.limit is None or not self._started:
+            return wait
+        n, (since, item) = min(list(self._started.items()), key=lambda kv: kv[1][0])
+        left = since + self.limit - time.monotonic()
+        if left <= 0:
+            raise timed_out(describe_item(item, n), self.limit)
+        return min(wait, left)
 
 
 def check_partition_timeout(value: float | None, executor: str) -> float | None:
@@ -85,10 +132,8 @@ def make_executor(spec: str | Executor = "threads", *, cpus: int | None = None, 
     timeout = kw.pop("partition_timeout", None)
     if timeout is not None:
         accepted = {*inspect.signature(cls.make_local).parameters, *inspect.signature(cls).parameters}
-        if "partition_timeout" not in accepted:
-            raise ConfigurationError(
-                f"executor {spec!r}: partition_timeout is not supported; the threads and pipelined executors have it"
-            )
+        if "partition_timeout" not in accepted:  # a third-party executor
+            raise ConfigurationError(f"executor {spec!r}: partition_timeout is not supported by {cls.__name__}")
         kw["partition_timeout"] = timeout
     if cpus is not None:
         if not isinstance(cpus, int) or cpus < 1:

@@ -153,6 +153,7 @@ class _DaemonPool:
     """A fixed set of daemon threads taking ``(future, fn, args)`` from one queue."""
 
     def __init__(self, n: int) -> None:
+        self._max_workers = n  # what dask's threaded scheduler reads of a pool it is given
         self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None] = (
             queue.SimpleQueue())
         self._threads = [threading.Thread(target=self._work, name=f"detflow-{i}", daemon=True) for i in range(n)]

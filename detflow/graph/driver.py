@@ -20,7 +20,7 @@ name (``{(node, result name): array or scalar}``). Policy, per pass:
    order, each fed by its inputs' results) are final, and their values join those
    the next pass can reference.
 
-An executor with ``reduce_tree`` (the dask-delayed one) merges in a task tree
+An executor with ``reduce_tree`` (the delayed one with ``merge="tree"``) merges in a task tree
 instead; the driver then merges the root once per pass.
 """
 

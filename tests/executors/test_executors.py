@@ -72,3 +72,18 @@ def test_inline_debug_catches_unpicklable_items() -> None:
     ex = make_executor("inline", debug=True)
     with pytest.raises((pickle.PicklingError, TypeError)):
         list(ex.map_unordered(_square, [threading.Lock()]))
+
+
+def test_partial_results_stream_partition_by_partition(ctx) -> None:
+    import numpy as np
+
+    from detflow.nodes import SumSigUDF
+
+    data = np.random.default_rng(8).integers(0, 1000, size=(5, 6, 8, 8)).astype(np.uint16)
+    ds = ctx.load("memory", data=data, num_partitions=5)
+    parts = list(ctx.run_udf_iter(dataset=ds, udf=SumSigUDF()))
+    final = ctx.run_udf(dataset=ds, udf=SumSigUDF())
+    assert len(parts) == 5  # one partial result per partition, not one at the end
+    assert [p.partitions_done for p in parts] == [1, 2, 3, 4, 5]
+    np.testing.assert_array_equal(parts[-1].buffers[0]["intensity"].data, final["intensity"].data)
+    np.testing.assert_array_equal(final["intensity"].data, data.sum(axis=(2, 3)))

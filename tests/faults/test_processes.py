@@ -8,10 +8,12 @@ left behind.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -138,18 +140,22 @@ def test_detflow_doctor_lists_and_cleans_stale_segments() -> None:
 
 # --- hangs: partition_timeout and Ctrl-C --------------------------------------------------
 HANG_UDF = """
-import os, sys, time
+import json, os, sys, time
 import numpy as np
 import detflow as df
 from detflow.nodes import UDF
 
 class HangsLater(UDF):
+    def __init__(self, marker):
+        super().__init__(marker=marker)
+
     def get_result_buffers(self):
         return {"n": self.buffer(kind="nav", dtype="float64")}
 
     def process_tile(self, tile):
         if (self.meta.coordinates[:, 0] >= 2).any():  # nav rows 2-3: the second partition
-            print("hanging", flush=True)
+            with open(self.params.marker, "w") as f:  # the event the test waits for, from any process
+                f.write("hanging")
             time.sleep(600)
         self.results.n[:] = 1
 """
@@ -160,44 +166,101 @@ import signal
 # background inherits SIGINT ignored, which Python then keeps. Stand in for the terminal.
 signal.signal(signal.SIGINT, signal.default_int_handler)
 data = np.ones((4, 4, 8, 8), np.uint16)
-kwargs = {} if sys.argv[2] == "none" else {"partition_timeout": float(sys.argv[2])}
-with df.Context.make_with(sys.argv[1], cpus=1, **kwargs) as ctx:
-    ctx.run_udf(dataset=ctx.load("memory", data=data, num_partitions=2), udf=HangsLater())
+name, params = sys.argv[1], json.loads(sys.argv[2])
+if sys.argv[3] != "none":
+    params["partition_timeout"] = float(sys.argv[3])
+with df.Context.make_with(name, cpus=1, **params) as ctx:
+    ctx.run_udf(dataset=ctx.load("memory", data=data, num_partitions=2), udf=HangsLater(sys.argv[4]))
 """
 
+#: every executor and every local scheduler of the delayed one: (name, executor parameters)
+EVERY_EXECUTOR = {
+    "inline": ("inline", {}),
+    "threads": ("threads", {}),
+    "pipelined": ("pipelined", {}),
+    "delayed-sync": ("delayed", {"scheduler": "sync"}),
+    "delayed-threads": ("delayed", {"scheduler": "threads"}),
+    "delayed-processes": ("delayed", {"scheduler": "processes"}),
+    "dask": ("dask", {}),
+}
+#: partition_timeout per executor: the delayed processes scheduler counts from when dask hands
+#: the task to its pool of processes, where unpickling it still counts
+TIMEOUTS = {"delayed-processes": "5"}
 
-def _run_hanging(executor: str, timeout: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", RUN_HANGING, executor, timeout], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+def _run_hanging(executor: str, timeout: str, marker: Path) -> subprocess.Popen[str]:
+    name, params = EVERY_EXECUTOR[executor]
+    return subprocess.Popen([sys.executable, "-c", RUN_HANGING, name, json.dumps(params), timeout, str(marker)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-@pytest.mark.parametrize("executor", ["threads", "pipelined"])
-def test_partition_timeout_ends_a_run_naming_the_partition(executor: str) -> None:
-    with _run_hanging(executor, "1.5") as proc:
+def _wait_for(marker: Path, proc: subprocess.Popen[str], limit: float = 240) -> None:
+    """Until the UDF wrote ``marker`` (it hangs from then on); fails if the run ends first."""
+    deadline = time.monotonic() + limit
+    while not marker.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before its UDF hung: {proc.communicate()}")
+        assert time.monotonic() < deadline, "the UDF never started its hanging partition"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("executor", sorted(EVERY_EXECUTOR))
+def test_partition_timeout_ends_a_run_naming_the_partition(executor: str, tmp_path: Path) -> None:
+    timeout = TIMEOUTS.get(executor, "1.5")
+    with _run_hanging(executor, timeout, tmp_path / "hanging") as proc:
         try:
-            out, err = proc.communicate(timeout=240)  # the hang is 600 s: only the timeout ends it sooner
+            _, err = proc.communicate(timeout=240)  # the hang is 600 s: only the timeout ends it sooner
         finally:
             _kill_group(proc)
-    assert "hanging" in out
+    assert (tmp_path / "hanging").exists(), err
     assert proc.returncode != 0
-    assert "PartitionTimeoutError: partition 1 (frames 8:16) ran longer than partition_timeout=1.5 s" in err
+    assert (f"PartitionTimeoutError: partition 1 (frames 8:16) ran longer than partition_timeout="
+            f"{float(timeout):g} s") in err, err
 
 
-@pytest.mark.parametrize("executor", ["threads", "pipelined", "inline"])
-def test_ctrl_c_stops_a_run_whose_udf_hangs(executor: str) -> None:
-    with _run_hanging(executor, "none") as proc:
+@pytest.mark.parametrize("executor", sorted(EVERY_EXECUTOR))
+def test_ctrl_c_stops_a_run_whose_udf_hangs(executor: str, tmp_path: Path) -> None:
+    marker = tmp_path / "hanging"
+    with _run_hanging(executor, "none", marker) as proc:
         try:
-            assert proc.stdout is not None
-            assert proc.stdout.readline().strip() == "hanging"  # the event: a partition is stuck
-            proc.send_signal(signal.SIGINT)
+            _wait_for(marker, proc)  # the event: a partition is stuck
+            os.kill(proc.pid, signal.SIGINT)
             _, err = proc.communicate(timeout=120)  # a few seconds here; generous for a loaded machine
         finally:
             _kill_group(proc)
-    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err, err
 
 
-def test_partition_timeout_is_refused_where_it_cannot_work() -> None:
+def test_partition_timeout_is_checked() -> None:
     from detflow.errors import ConfigurationError
 
-    with pytest.raises(ConfigurationError, match="partition_timeout is not supported; the threads and pipelined"):
-        df.Context.make_with("inline", partition_timeout=5)
+    with pytest.raises(ConfigurationError, match="partition_timeout must be > 0 seconds; got -1"):
+        df.Context.make_with("inline", partition_timeout=-1)
+
+
+class _KillsItsWorker(SumSigUDF):
+    """Kills its own worker process (as the OOM killer would)."""
+
+    def process_tile(self, tile: np.ndarray) -> None:
+        os._exit(9)
+
+
+def test_a_dask_worker_that_dies_is_named_with_its_partition_and_node() -> None:
+    import dask
+    from distributed import KilledWorker
+
+    from detflow.executors.dask_ import DaskExecutor
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):  # the first death ends the task
+        ex = DaskExecutor.make_local(cpus=1)
+    g = df.Graph("dies")
+    g.source("memory", data=np.ones((4, 4, 8, 8), np.uint16))
+    g.partition(num_partitions=1)
+    g.udf(_KillsItsWorker(), id="frames")
+    try:
+        with pytest.raises(KilledWorker) as info:
+            g.run(executor=ex)
+    finally:
+        ex.close()
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "partition 0 (frames 0:16) of node 'frames' was on worker tcp://127.0.0.1:" in notes, notes
