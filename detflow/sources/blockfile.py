@@ -14,16 +14,16 @@ the header says.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
 
 from detflow.errors import SourceFormatError, SourceNotFoundError
 from detflow.nodes.params import Param
-from detflow.sources.base import FrameReader, Source, read_head
+from detflow.sources.base import FrameReader, read_head
+from detflow.sources.file import FileSource
 from detflow.sources.params import COMMON_PARAMS, path_param
-from detflow.sources.readers import RecordReader, forget_mappings
+from detflow.sources.readers import RecordReader
 
 __all__ = ["BlockfileSource"]
 
@@ -44,7 +44,7 @@ def _header(endianness: str) -> np.dtype:
 HEADER = _header("<")
 
 
-class BlockfileSource(Source):
+class BlockfileSource(FileSource):
     """A dataset from a blockfile.
 
     Parameters
@@ -63,26 +63,6 @@ class BlockfileSource(Source):
     def can_open(cls, path: str) -> bool:
         """``IMGBLO`` at byte 0."""
         return read_head(path, 6) == b"IMGBLO"
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        nav_shape: Sequence[int] | None = None,
-        sig_shape: Sequence[int] | None = None,
-        sync_offset: int = 0,
-        allow_short: bool = False,
-    ) -> None:
-        self.path = os.fspath(path)
-        super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset,
-                         allow_short=allow_short)
-
-    def describe(self) -> str:
-        return f"blockfile source {self.path!r}"
-
-    def close(self) -> None:
-        """Unmap the file in this process (partitions already handed out stay valid)."""
-        forget_mappings(self.path)
 
     def _open(self) -> tuple[tuple[int, ...], tuple[int, ...], FrameReader]:
         if not os.path.isfile(self.path):

@@ -22,15 +22,16 @@ import numpy as np
 
 from detflow.errors import ConfigurationError, SourceFormatError, SourceNotFoundError, import_optional
 from detflow.nodes.params import Param, non_negative
-from detflow.sources.base import FrameReader, Source, read_head
+from detflow.sources.base import FrameReader, read_head
+from detflow.sources.file import FileSource
 from detflow.sources.params import COMMON_PARAMS, path_param
 from detflow.sources.params import checked as _checked
-from detflow.sources.readers import MmapReader, forget_mappings
+from detflow.sources.readers import MmapReader
 
 __all__ = ["DMSource"]
 
 
-class DMSource(Source):
+class DMSource(FileSource):
     """A dataset from a DigitalMicrograph file.
 
     Parameters
@@ -78,17 +79,9 @@ class DMSource(Source):
         sync_offset: int = 0,
         allow_short: bool = False,
     ) -> None:
-        self.path = os.fspath(path)
         self.image = None if image is None else _checked(type(self), "image", image)
-        super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset,
+        super().__init__(path, nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset,
                          allow_short=allow_short)
-
-    def describe(self) -> str:
-        return f"dm source {self.path!r}"
-
-    def close(self) -> None:
-        """Unmap the file in this process (partitions already handed out stay valid)."""
-        forget_mappings(self.path)
 
     def _open(self) -> tuple[tuple[int, ...], tuple[int, ...], FrameReader]:
         dm = import_optional("rsciio.digitalmicrograph", "the dm source")

@@ -26,7 +26,8 @@ import numpy as np
 
 from detflow.errors import SourceFormatError, SourceNotFoundError
 from detflow.nodes.params import Param
-from detflow.sources.base import FrameReader, Source, read_head
+from detflow.sources.base import FrameReader, read_head
+from detflow.sources.file import FileSource
 from detflow.sources.params import COMMON_PARAMS, path_param
 from detflow.sources.readers import RecordReader, forget_mappings
 
@@ -76,7 +77,7 @@ def read_empad_xml(path: str) -> tuple[str, tuple[int, ...]]:
     return os.path.join(os.path.dirname(path), name), nav
 
 
-class EmpadSource(Source):
+class EmpadSource(FileSource):
     """A dataset from an EMPAD acquisition.
 
     Parameters
@@ -106,13 +107,9 @@ class EmpadSource(Source):
         sync_offset: int = 0,
         allow_short: bool = False,
     ) -> None:
-        self.path = os.fspath(path)
         self.raw_path = ""
-        super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset,
+        super().__init__(path, nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset,
                          allow_short=allow_short)
-
-    def describe(self) -> str:
-        return f"empad source {self.path!r}"
 
     def close(self) -> None:
         """Unmap the raw file in this process (partitions already handed out stay valid)."""

@@ -9,21 +9,21 @@ are then read straight from the file, as for ``.npy``. A 3-D file is a stack of 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
 
 from detflow.errors import SourceFormatError, SourceNotFoundError, import_optional
 from detflow.nodes.params import Param
-from detflow.sources.base import FrameReader, Source, read_head
+from detflow.sources.base import FrameReader, read_head
+from detflow.sources.file import FileSource
 from detflow.sources.params import COMMON_PARAMS, path_param
-from detflow.sources.readers import MmapReader, forget_mappings
+from detflow.sources.readers import MmapReader
 
 __all__ = ["MrcSource"]
 
 
-class MrcSource(Source):
+class MrcSource(FileSource):
     """A dataset from an MRC file.
 
     Parameters
@@ -42,26 +42,6 @@ class MrcSource(Source):
     def can_open(cls, path: str) -> bool:
         """``MAP`` at byte 208, the MRC2014 map identifier."""
         return read_head(path, 3, 208) == b"MAP"
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        nav_shape: Sequence[int] | None = None,
-        sig_shape: Sequence[int] | None = None,
-        sync_offset: int = 0,
-        allow_short: bool = False,
-    ) -> None:
-        self.path = os.fspath(path)
-        super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset,
-                         allow_short=allow_short)
-
-    def describe(self) -> str:
-        return f"mrc source {self.path!r}"
-
-    def close(self) -> None:
-        """Unmap the file in this process (partitions already handed out stay valid)."""
-        forget_mappings(self.path)
 
     def _open(self) -> tuple[tuple[int, ...], tuple[int, ...], FrameReader]:
         mrcfile = import_optional("mrcfile", "the mrc source")

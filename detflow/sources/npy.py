@@ -10,14 +10,15 @@ import numpy as np
 
 from detflow.errors import ConfigurationError, SourceFormatError, SourceNotFoundError
 from detflow.nodes.params import Param
-from detflow.sources.base import FrameReader, Source, read_head
+from detflow.sources.base import FrameReader, read_head
+from detflow.sources.file import FileSource
 from detflow.sources.params import COMMON_PARAMS, SIG_DIMS, path_param
-from detflow.sources.readers import MmapReader, forget_mappings
+from detflow.sources.readers import MmapReader
 
 __all__ = ["NpySource"]
 
 
-class NpySource(Source):
+class NpySource(FileSource):
     """A dataset from a ``.npy`` file of shape ``nav_shape + sig_shape``.
 
     Parameters
@@ -55,17 +56,9 @@ class NpySource(Source):
         sync_offset: int = 0,
         allow_short: bool = False,
     ) -> None:
-        self.path = os.fspath(path)
         self._sig_dims = sig_dims
-        super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset,
+        super().__init__(path, nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset,
                          allow_short=allow_short)
-
-    def close(self) -> None:
-        """Unmap the file in this process (partitions already handed out stay valid)."""
-        forget_mappings(self.path)
-
-    def describe(self) -> str:
-        return f"npy source {self.path!r}"
 
     def _open(self) -> tuple[tuple[int, ...], tuple[int, ...], FrameReader]:
         if not os.path.isfile(self.path):

@@ -10,15 +10,16 @@ from typing import Any, ClassVar
 
 from detflow.errors import SourceFormatError, SourceNotFoundError
 from detflow.nodes.params import REQUIRED, Param, non_negative
-from detflow.sources.base import FrameReader, Source, check_frame_layout
+from detflow.sources.base import FrameReader, check_frame_layout
+from detflow.sources.file import FileSource
 from detflow.sources.params import COMMON_PARAMS, path_param
 from detflow.sources.params import checked as _checked
-from detflow.sources.readers import MmapReader, forget_mappings
+from detflow.sources.readers import MmapReader
 
 __all__ = ["RawSource"]
 
 
-class RawSource(Source):
+class RawSource(FileSource):
     """A dataset from a raw binary file.
 
     Parameters
@@ -59,19 +60,11 @@ class RawSource(Source):
         sync_offset: int = 0,
         allow_short: bool = False,
     ) -> None:
-        self.path = os.fspath(path)
         self._dtype = _checked(type(self), "dtype", dtype)
         self._offset = _checked(type(self), "offset", offset)
         self._native = (tuple(nav_shape), tuple(sig_shape))
-        super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset,
+        super().__init__(path, nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset,
                          allow_short=allow_short)
-
-    def close(self) -> None:
-        """Unmap the file in this process (partitions already handed out stay valid)."""
-        forget_mappings(self.path)
-
-    def describe(self) -> str:
-        return f"raw source {self.path!r}"
 
     def _open(self) -> tuple[tuple[int, ...], tuple[int, ...], FrameReader]:
         if not os.path.isfile(self.path):

@@ -24,16 +24,16 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
 
 from detflow.errors import SourceFormatError, SourceNotFoundError
 from detflow.nodes.params import Param
-from detflow.sources.base import FrameReader, Source, read_head
+from detflow.sources.base import FrameReader, read_head
+from detflow.sources.file import FileSource
 from detflow.sources.params import COMMON_PARAMS, path_param
-from detflow.sources.readers import RecordReader, forget_mappings
+from detflow.sources.readers import RecordReader
 
 __all__ = ["SeqHeader", "SeqSource", "read_seq_header"]
 
@@ -89,7 +89,7 @@ def read_seq_header(path: str) -> SeqHeader:
     return SeqHeader(path, read_head(path, _HEADER_BYTES))
 
 
-class SeqSource(Source):
+class SeqSource(FileSource):
     """A dataset from a Norpix ``.seq`` file.
 
     Parameters
@@ -109,26 +109,6 @@ class SeqSource(Source):
         """``0xFEED`` (little-endian uint32) at byte 0 and ``Norpix seq`` (UTF-16) at byte 4."""
         head = read_head(path, 24)
         return head[:4] == b"\xed\xfe\x00\x00" and head[4:24] == "Norpix seq".encode("utf-16-le")
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        nav_shape: Sequence[int] | None = None,
-        sig_shape: Sequence[int] | None = None,
-        sync_offset: int = 0,
-        allow_short: bool = False,
-    ) -> None:
-        self.path = os.fspath(path)
-        super().__init__(nav_shape=nav_shape, sig_shape=sig_shape, sync_offset=sync_offset,
-                         allow_short=allow_short)
-
-    def describe(self) -> str:
-        return f"seq source {self.path!r}"
-
-    def close(self) -> None:
-        """Unmap the file in this process (partitions already handed out stay valid)."""
-        forget_mappings(self.path)
 
     def _open(self) -> tuple[tuple[int, ...], tuple[int, ...], FrameReader]:
         if not os.path.isfile(self.path):
