@@ -26,15 +26,17 @@ import os
 
 from detflow.errors import SourceError, SourceFormatError
 
-__all__ = ["MAX_FRAME_BYTES", "MAX_HEADER_BYTES", "MAX_MESSAGE_BYTES", "check_size", "format_bytes",
-           "physical_memory"]
+__all__ = ["MAX_FRAME_BYTES", "MAX_HEADER_BYTES", "MAX_MESSAGE_BYTES", "MAX_REST_BYTES", "check_size",
+           "format_bytes", "physical_memory"]
 
 #: an acquisition header (the text of a ``.hdr`` file, on a socket or on disk)
 MAX_HEADER_BYTES = 1 << 20
 #: a control-port message (request or reply)
 MAX_MESSAGE_BYTES = 1 << 16
-#: one detector frame, header and pixels
+#: one detector frame, header and pixels (also the largest ZeroMQ message a DECTRIS stream may send)
 MAX_FRAME_BYTES = 1 << 28
+#: a REST answer of a DECTRIS detector (configuration values; a pixel mask is the largest)
+MAX_REST_BYTES = 1 << 26
 
 
 def physical_memory() -> int:

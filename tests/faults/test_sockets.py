@@ -211,3 +211,59 @@ def test_a_password_protected_dashboard_asks_for_it() -> None:
         good.read()
         assert good.getheader("Set-Cookie") is not None and good.getheader("Location") == "/"
         conn.close()
+
+
+# --- sizes announced by a DECTRIS detector (REST and ZeroMQ) -------------------------------
+def _huge_rest_reply(conn: socket.socket, peer: Peer) -> None:
+    conn.recv(65536)  # the request
+    _hold(conn, peer, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2000000000\r\n\r\n"
+          + b"1" * 1024)
+
+
+def test_a_dectris_rest_reply_length_is_checked_before_it_is_read() -> None:
+    from detflow.sources.live.dectris.control import SimplonClient
+
+    with Peer(_huge_rest_reply) as peer:
+        with pytest.raises(DetectorProtocolError, match=r"reply length \(Content-Length\) to GET /detector/api/\S+ "
+                                                        r"2000000000 bytes is above the limit of 64 MiB"):
+            SimplonClient("127.0.0.1", peer.port, timeout=30).get_config("nimages")
+        assert not peer.finished.is_set()  # refused at once, not after waiting for the bytes
+
+
+def test_the_dectris_simulator_refuses_a_huge_rest_request() -> None:
+    from detflow.sources.live.dectris.control import SimplonClient
+    from detflow.sources.live.dectris.sim import API_VERSION, DectrisSimulator
+
+    with DectrisSimulator(np.zeros((2, 16, 16), np.uint16), api_port=0, data_port=0) as sim:
+        before = SimplonClient("127.0.0.1", sim.api_port, timeout=30).get_config("nimages")
+        with socket.create_connection(("127.0.0.1", sim.api_port), timeout=30) as sock:
+            sock.sendall(f"PUT /detector/api/{API_VERSION}/config/nimages HTTP/1.1\r\nHost: x\r\n"
+                         "Content-Type: application/json\r\nContent-Length: 9999999999\r\n\r\n{".encode())
+            answer = b""
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := sock.recv(4096):
+                    answer += chunk
+        assert answer.startswith(b"HTTP/1.0 413") or answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert b"9999999999 bytes is above the limit" in answer
+        assert SimplonClient("127.0.0.1", sim.api_port, timeout=30).get_config("nimages") == before  # still serving
+
+
+def test_a_zeromq_message_larger_than_any_frame_is_never_buffered(monkeypatch: pytest.MonkeyPatch) -> None:
+    zmq = pytest.importorskip("zmq", reason="the DECTRIS stream needs pyzmq (the live extra)")
+    from detflow.sources import limits
+    from detflow.sources.live.dectris.data import DectrisStream
+
+    monkeypatch.setattr(limits, "MAX_FRAME_BYTES", 1 << 12)
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    port = push.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        with DectrisStream("127.0.0.1", port, timeout=1.0) as stream:
+            push.send(b"x" * (1 << 13), copy=True)  # twice the limit: ZeroMQ drops the peer, keeps nothing
+            with pytest.raises(DetectorTimeoutError):
+                stream.read_header()
+            assert stream.skipped_parts == 0  # never received, so never held in memory
+    finally:
+        push.close()
+        ctx.term()

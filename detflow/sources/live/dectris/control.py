@@ -33,6 +33,7 @@ from detflow.errors import (
     DetectorProtocolError,
     DetectorTimeoutError,
 )
+from detflow.sources.limits import MAX_REST_BYTES, check_size
 
 __all__ = ["TRIGGER_MODES", "DectrisActiveController", "SimplonClient", "image_count"]
 
@@ -163,7 +164,13 @@ class SimplonClient:
                                      headers={"Content-Type": "application/json"} if data is not None else {})
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read()
+                announced = resp.headers.get("Content-Length")
+                if announced is not None and announced.strip().isdigit():
+                    check_size(int(announced), MAX_REST_BYTES, field=f"reply length (Content-Length) to {what}",
+                               where=f"simplon at {self.where}", error=DetectorProtocolError)
+                raw = resp.read(MAX_REST_BYTES + 1)  # a reply without a length is bounded too
+                check_size(len(raw), MAX_REST_BYTES, field=f"reply to {what}, at least",
+                           where=f"simplon at {self.where}", error=DetectorProtocolError)
         except urllib.error.HTTPError as err:
             text = _shown(err.read())
             raise DetectorCommandError(what, err.code, text or err.reason) from None

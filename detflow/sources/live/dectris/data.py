@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from detflow.errors import DetectorProtocolError, DetectorTimeoutError, import_optional
+from detflow.sources import limits
 from detflow.sources.live.dectris import cbor
 from detflow.sources.live.dectris.codec import DECODERS, image_dtype
 from detflow.sources.live.dectris.control import image_count
@@ -143,6 +144,9 @@ class DectrisStream:
         self._sock = self._ctx.socket(zmq.PULL)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.RCVHWM, _RCVHWM)
+        # a message larger than any frame (a corrupt or hostile peer) is never buffered: ZeroMQ
+        # drops that connection, and the receive timeout then ends the series with an error
+        self._sock.setsockopt(zmq.MAXMSGSIZE, limits.MAX_FRAME_BYTES)
         self._sock.connect(f"tcp://{host}:{self.port}")
         self._noblock, self._again = int(zmq.NOBLOCK), zmq.Again
         self._parts: deque[bytes] = deque()

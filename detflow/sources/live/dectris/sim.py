@@ -76,6 +76,8 @@ log = logging.getLogger(__name__)
 API_VERSION = "1.8.0"
 #: the stream's ``format`` setting: the JSON parts of ``dheader-1.0`` and so on, or CBOR messages
 STREAM_FORMATS = ("legacy", "cbor")
+#: the largest REST request body the simulator reads (a configuration value)
+_MAX_REQUEST_BYTES = 1 << 20
 _POLL = 0.05
 _GARBAGE = [b"\x00\x01 not a dectris part", b'{"htype": "something-else-1.0"}', b"MPX,0000000013,junk"]
 _READ_ONLY = {"x_pixels_in_detector", "y_pixels_in_detector", "bit_depth_image", "bit_depth_readout",
@@ -459,6 +461,10 @@ def _make_http_server(sim: DectrisSimulator, host: str, port: int) -> ThreadingH
         def _handle(self, method: str) -> None:
             try:
                 length = int(self.headers.get("Content-Length") or 0)
+                if length > _MAX_REQUEST_BYTES:  # never read (or allocate) what a client merely announces
+                    self.close_connection = True
+                    raise _HTTPError(413, f"request body of {length} bytes is above the limit of "
+                                          f"{_MAX_REQUEST_BYTES} bytes")
                 raw = self.rfile.read(length) if length else b""
                 path = self.path.split("?", 1)[0]
                 if path.rstrip("/") == "/detector/api/version":
