@@ -42,6 +42,23 @@ def test_merges_in_a_tree(monkeypatch) -> None:
     np.testing.assert_array_equal(frames["intensity"].data, data.sum(axis=(2, 3)))
 
 
+@pytest.mark.parametrize("rows", [slice(0, 1), slice(5, 6), slice(2, 4)])
+def test_a_tree_merge_keeps_the_side_that_processed_frames(rows: slice) -> None:
+    """With a ROI inside a few partitions, most tree merges pair a group that saw frames with
+    one that saw none: the merged result is the first, whichever side it is on."""
+    data = _data()
+    roi = np.zeros((6, 7), dtype=bool)
+    roi[rows, 1:4] = True
+    ctx = df.Context(DelayedExecutor("sync", merge="tree"))
+    ds = ctx.load("memory", data=data, num_partitions=6)
+    total, std, frames = ctx.run_udf(dataset=ds, udf=[SumUDF(), StdDevUDF(), SumSigUDF()], roi=roi)
+    picked = data[roi].astype(np.float64)
+    np.testing.assert_allclose(total["intensity"].data, picked.sum(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(std["std"].data, picked.std(axis=0), rtol=1e-9, atol=1e-9)
+    expected = np.where(roi, data.sum(axis=(2, 3)), 0)
+    np.testing.assert_array_equal(np.where(roi, frames["intensity"].data, 0), expected)
+
+
 def test_processes_scheduler() -> None:
     data = _data()
     ctx = df.Context(DelayedExecutor("processes", cpus=2))
