@@ -18,6 +18,15 @@ from typing import Any
 from detflow.executors.dask_ import DaskExecutor, worker_env
 
 
+def _die_with_the_suite() -> None:
+    """In the child, before exec: be killed when the test process goes (Linux), so a suite that
+    is itself killed (a CI timeout, Ctrl-C twice) leaves no scheduler or worker behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -34,12 +43,14 @@ class ExternalCluster:
             [*py, "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
              "--dashboard-address", ":0", "--no-show"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+            preexec_fn=_die_with_the_suite,
         )]
         for _ in range(n_workers):
             self.procs.append(subprocess.Popen(
                 [*py, "distributed.cli.dask_worker", self.address, "--nthreads", "1", "--nworkers", "1",
-                 "--no-nanny", "--host", "127.0.0.1", "--dashboard-address", ":0"],
+                 "--no-nanny", "--host", "127.0.0.1", "--dashboard-address", ":0", "--death-timeout", "60"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+                preexec_fn=_die_with_the_suite,
             ))
         deadline = time.monotonic() + timeout
         self.executor: Any = None
