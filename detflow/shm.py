@@ -78,6 +78,8 @@ POOL_SEGMENTS = 16
 _LIVE: dict[str, SharedMemory] = {}  # staged, not yet released
 _FREE: dict[str, SharedMemory] = {}  # released, ready for reuse; oldest first
 _LOCK = threading.Lock()
+#: unlinked segments whose memory a view still holds (an error's traceback, say): closed later
+_LINGERING: list[SharedMemory] = []
 _ATTACHED: list[SharedMemory] = []  # only where there is no shm_open
 
 #: segments a reading process keeps mapped: the driver's pool hands the same few segments
@@ -166,9 +168,25 @@ class _Release:
 def _unlink(shm: SharedMemory) -> None:
     with _MAPPED_LOCK:
         _MAPPED.pop(shm.name, None)  # a mapping this process read through, if any
-    shm.close()  # the driver made no view that outlives staging, so nothing is exported
     with contextlib.suppress(FileNotFoundError):
-        shm.unlink()
+        shm.unlink()  # the name goes now; no other process can attach any more
+    try:
+        shm.close()
+    except BufferError:  # a view is still alive (a kept traceback): the memory goes with it
+        with _LOCK:
+            _LINGERING.append(shm)
+
+
+def _close_lingering() -> None:
+    with _LOCK:
+        waiting = list(_LINGERING)
+        _LINGERING.clear()
+    for shm in waiting:
+        try:
+            shm._mmap.close()  # type: ignore[attr-defined]  # close() already dropped its buffer
+        except BufferError:
+            with _LOCK:
+                _LINGERING.append(shm)
 
 
 def live_segments() -> list[str]:
@@ -190,6 +208,7 @@ def trim() -> None:
         _FREE.clear()
     for shm in free:
         _unlink(shm)
+    _close_lingering()
 
 
 def release_all() -> None:

@@ -51,9 +51,20 @@ def _modules() -> dict[str, Path]:
     return out
 
 
+def _parse(path: Path) -> ast.Module:
+    source = path.read_text(encoding="utf-8")
+    for _ in range(3):
+        try:
+            return ast.parse(source, str(path))
+        except SystemError as err:  # CPython 3.11 (gh-106905): a spurious "AST constructor
+            if "recursion depth mismatch" not in str(err):  # recursion depth mismatch"; parse again
+                raise
+    return ast.parse(source, str(path))
+
+
 def _imports(path: Path, module: str, known: set[str]) -> list[tuple[str, int]]:
     """``(imported module, line)`` for every import that runs."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    tree = _parse(path)
     is_pkg = path.name == "__init__.py"
     base = module.split(".") if is_pkg else module.split(".")[:-1]
     found: list[tuple[str, int]] = []

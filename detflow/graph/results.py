@@ -299,7 +299,10 @@ def buffers_to_xarray(
             if dim in axes:
                 coords[dim] = xr.Variable((dim,), np.arange(size, dtype=np.int64), attrs=AXIS_ATTRS[buf.kind])
             elif dim in labels and len(labels[dim]) == size:
-                coords[dim] = xr.Variable((dim,), np.asarray(labels[dim]))
+                values = np.asarray(labels[dim])
+                if values.dtype.kind == "U":  # variable-length strings: what zarr v3 has a spec for
+                    values = values.astype(object)
+                coords[dim] = xr.Variable((dim,), values)
         var_attrs = {"kind": buf.kind, **getattr(udf, "buffer_attrs", {}).get(name, {})}
         variables[name] = xr.Variable(dims, data, attrs=var_attrs)
     return xr.Dataset(variables, coords=coords, attrs=dict(attrs or {}))

@@ -27,6 +27,7 @@ def _tasks(data: np.ndarray, **kw) -> list[PartitionTask]:
 
 
 def test_memory_partition_travels_by_name() -> None:
+    trim()  # the pool is per process: start from an empty one, whatever ran before
     data = np.arange(4 * 4 * 32 * 32, dtype=np.uint16).reshape(4, 4, 32, 32)
     (task,) = _tasks(data)
     staged, release = stage(task)
@@ -134,3 +135,20 @@ def test_reader_keeps_the_segments_it_mapped_and_forgets_unlinked_ones() -> None
     release()
     shm.trim()
     assert reader.name not in shm._MAPPED
+
+
+def test_trim_with_a_view_still_alive_unlinks_and_closes_later() -> None:
+    """A view of a pooled segment that outlives its run (a kept traceback holds one) must not make
+    closing the executor fail: the name goes at once, the memory when the view goes."""
+    trim()
+    (task,) = _tasks(np.arange(2 * 2 * 16 * 16, dtype=np.uint16).reshape(2, 2, 16, 16))
+    staged, release = stage(task)
+    name = staged.partition.reader.name
+    view = np.frombuffer(shm._LIVE[name].buf, np.uint8)  # as a traceback's frame would keep it
+    release()
+    trim()  # before: BufferError "cannot close exported pointers exist"
+    assert name not in _segments() and not pooled_segments()
+    assert [s.name for s in shm._LINGERING] == [name]
+    del view
+    trim()
+    assert not shm._LINGERING

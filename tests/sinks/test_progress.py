@@ -39,7 +39,7 @@ def test_run_udf_detflow_run_and_the_dashboard_count_the_same_frames(tmp_path, c
     assert _last_count(capsys.readouterr().err) == (n_roi, n_roi)
 
     proc = subprocess.run([sys.executable, "-m", "detflow.cli", "run", str(tmp_path / "g.yaml"), "--executor",
-                           "inline"], capture_output=True, text=True, timeout=180)
+                           "inline", "--progress"], capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert _last_count(proc.stderr) == (n_roi, n_roi)
 
