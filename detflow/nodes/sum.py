@@ -69,7 +69,12 @@ class SumUDF(UDF):
     def process_tile(self, tile: np.ndarray) -> None:
         out = flat_view(self.results.intensity)
         if bk.is_sparse(tile):  # only the stored pixels are read
-            out += bk.to_numpy(bk.as_scipy_2d(tile).sum(axis=0)).reshape(-1).astype(out.dtype)
+            t = bk.as_scipy_2d(tile)
+            if getattr(t, "format", None) == "csr":  # one pass over the stored values, no matrix product
+                lo, hi = int(t.indptr[0]), int(t.indptr[-1])
+                out += np.bincount(t.indices[lo:hi], weights=t.data[lo:hi], minlength=out.size).astype(out.dtype)
+            else:
+                out += bk.to_numpy(t.sum(axis=0)).reshape(-1).astype(out.dtype)
             return
         t2 = tile_2d(tile)
         if t2.dtype.kind in NUMBA_KINDS and out.dtype.kind in "fc":
