@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-import signal
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -34,6 +32,7 @@ from detflow.sources.live.asi_tpx3.protocol import (
     code_of,
     pack_chunk,
 )
+from detflow.sources.live.serve import serve_until_stopped
 
 __all__ = ["AsiTpx3Simulator", "encode_acquisition", "load_frames", "run_simulator"]
 
@@ -253,28 +252,12 @@ def run_simulator(path: str, *, host: str = "127.0.0.1", port: int = 8283, chunk
                            metadata=bytes(range(256)) * (metadata_bytes // 256) + bytes(metadata_bytes % 256),
                            acquisitions=acquisitions, nav_shape=nav_shape, sig_shape=sig_shape)
 
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+    def describe() -> list[str]:
+        lines: list[str] = []
+        lines.append(f"asi_tpx3 simulator: {path} (nav {sim.nav_shape[0]}x{sim.nav_shape[1]}, sig "
+                     f"{sim.sig_shape[0]}x{sim.sig_shape[1]}, {sim.n_events} events, {sim.matrix.dtype}, "
+                     f"{chunk_frames} frames per chunk, {acquisitions} acquisition(s) per connection)")
+        lines.append(f"data port: {sim.host}:{sim.port}")
+        return lines
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        with sim:
-            echo(f"asi_tpx3 simulator: {path} (nav {sim.nav_shape[0]}x{sim.nav_shape[1]}, sig "
-                 f"{sim.sig_shape[0]}x{sim.sig_shape[1]}, {sim.n_events} events, {sim.matrix.dtype}, "
-                 f"{chunk_frames} frames per chunk, {acquisitions} acquisition(s) per connection)")
-            echo(f"data port: {sim.host}:{sim.port}")
-            echo("press Ctrl-C to stop")
-            watch = _ReplayProgress(sim) if progress else None
-            try:
-                while True:
-                    time.sleep(0.2)
-                    if watch is not None:
-                        watch.poll()
-            finally:
-                if watch is not None:
-                    watch.poll()  # what was sent since the last look
-                    watch.close()
-    except KeyboardInterrupt:
-        echo("asi_tpx3 simulator: stopped")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    serve_until_stopped(sim, "asi_tpx3", describe, echo, _ReplayProgress if progress else None)

@@ -47,7 +47,6 @@ import logging
 import os
 import queue
 import re
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -68,6 +67,7 @@ from detflow.sources.live.dectris.recording import (
     from_array,
     load_recording,
 )
+from detflow.sources.live.serve import serve_until_stopped
 
 __all__ = ["DectrisSimulator", "run_simulator"]
 
@@ -544,30 +544,14 @@ def run_simulator(path: str, *, host: str = "127.0.0.1", api_port: int = 8910, d
     sim = DectrisSimulator(path, host=host, api_port=api_port, data_port=data_port, encoding=encoding,
                            trigger_mode=trigger_mode, stream_format=stream_format)
 
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+    def describe() -> list[str]:
+        lines: list[str] = []
+        rec = sim.recording
+        lines.append(f"dectris simulator: {rec.source} ({rec.n_frames} frames of {rec.sig_shape[1]}x{rec.sig_shape[0]} "
+                     f"{rec.dtype.name}, {rec.encoding}, trigger_mode {sim.config['trigger_mode']}, "
+                     f"stream format {stream_format})")
+        lines.append(f"api port: {sim.host}:{sim.api_port}")
+        lines.append(f"data port: {sim.host}:{sim.data_port}")
+        return lines
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        with sim:
-            rec = sim.recording
-            echo(f"dectris simulator: {rec.source} ({rec.n_frames} frames of {rec.sig_shape[1]}x{rec.sig_shape[0]} "
-                 f"{rec.dtype.name}, {rec.encoding}, trigger_mode {sim.config['trigger_mode']}, "
-                 f"stream format {stream_format})")
-            echo(f"api port: {sim.host}:{sim.api_port}")
-            echo(f"data port: {sim.host}:{sim.data_port}")
-            echo("press Ctrl-C to stop")
-            watch = _ReplayProgress(sim) if progress else None
-            try:
-                while True:
-                    time.sleep(0.2)
-                    if watch is not None:
-                        watch.poll()
-            finally:
-                if watch is not None:
-                    watch.poll()  # what was sent since the last look
-                    watch.close()
-    except KeyboardInterrupt:
-        echo("dectris simulator: stopped")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    serve_until_stopped(sim, "dectris", describe, echo, _ReplayProgress if progress else None)

@@ -48,7 +48,6 @@ import math
 import mmap
 import os
 import select
-import signal
 import socket
 import threading
 import time
@@ -64,6 +63,7 @@ from detflow.sources.live.merlin.protocol import (
     encode_message,
     message_prefix,
 )
+from detflow.sources.live.serve import serve_until_stopped
 from detflow.sources.mib import MibSource
 from detflow.sources.mib_decode import MibLayout
 from detflow.sources.mib_write import hdr_text
@@ -595,33 +595,17 @@ def run_simulator(
                           trigger_port=trigger_port, wait_trigger=wait_trigger, continuous=continuous,
                           frame_rate=frame_rate, garbage=garbage, nav_shape=nav_shape)
 
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+    def describe() -> list[str]:
+        lines: list[str] = []
+        modes = [m for m, on in (("wait-trigger", wait_trigger), ("continuous", continuous),
+                                 ("garbage", garbage)) if on]
+        lines.append(f"merlin simulator: {sim.path} ({sim.n_frames} frames of {sim.layout.describe()})"
+                     + (f", {', '.join(modes)}" if modes else "")
+                     + (f", {frame_rate:g} frames/s" if frame_rate else ""))
+        lines.append(f"data port: {sim.host}:{sim.data_port}")
+        lines.append(f"control port: {sim.host}:{sim.control_port}")
+        if sim.trigger_port is not None:
+            lines.append(f"trigger port: {sim.host}:{sim.trigger_port}")
+        return lines
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        with sim:
-            modes = [m for m, on in (("wait-trigger", wait_trigger), ("continuous", continuous),
-                                     ("garbage", garbage)) if on]
-            echo(f"merlin simulator: {sim.path} ({sim.n_frames} frames of {sim.layout.describe()})"
-                 + (f", {', '.join(modes)}" if modes else "")
-                 + (f", {frame_rate:g} frames/s" if frame_rate else ""))
-            echo(f"data port: {sim.host}:{sim.data_port}")
-            echo(f"control port: {sim.host}:{sim.control_port}")
-            if sim.trigger_port is not None:
-                echo(f"trigger port: {sim.host}:{sim.trigger_port}")
-            echo("press Ctrl-C to stop")
-            watch = _ReplayProgress(sim) if progress else None
-            try:
-                while True:
-                    time.sleep(0.2)
-                    if watch is not None:
-                        watch.poll()
-            finally:
-                if watch is not None:
-                    watch.poll()  # what was sent since the last look
-                    watch.close()
-    except KeyboardInterrupt:
-        echo("merlin simulator: stopped")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    serve_until_stopped(sim, "merlin", describe, echo, _ReplayProgress if progress else None)
